@@ -1,0 +1,1 @@
+"""Services that consume the exchange topic: the ClickHouse loader and the Datadog forwarder."""

@@ -1,0 +1,1 @@
+"""The ClickHouse loader: raw events and assembled exchanges, via clickhouse-connect."""

@@ -1,0 +1,162 @@
+"""The only module that imports clickhouse-connect: an async adapter with typed errors.
+
+clickhouse-connect is synchronous, and an embedded chdb session must not be used from two threads
+at once, so every call runs on one dedicated worker thread, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Server error codes that mean "this data can never be inserted", not "try again later".
+_DATA_ERROR_CODES = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        41,  # CANNOT_PARSE_DATETIME
+        53,  # TYPE_MISMATCH
+        70,  # CANNOT_CONVERT_TYPE
+        117,  # INCORRECT_DATA
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+        407,  # DECIMAL_OVERFLOW
+    }
+)
+READONLY_CODE = 164
+
+
+class ClickHouseError(Exception):
+    """A ClickHouse call failed. ``retriable`` is False only for data ClickHouse will never take."""
+
+    def __init__(self, message: str, *, retriable: bool, code: int | None = None) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+        self.code = code
+
+
+def is_embedded(url: str) -> bool:
+    return url.startswith("chdb:")
+
+
+def embedded_path(url: str) -> Path:
+    return Path(urlsplit(url).path or "./data/clickhouse")
+
+
+class ClickHouse:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._executor: ThreadPoolExecutor | None = None
+        self._client: Client | None = None
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        if is_embedded(self.url):
+            embedded_path(self.url).mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self._client = await self._run(lambda: clickhouse_connect.get_client(dsn=self.url))
+
+    async def stop(self) -> None:
+        if self._executor is None:
+            return
+        client, self._client = self._client, None
+        if client is not None:
+            await self._run(client.close)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    async def __aenter__(self) -> ClickHouse:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise ClickHouseError("ClickHouse adapter is not started", retriable=False)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        except DriverError as exc:
+            raise _translate(exc) from exc
+
+    @property
+    def _c(self) -> Client:
+        if self._client is None:
+            raise ClickHouseError("ClickHouse adapter is not started", retriable=False)
+        return self._client
+
+    async def insert(
+        self,
+        table: str,
+        rows: Sequence[Sequence[Any]],
+        columns: Sequence[str],
+        *,
+        dedup_token: str,
+    ) -> None:
+        """Insert rows; a retry with the same token is a no-op on the server."""
+        client = self._c
+        await self._run(
+            lambda: client.insert(
+                table,
+                rows,
+                column_names=list(columns),
+                settings={
+                    "insert_deduplication_token": dedup_token,
+                    "insert_deduplicate": 1,
+                    "deduplicate_blocks_in_dependent_materialized_views": 1,
+                },
+            )
+        )
+
+    async def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
+        client = self._c
+        await self._run(lambda: client.command(sql, parameters=parameters))
+
+    async def rows(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        binary_columns: Sequence[str] = (),
+    ) -> list[tuple[Any, ...]]:
+        """Query rows; ``binary_columns`` come back as bytes, exactly as stored."""
+        client = self._c
+        formats: dict[str, str | dict[str, str]] = dict.fromkeys(binary_columns, "bytes")
+        result = await self._run(
+            lambda: client.query(sql, parameters=parameters, column_formats=formats)
+        )
+        return [tuple(row) for row in result.result_rows]
+
+    async def raw(self, sql: str, *, fmt: str, readonly: bool = True) -> bytes:
+        """Run a query and return its output in a ClickHouse format (CSV, PrettyCompact, ...)."""
+        client = self._c
+        settings = {"readonly": 2} if readonly else {}
+        return await self._run(lambda: client.raw_query(sql, fmt=fmt, settings=settings))
+
+
+def _translate(exc: DriverError) -> ClickHouseError:
+    code = getattr(exc, "code", None)
+    if isinstance(exc, OperationalError):
+        return ClickHouseError(f"ClickHouse unavailable: {exc}", retriable=True, code=code)
+    if isinstance(exc, DatabaseError) and code in _DATA_ERROR_CODES:
+        return ClickHouseError(f"ClickHouse rejected the data: {exc}", retriable=False, code=code)
+    if code == READONLY_CODE:
+        return ClickHouseError(str(exc), retriable=False, code=code)
+    # Unknown failures (permissions, missing columns, too many parts, ...) are sink-side problems
+    # that an operator can fix: retry them rather than throwing events away.
+    return ClickHouseError(f"ClickHouse error: {exc}", retriable=True, code=code)

@@ -1,0 +1,216 @@
+"""The ClickHouse sink: raw events first, then one assembled row per completed exchange.
+
+Every insert carries a deduplication token derived from the batch's offsets, so retrying a batch
+never doubles a row. A row ClickHouse refuses as data is isolated by bisection (deterministic
+sub-batch tokens) and rejected alone; the rest of the batch is inserted.
+
+Exchange assembly needs the request and every chunk of the exchange. They usually arrived in this
+or a recent batch and are still in memory; otherwise (a restart mid-stream, a long stream) they
+are read back from the raw tables, which always hold everything committed so far.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from consumers.clickhouse.client import ClickHouse, ClickHouseError
+from consumers.clickhouse.migrate import migrate
+from consumers.clickhouse.rows import (
+    CHUNK_COLUMNS,
+    COMPLETED_COLUMNS,
+    EXCHANGE_COLUMNS,
+    REQUEST_COLUMNS,
+    Position,
+    chunk_row,
+    completed_row,
+    exchange_row,
+    request_row,
+)
+from consumers.exchange.assemble import ChunkIn
+from consumers.sink import Batch, Record, Rejected, SinkError, WriteResult
+from schemas import EventType
+
+log = logging.getLogger(__name__)
+
+RAW_TABLES: dict[EventType, tuple[str, tuple[str, ...], Callable[..., tuple[Any, ...]]]] = {
+    EventType.REQUEST: ("requests_raw", REQUEST_COLUMNS, request_row),
+    EventType.CHUNK: ("chunks_raw", CHUNK_COLUMNS, chunk_row),
+    EventType.COMPLETED: ("completions_raw", COMPLETED_COLUMNS, completed_row),
+}
+
+_REQUEST_FIELDS = REQUEST_COLUMNS[:-2]  # without the Kafka position
+_READ_BACK_REQUESTS = (
+    "SELECT " + ", ".join(_REQUEST_FIELDS) + " FROM requests_raw FINAL "  # noqa: S608 (constant columns)
+    "WHERE request_id IN {ids:Array(String)}"
+)
+_READ_BACK_CHUNKS = (
+    "SELECT request_id, seq, offset_ns, data FROM chunks_raw FINAL "
+    "WHERE request_id IN {ids:Array(String)} ORDER BY request_id, seq"
+)
+
+
+@dataclass(slots=True)
+class _Open:
+    """What we hold in memory of an exchange whose completed event has not arrived yet."""
+
+    request: dict[str, Any] | None = None
+    chunks: dict[int, ChunkIn] = field(default_factory=dict)
+    bytes: int = 0
+
+
+@dataclass(slots=True)
+class SinkStats:
+    inserted_rows: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
+    readbacks: int = 0
+    rejected: int = 0
+    last_insert_ms: float = 0.0
+
+
+class ClickHouseSink:
+    name = "clickhouse"
+
+    def __init__(self, clickhouse: ClickHouse, *, max_open_bytes: int = 256 * 1024 * 1024) -> None:
+        self.clickhouse = clickhouse
+        self.stats = SinkStats()
+        self._open: collections.OrderedDict[str, _Open] = collections.OrderedDict()
+        self._open_bytes = 0
+        self._max_open_bytes = max_open_bytes
+
+    async def start(self) -> None:
+        await self.clickhouse.start()
+        try:
+            await migrate(self.clickhouse)
+        except ClickHouseError as exc:
+            raise SinkError(f"cannot migrate the ClickHouse schema: {exc}") from exc
+
+    async def stop(self) -> None:
+        await self.clickhouse.stop()
+
+    async def write(self, batch: Batch) -> WriteResult:
+        result = WriteResult()
+        by_type: dict[EventType, list[Record]] = collections.defaultdict(list)
+        for record in batch.records:
+            by_type[record.event.type].append(record)
+        for event_type, (table, columns, to_row) in RAW_TABLES.items():
+            records = by_type.get(event_type, [])
+            rows = [to_row(r.event.record, Position(r.partition, r.offset)) for r in records]
+            result.rejected += await self._insert(
+                table, columns, rows, records, f"{batch.token}:{table}"
+            )
+        rejected_ids = {r.record.event.record["request_id"] for r in result.rejected}
+        self._remember(by_type.get(EventType.REQUEST, []), by_type.get(EventType.CHUNK, []))
+        completed = [
+            r for r in by_type.get(EventType.COMPLETED, [])
+            if r.event.record["request_id"] not in rejected_ids
+        ]  # fmt: skip
+        if completed:
+            rows = await self._exchange_rows(completed)
+            result.rejected += await self._insert(
+                "exchanges", EXCHANGE_COLUMNS, rows, completed, f"{batch.token}:exchanges"
+            )
+        self.stats.rejected += len(result.rejected)
+        return result
+
+    async def _insert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+        records: Sequence[Record],
+        token: str,
+    ) -> list[Rejected]:
+        if not rows:
+            return []
+        try:
+            await self.clickhouse.insert(table, rows, columns, dedup_token=token)
+        except ClickHouseError as exc:
+            if exc.retriable:
+                raise SinkError(str(exc)) from exc
+            if len(rows) == 1:
+                log.error("ClickHouse rejected a %s row: %s", table, exc)
+                return [Rejected(records[0], f"{table}: {exc}")]
+            middle = len(rows) // 2
+            return [
+                *await self._insert(table, columns, rows[:middle], records[:middle], token + ".0"),
+                *await self._insert(table, columns, rows[middle:], records[middle:], token + ".1"),
+            ]
+        self.stats.inserted_rows[table] += len(rows)
+        return []
+
+    def _remember(self, requests: list[Record], chunks: list[Record]) -> None:
+        for r in requests:
+            event = r.event.record
+            entry = self._open.setdefault(event["request_id"], _Open())
+            entry.request = event
+            entry.bytes += len(event["body"])
+            self._open_bytes += len(event["body"])
+        for r in chunks:
+            event = r.event.record
+            entry = self._open.setdefault(event["request_id"], _Open())
+            entry.chunks[event["seq"]] = ChunkIn(event["seq"], event["offset_ns"], event["data"])
+            entry.bytes += len(event["data"])
+            self._open_bytes += len(event["data"])
+        # Oldest first: an exchange evicted here is read back from ClickHouse when it completes.
+        while self._open_bytes > self._max_open_bytes and self._open:
+            _, evicted = self._open.popitem(last=False)
+            self._open_bytes -= evicted.bytes
+
+    def _take(self, request_id: str) -> _Open | None:
+        entry = self._open.pop(request_id, None)
+        if entry is not None:
+            self._open_bytes -= entry.bytes
+        return entry
+
+    async def _exchange_rows(self, completed: list[Record]) -> list[tuple[Any, ...]]:
+        parts: dict[str, tuple[dict[str, Any] | None, list[ChunkIn]]] = {}
+        missing: list[str] = []
+        for record in completed:
+            event = record.event.record
+            request_id = event["request_id"]
+            entry = self._take(request_id) or _Open()
+            expected = event["chunk_count"]
+            have_all = entry.request is not None and all(
+                seq in entry.chunks for seq in range(1, expected + 1)
+            )
+            if have_all:
+                chunks = [entry.chunks[seq] for seq in range(1, expected + 1)]
+                parts[request_id] = (entry.request, chunks)
+            else:
+                missing.append(request_id)
+        if missing:
+            parts.update(await self._read_back(missing))
+        rows = []
+        for record in completed:
+            event = record.event.record
+            request, chunks = parts.get(event["request_id"], (None, []))
+            rows.append(exchange_row(request, chunks, event))
+        return rows
+
+    async def _read_back(
+        self, request_ids: list[str]
+    ) -> dict[str, tuple[dict[str, Any] | None, list[ChunkIn]]]:
+        self.stats.readbacks += len(request_ids)
+        try:
+            requests = await self.clickhouse.rows(
+                _READ_BACK_REQUESTS, {"ids": request_ids}, binary_columns=("body",)
+            )
+            chunk_rows = await self.clickhouse.rows(
+                _READ_BACK_CHUNKS, {"ids": request_ids}, binary_columns=("data",)
+            )
+        except ClickHouseError as exc:
+            raise SinkError(f"cannot read back exchanges to assemble: {exc}") from exc
+        out: dict[str, tuple[dict[str, Any] | None, list[ChunkIn]]] = {
+            rid: (None, []) for rid in request_ids
+        }
+        for row in requests:
+            record = dict(zip(_REQUEST_FIELDS, row, strict=True))
+            record["received_at_us"] = int(record.pop("received_at").timestamp() * 1_000_000)
+            record["headers"] = [{"name": n, "value": v} for n, v in record["headers"]]
+            out[record["request_id"]] = (record, out[record["request_id"]][1])
+        for request_id, seq, offset_ns, data in chunk_rows:
+            out[request_id][1].append(ChunkIn(seq, offset_ns, data))
+        return out

@@ -1,0 +1,344 @@
+"""Assemble what the model answered from the response bytes, for every dialect we proxy.
+
+Input is the ordered chunk list exactly as forwarded to the client; output is the text, tool calls,
+finish reason, token usage and the time of the first token. Malformed input never raises: it is
+counted in ``parse_errors`` and the rest of the response is still assembled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from consumers.exchange.sse import SseEvent, SseParser
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkIn:
+    seq: int
+    offset_ns: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+@dataclass(slots=True)
+class Assembled:
+    text: str = ""
+    choices: list[str] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    model: str | None = None
+    response_id: str | None = None
+    first_token_offset_ns: int | None = None
+    sse_events: int = 0
+    parse_errors: int = 0
+    error_in_stream: str | None = None
+    done_marker: bool = False
+
+
+def assemble(chunks: Sequence[ChunkIn], *, endpoint: str, dialect: str, stream: bool) -> Assembled:
+    if not chunks:
+        return Assembled()
+    if not stream or not _looks_like_sse(chunks):
+        return _assemble_body(b"".join(c.data for c in chunks), endpoint, dialect, chunks)
+    parser = SseParser()
+    state = _StreamState(endpoint=endpoint, dialect=dialect)
+    for position, chunk in enumerate(chunks):
+        for event in parser.feed(chunk.data, position):
+            state.on_event(event, chunks[event.index].offset_ns)
+    for event in parser.finish(len(chunks) - 1):
+        state.on_event(event, chunks[event.index].offset_ns)
+    return state.result()
+
+
+def _looks_like_sse(chunks: Sequence[ChunkIn]) -> bool:
+    head = b""
+    for chunk in chunks:
+        head += chunk.data
+        if len(head.lstrip()) >= 8:
+            break
+    return head.lstrip().startswith((b"data:", b"event:", b":", b"id:", b"retry:"))
+
+
+# --- whole bodies -------------------------------------------------------------------------------
+
+
+def _assemble_body(
+    body: bytes, endpoint: str, dialect: str, chunks: Sequence[ChunkIn]
+) -> Assembled:
+    out = Assembled()
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        out.parse_errors = 1
+        return out
+    if not isinstance(doc, dict):
+        return out
+    out.first_token_offset_ns = chunks[0].offset_ns
+    out.model = _str(doc.get("model"))
+    out.response_id = _str(doc.get("id"))
+    if isinstance(doc.get("error"), dict):
+        out.error_in_stream = None
+        return out
+    if dialect == "anthropic":
+        _anthropic_message(doc, out)
+    elif endpoint.endswith("/responses"):
+        _responses_object(doc, out)
+    else:
+        choices = doc.get("choices") or []
+        texts: list[str] = []
+        for choice in choices if isinstance(choices, list) else []:
+            message = choice.get("message") or {}
+            texts.append(_str(message.get("content")) or _str(choice.get("text")) or "")
+            for call in message.get("tool_calls") or []:
+                out.tool_calls.append(call)
+            out.finish_reason = out.finish_reason or _str(choice.get("finish_reason"))
+        out.choices = texts
+        out.text = texts[0] if texts else ""
+        _openai_usage(doc.get("usage"), out.usage)
+    return out
+
+
+def _anthropic_message(doc: dict[str, Any], out: Assembled) -> None:
+    texts: list[str] = []
+    for block in doc.get("content") or []:
+        if block.get("type") == "text":
+            texts.append(block.get("text", ""))
+        elif block.get("type") == "tool_use":
+            out.tool_calls.append(
+                {"id": block.get("id"), "name": block.get("name"), "input": block.get("input")}
+            )
+    out.text = "".join(texts)
+    out.choices = [out.text]
+    out.finish_reason = _str(doc.get("stop_reason"))
+    _anthropic_usage(doc.get("usage"), out.usage)
+
+
+def _responses_object(doc: dict[str, Any], out: Assembled) -> None:
+    texts: list[str] = []
+    for item in doc.get("output") or []:
+        if item.get("type") == "message":
+            texts.extend(
+                part.get("text", "")
+                for part in item.get("content") or []
+                if part.get("type") == "output_text"
+            )
+        elif item.get("type") == "function_call":
+            out.tool_calls.append(
+                {
+                    "id": item.get("call_id"),
+                    "name": item.get("name"),
+                    "arguments": item.get("arguments"),
+                }
+            )
+    out.text = "".join(texts)
+    out.choices = [out.text]
+    out.finish_reason = _str(doc.get("status"))
+    _responses_usage(doc.get("usage"), out.usage)
+
+
+# --- streams ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _StreamState:
+    endpoint: str
+    dialect: str
+    out: Assembled = field(default_factory=Assembled)
+    texts: dict[int, list[str]] = field(default_factory=dict)
+    tools: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+
+    def _text(self, index: int, piece: str, offset_ns: int) -> None:
+        if not piece:
+            return
+        self.texts.setdefault(index, []).append(piece)
+        if self.out.first_token_offset_ns is None:
+            self.out.first_token_offset_ns = offset_ns
+
+    def _first_token(self, offset_ns: int) -> None:
+        if self.out.first_token_offset_ns is None:
+            self.out.first_token_offset_ns = offset_ns
+
+    def on_event(self, event: SseEvent, offset_ns: int) -> None:
+        self.out.sse_events += 1
+        if event.data.strip() == "[DONE]":
+            self.out.done_marker = True
+            return
+        try:
+            doc = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            self.out.parse_errors += 1
+            return
+        if not isinstance(doc, dict):
+            self.out.parse_errors += 1
+            return
+        if (
+            event.event == "error"
+            or isinstance(doc.get("error"), dict)
+            or doc.get("type") == "error"
+        ):
+            nested = doc.get("error")
+            error: dict[str, Any] = nested if isinstance(nested, dict) else doc
+            self.out.error_in_stream = (
+                _str(error.get("message")) or _str(error.get("type")) or "error"
+            )
+            return
+        if self.dialect == "anthropic":
+            self._anthropic(doc, offset_ns)
+        elif self.endpoint.endswith("/responses"):
+            self._responses(doc, offset_ns)
+        else:
+            self._openai(doc, offset_ns)
+
+    def _openai(self, doc: dict[str, Any], offset_ns: int) -> None:
+        self.out.model = self.out.model or _str(doc.get("model"))
+        self.out.response_id = self.out.response_id or _str(doc.get("id"))
+        for choice in doc.get("choices") or []:
+            index = choice.get("index", 0) or 0
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                self._text(index, _str(delta.get("content")) or "", offset_ns)
+                for call in delta.get("tool_calls") or []:
+                    self._first_token(offset_ns)
+                    slot = self.tools.setdefault(
+                        (index, call.get("index", 0)),
+                        {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+                    )
+                    slot["id"] = slot["id"] or call.get("id")
+                    function = call.get("function") or {}
+                    slot["function"]["name"] += function.get("name") or ""
+                    slot["function"]["arguments"] += function.get("arguments") or ""
+            else:  # legacy /v1/completions stream
+                self._text(index, _str(choice.get("text")) or "", offset_ns)
+            reason = _str(choice.get("finish_reason"))
+            if reason and index == 0:
+                self.out.finish_reason = reason
+        if isinstance(doc.get("usage"), dict):
+            _openai_usage(doc["usage"], self.out.usage)
+
+    def _anthropic(self, doc: dict[str, Any], offset_ns: int) -> None:
+        kind = doc.get("type")
+        if kind == "message_start":
+            message = doc.get("message") or {}
+            self.out.model = _str(message.get("model"))
+            self.out.response_id = _str(message.get("id"))
+            _anthropic_usage(message.get("usage"), self.out.usage)
+        elif kind == "content_block_start":
+            block = doc.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                self._first_token(offset_ns)
+                self.tools[(0, doc.get("index", 0))] = {
+                    "id": block.get("id"),
+                    "name": block.get("name"),
+                    "input_json": "",
+                }
+        elif kind == "content_block_delta":
+            delta = doc.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                self._text(0, delta.get("text", ""), offset_ns)
+            elif delta.get("type") == "input_json_delta":
+                slot = self.tools.get((0, doc.get("index", 0)))
+                if slot is not None:
+                    slot["input_json"] += delta.get("partial_json", "")
+        elif kind == "message_delta":
+            self.out.finish_reason = _str((doc.get("delta") or {}).get("stop_reason"))
+            _anthropic_usage(doc.get("usage"), self.out.usage)
+
+    def _responses(self, doc: dict[str, Any], offset_ns: int) -> None:
+        kind = doc.get("type")
+        if kind == "response.output_text.delta":
+            self._text(0, doc.get("delta", ""), offset_ns)
+        elif kind == "response.function_call_arguments.delta":
+            self._first_token(offset_ns)
+        elif kind in {"response.completed", "response.failed", "response.incomplete"}:
+            response = doc.get("response") or {}
+            self.out.model = _str(response.get("model"))
+            self.out.response_id = _str(response.get("id"))
+            self.out.finish_reason = _str(response.get("status"))
+            _responses_usage(response.get("usage"), self.out.usage)
+            for item in response.get("output") or []:
+                if item.get("type") == "function_call":
+                    self.out.tool_calls.append(
+                        {
+                            "id": item.get("call_id"),
+                            "name": item.get("name"),
+                            "arguments": item.get("arguments"),
+                        }
+                    )
+        elif kind == "response.created":
+            response = doc.get("response") or {}
+            self.out.model = _str(response.get("model"))
+            self.out.response_id = _str(response.get("id"))
+
+    def result(self) -> Assembled:
+        out = self.out
+        count = max(self.texts, default=-1) + 1
+        out.choices = ["".join(self.texts.get(i, [])) for i in range(count)]
+        out.text = out.choices[0] if out.choices else ""
+        for (_, _), call in sorted(self.tools.items()):
+            if "input_json" in call:
+                raw = call.pop("input_json")
+                try:
+                    call["input"] = orjson.loads(raw) if raw else {}
+                except orjson.JSONDecodeError:
+                    call["input"] = raw
+            out.tool_calls.append(call)
+        return out
+
+
+# --- usage --------------------------------------------------------------------------------------
+
+
+def _openai_usage(raw: Any, usage: Usage) -> None:
+    if not isinstance(raw, dict):
+        return
+    usage.prompt_tokens = _int(raw.get("prompt_tokens"))
+    usage.completion_tokens = _int(raw.get("completion_tokens"))
+    usage.total_tokens = _int(raw.get("total_tokens"))
+    usage.cached_tokens = _int((raw.get("prompt_tokens_details") or {}).get("cached_tokens"))
+    usage.reasoning_tokens = _int(
+        (raw.get("completion_tokens_details") or {}).get("reasoning_tokens")
+    )
+
+
+def _anthropic_usage(raw: Any, usage: Usage) -> None:
+    if not isinstance(raw, dict):
+        return
+    if "input_tokens" in raw:
+        usage.prompt_tokens = _int(raw.get("input_tokens"))
+    if "output_tokens" in raw:
+        usage.completion_tokens = _int(raw.get("output_tokens"))
+    if "cache_read_input_tokens" in raw:
+        usage.cached_tokens = _int(raw.get("cache_read_input_tokens"))
+    if usage.prompt_tokens is not None and usage.completion_tokens is not None:
+        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+
+
+def _responses_usage(raw: Any, usage: Usage) -> None:
+    if not isinstance(raw, dict):
+        return
+    usage.prompt_tokens = _int(raw.get("input_tokens"))
+    usage.completion_tokens = _int(raw.get("output_tokens"))
+    usage.total_tokens = _int(raw.get("total_tokens"))
+    usage.cached_tokens = _int((raw.get("input_tokens_details") or {}).get("cached_tokens"))
+    usage.reasoning_tokens = _int((raw.get("output_tokens_details") or {}).get("reasoning_tokens"))
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

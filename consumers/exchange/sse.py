@@ -1,0 +1,82 @@
+"""An incremental Server-Sent Events parser (WHATWG rules) over raw byte chunks.
+
+Works on bytes and only decodes complete lines, so a multi-byte UTF-8 character split across two
+reads is never mangled; accepts LF, CRLF and CR line ends; ignores comment lines (keep-alives).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class SseEvent:
+    event: str
+    data: str
+    index: int  # position of the chunk (0-based) whose bytes completed this event
+
+
+@dataclass(slots=True)
+class SseParser:
+    max_event_bytes: int = 16 * 1024 * 1024
+    _buffer: bytes = b""
+    _event: str = ""
+    _data: list[str] = field(default_factory=list)
+    _data_bytes: int = 0
+    oversized: int = 0
+
+    def feed(self, chunk: bytes, index: int = 0) -> list[SseEvent]:
+        events: list[SseEvent] = []
+        buffer = self._buffer + chunk
+        start = 0
+        length = len(buffer)
+        while start < length:
+            lf = buffer.find(b"\n", start)
+            cr = buffer.find(b"\r", start)
+            if lf == -1 and cr == -1:
+                break
+            if cr != -1 and (lf == -1 or cr < lf):
+                if cr + 1 == length:
+                    break  # a CR at the end may be the first half of CRLF: wait for more
+                end, next_start = cr, cr + (2 if buffer[cr + 1 : cr + 2] == b"\n" else 1)
+            else:
+                end, next_start = lf, lf + 1
+            self._line(buffer[start:end], index, events)
+            start = next_start
+        self._buffer = buffer[start:]
+        return events
+
+    def finish(self, index: int = 0) -> list[SseEvent]:
+        """Flush a final event the stream did not terminate with a blank line."""
+        events: list[SseEvent] = []
+        if self._buffer:
+            self._line(self._buffer, index, events)
+            self._buffer = b""
+        self._dispatch(index, events)
+        return events
+
+    def _line(self, raw: bytes, index: int, events: list[SseEvent]) -> None:
+        if not raw:
+            self._dispatch(index, events)
+            return
+        if raw[:1] == b":":
+            return
+        line = raw.decode("utf-8", "replace")
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data_bytes += len(raw)
+            if self._data_bytes > self.max_event_bytes:
+                self.oversized += 1
+                return
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+
+    def _dispatch(self, index: int, events: list[SseEvent]) -> None:
+        if self._data:
+            events.append(SseEvent(self._event or "message", "\n".join(self._data), index))
+        self._event = ""
+        self._data = []
+        self._data_bytes = 0

@@ -1,0 +1,134 @@
+"""The aiohttp application: routes, and resources as cleanup contexts.
+
+Cleanup contexts unwind in reverse order *after* in-flight handlers have finished, so the Kafka
+producer is flushed and closed only once the last exchange has published its completed event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from proxy.errors import openai_error_body
+from proxy.forward import Forwarder
+from proxy.publisher import Publisher
+from proxy.routing import Endpoint, Router
+from proxy.settings import ProxySettings
+from proxy.upstream import create_session
+from schemas import Codec
+
+log = logging.getLogger(__name__)
+
+ENDPOINTS = (Endpoint("/v1/chat/completions", "openai"),)
+
+SETTINGS = web.AppKey("settings", ProxySettings)
+PUBLISHER = web.AppKey("publisher", Publisher)
+FORWARDER = web.AppKey("forwarder", Forwarder)
+
+
+def create_app(settings: ProxySettings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_publisher_ctx)
+    app.cleanup_ctx.append(_forwarder_ctx)
+    for endpoint in ENDPOINTS:
+        app.router.add_post(endpoint.path, _endpoint_handler(endpoint))
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/statsz", _statsz)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    return app
+
+
+async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    publisher = Publisher(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic=settings.topic,
+        queue_max=settings.publish_queue_max,
+        stop_timeout_s=settings.publish_shutdown_timeout_s,
+    )
+    await publisher.start()
+    app[PUBLISHER] = publisher
+    yield
+    await publisher.stop()
+
+
+async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with create_session(settings) as session:
+        app[FORWARDER] = Forwarder(
+            settings=settings,
+            session=session,
+            publisher=app[PUBLISHER],
+            codec=Codec(),
+            router=Router(settings),
+        )
+        yield
+
+
+def _endpoint_handler(
+    endpoint: Endpoint,
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await request.app[FORWARDER].handle(request, endpoint)
+
+    handler.__name__ = f"forward_{endpoint.path.strip('/').replace('/', '_')}"
+    return handler
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    publisher = request.app[PUBLISHER]
+    ready = publisher.connected
+    return web.json_response(
+        {"status": "ready" if ready else "degraded", "kafka_connected": ready},
+        status=200 if ready else 503,
+    )
+
+
+async def _statsz(request: web.Request) -> web.Response:
+    stats = request.app[PUBLISHER].stats
+    body = {
+        "served": request.app[FORWARDER].served,
+        "events_enqueued": stats.enqueued,
+        "events_delivered": stats.delivered,
+        "events_failed": stats.failed,
+        "events_dropped": stats.dropped,
+        "events_in_flight": stats.in_flight,
+    }
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return web.Response(
+        status=404,
+        body=openai_error_body(
+            f"Logorhythms does not serve {request.method} {request.path}. "
+            "Supported: POST /v1/chat/completions.",
+            error_type="invalid_request_error",
+            code="unknown_url",
+        ),
+        content_type="application/json",
+    )
+
+
+def run(settings: ProxySettings) -> None:
+    """Serve until SIGINT/SIGTERM: stop accepting, drain in-flight exchanges, flush Kafka."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log.info("proxy listening on http://%s:%d", settings.host, settings.port)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        access_log=None,
+        print=None,
+        handler_cancellation=False,
+    )

@@ -1,0 +1,318 @@
+"""The hot path: stream the upstream's bytes to the client and report every step to Kafka.
+
+For each exchange one request event, one chunk event per read from the upstream and one completed
+event are handed to the publisher, which never blocks. Client writes are awaited, so a slow client
+slows the upstream read and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from proxy import capture
+from proxy.errors import error_body
+from proxy.forwarded import resolve_client_ip
+from proxy.publisher import Publisher
+from proxy.routing import Endpoint, Router
+from proxy.settings import ProxySettings
+from proxy.upstream import response_headers, upstream_headers
+from schemas import Codec, EventType
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-logorhythms-request-id"
+_INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """How the exchange is going; becomes the completed event."""
+
+    status: int = 0
+    outcome: str = "ok"
+    error_type: str | None = None
+    error_message: str | None = None
+    upstream_status: int = 0
+    ttfb_ns: int | None = None
+    bytes_out: int = 0
+    chunks: int = 0
+
+    def fail(self, outcome: str, error_type: str, message: str) -> None:
+        self.outcome, self.error_type, self.error_message = outcome, error_type, message
+
+
+class Forwarder:
+    def __init__(
+        self,
+        *,
+        settings: ProxySettings,
+        session: aiohttp.ClientSession,
+        publisher: Publisher,
+        codec: Codec,
+        router: Router,
+    ) -> None:
+        self._settings = settings
+        self._session = session
+        self._publisher = publisher
+        self._codec = codec
+        self._router = router
+        self._fingerprinter = capture.Fingerprinter(settings.fingerprint_key.reveal().encode())
+        self._max_event_payload = settings.max_event_bytes - 4096  # room for the other fields
+        self.served = 0
+
+    def _emit(self, event_type: EventType, key: bytes, record: dict[str, Any]) -> None:
+        try:
+            value = self._codec.encode(event_type, record)
+        except Exception:  # a capture bug must never break the client's response
+            log.exception("could not encode a %s event; it is lost", event_type.value)
+            self._publisher.stats.dropped += 1
+            return
+        self._publisher.publish(key, value)
+
+    async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+        started = time.monotonic_ns()
+        received_at_us = time.time_ns() // 1000
+        request_id = capture.new_request_id()
+        key = request_id.encode()
+        self.served += 1
+        raw_headers = [
+            (k.decode("latin-1"), v.decode("utf-8", "backslashreplace"))
+            for k, v in request.raw_headers
+        ]
+        headers, client_key_fp = self._fingerprinter.headers(raw_headers)
+        peer_ip = request.remote or ""
+        forwarded_for = request.headers.get("X-Forwarded-For")
+        state = _Outcome()
+        body = b""
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            state.fail("rejected", "body_too_large", "request body exceeds the size limit")
+        model, stream = capture.peek_json(body)
+        route = self._router.route(endpoint, request.path, model) if not state.error_type else None
+        self._emit(
+            EventType.REQUEST,
+            key,
+            capture.request_event(
+                request_id=request_id,
+                received_at_us=received_at_us,
+                method=request.method,
+                path=request.path,
+                query=self._fingerprinter.query(request.query_string),
+                headers=headers,
+                peer_ip=peer_ip,
+                forwarded_for=forwarded_for,
+                client_ip=resolve_client_ip(peer_ip, forwarded_for, self._settings.trusted_proxies),
+                client_key_fingerprint=client_key_fp,
+                body=body,
+                max_body_in_event=self._max_event_payload,
+                model_requested=model,
+                stream=stream,
+                endpoint=endpoint.path,
+                dialect=endpoint.dialect,
+                provider=route.provider.name if route else "",
+                upstream_url=route.upstream_url if route else "",
+                model_sent=route.model_sent if route else None,
+                proxy_instance=_INSTANCE,
+            ),
+        )
+        response: web.StreamResponse | None = None
+        try:
+            if state.error_type == "body_too_large":
+                limit = self._settings.max_body_bytes
+                response = self._error(
+                    request_id,
+                    endpoint,
+                    413,
+                    "request_too_large",
+                    f"Request body is larger than {limit} bytes; send a smaller request.",
+                )
+            elif route is None:
+                state.fail("rejected", "no_provider", "no provider serves this API")
+                response = self._error(
+                    request_id,
+                    endpoint,
+                    404,
+                    "not_found_error",
+                    f"No upstream provider is configured for {endpoint.path}.",
+                )
+            else:
+                response = await self._forward(
+                    request,
+                    endpoint,
+                    route.upstream_url,
+                    route.provider,
+                    raw_headers,
+                    body,
+                    key,
+                    started,
+                    state,
+                    request_id,
+                )
+            return response
+        except asyncio.CancelledError:
+            state.fail("client_disconnect", "cancelled", "the client went away")
+            raise
+        finally:
+            if response is not None and not response.prepared:
+                state.status = response.status
+            self._emit(
+                EventType.COMPLETED,
+                key,
+                capture.completed_event(
+                    request_id=request_id,
+                    status=state.status,
+                    outcome=state.outcome,
+                    error_type=state.error_type,
+                    error_message=state.error_message,
+                    upstream_status=state.upstream_status,
+                    response_headers=response.headers if response is not None else {},
+                    ttfb_ns=state.ttfb_ns,
+                    duration_ns=time.monotonic_ns() - started,
+                    bytes_in=len(body),
+                    bytes_out=state.bytes_out,
+                    chunk_count=state.chunks,
+                ),
+            )
+
+    async def _forward(
+        self,
+        request: web.Request,
+        endpoint: Endpoint,
+        url: str,
+        provider: Any,
+        raw_headers: list[tuple[str, str]],
+        body: bytes,
+        key: bytes,
+        started: int,
+        state: _Outcome,
+        request_id: str,
+    ) -> web.StreamResponse:
+        response: web.StreamResponse | None = None
+        try:
+            async with self._session.request(
+                request.method,
+                url,
+                params=request.query_string or None,
+                data=body,
+                headers=upstream_headers(raw_headers, provider),
+                allow_redirects=False,  # a redirect must never steer us to another host
+            ) as upstream:
+                state.upstream_status = upstream.status
+                response = web.StreamResponse(
+                    status=upstream.status,
+                    reason=upstream.reason,
+                    headers=response_headers(upstream.headers),
+                )
+                response.headers[REQUEST_ID_HEADER] = request_id
+                await response.prepare(request)
+                state.status = upstream.status
+                if upstream.status >= 400:
+                    state.fail(
+                        "upstream_http_error", f"http_{upstream.status}", upstream.reason or ""
+                    )
+                max_payload = self._max_event_payload
+                async for data in upstream.content.iter_any():
+                    offset = time.monotonic_ns() - started
+                    if state.ttfb_ns is None:
+                        state.ttfb_ns = offset
+                    state.chunks += 1
+                    delivered = True
+                    try:
+                        await response.write(data)
+                    except ConnectionResetError:
+                        delivered = False
+                    self._emit(
+                        EventType.CHUNK,
+                        key,
+                        capture.chunk_event(
+                            request_id=request_id,
+                            seq=state.chunks,
+                            offset_ns=offset,
+                            data=data,
+                            max_bytes=max_payload,
+                            delivered=delivered,
+                        ),
+                    )
+                    if not delivered:
+                        state.fail(
+                            "client_disconnect", "client_reset", "the client closed the connection"
+                        )
+                        return response
+                    state.bytes_out += len(data)
+                await response.write_eof()
+                return response
+        except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors
+            where = "connecting to" if response is None else "reading from"
+            state.fail("upstream_timeout", type(exc).__name__, f"timed out {where} the upstream")
+            return await self._upstream_failed(request, request_id, endpoint, response, state, 504)
+        except aiohttp.ClientConnectorError as exc:
+            state.fail(
+                "connect_error",
+                type(exc).__name__,
+                f"cannot connect to upstream {provider.name}: {exc.os_error}",
+            )
+            return await self._upstream_failed(request, request_id, endpoint, response, state, 502)
+        except (
+            aiohttp.ClientPayloadError,
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientOSError,
+        ) as exc:
+            state.fail(
+                "upstream_disconnect",
+                type(exc).__name__,
+                "the upstream closed the connection mid-response",
+            )
+            return await self._upstream_failed(request, request_id, endpoint, response, state, 502)
+        except aiohttp.ClientError as exc:
+            state.fail("proxy_error", type(exc).__name__, "the upstream request failed")
+            log.warning("upstream request %s failed: %r", request_id, exc)
+            return await self._upstream_failed(request, request_id, endpoint, response, state, 502)
+
+    async def _upstream_failed(
+        self,
+        request: web.Request,
+        request_id: str,
+        endpoint: Endpoint,
+        response: web.StreamResponse | None,
+        state: _Outcome,
+        status: int,
+    ) -> web.StreamResponse:
+        message = f"{state.error_message}. Logorhythms request id {request_id}; try again."
+        if response is None:
+            return self._error(request_id, endpoint, status, "upstream_error", message)
+        # Headers are gone already: end the stream the way the API itself reports late errors.
+        if response.content_type == "text/event-stream":
+            body = error_body(endpoint.dialect, message, error_type="upstream_error")
+            frame = (
+                b"event: error\ndata: " + body + b"\n\n"
+                if endpoint.dialect == "anthropic"
+                else b"data: " + body + b"\n\n"
+            )
+            try:
+                await response.write(frame)
+                await response.write_eof()
+            except ConnectionResetError:
+                pass
+        elif request.transport is not None:
+            request.transport.close()  # a truncated body must not look complete
+        return response
+
+    def _error(
+        self, request_id: str, endpoint: Endpoint, status: int, error_type: str, message: str
+    ) -> web.Response:
+        return web.Response(
+            status=status,
+            body=error_body(endpoint.dialect, message, error_type=error_type),
+            content_type="application/json",
+            headers={REQUEST_ID_HEADER: request_id},
+        )

@@ -1,0 +1,140 @@
+"""The proxy's one frozen settings object, built from the environment in one place."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from proxy.errors import ConfigError
+
+
+class Secret:
+    """A string that never shows itself in logs, reprs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and secrets.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Provider:
+    """One upstream LLM API the proxy can route to."""
+
+    name: str
+    base_url: str
+    dialect: str = "openai"
+    api_key: Secret | None = None
+    models: tuple[str, ...] = ()
+    bring_your_own_key: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxySettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    providers: tuple[Provider, ...] = ()
+    default_provider: str = "openai"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "logorhythms.exchanges"
+    # Keyed fingerprints of credentials: the same key gives the same fingerprint, so analysts can
+    # group by caller, but without the key nothing can be reversed or brute-forced offline.
+    fingerprint_key: Secret = field(default_factory=lambda: Secret(secrets.token_hex(32)))
+    max_body_bytes: int = 10 * 1024 * 1024
+    # Kafka's default message.max.bytes is 1 MiB; events stay under it with room for headers.
+    max_event_bytes: int = 900 * 1024
+    upstream_connect_timeout_s: float = 10.0
+    # Time allowed between two reads from the upstream. There is deliberately no total timeout:
+    # a healthy stream may run for many minutes.
+    upstream_read_timeout_s: float = 120.0
+    upstream_pool_size: int = 1000
+    publish_queue_max: int = 100_000
+    publish_shutdown_timeout_s: float = 10.0
+    shutdown_timeout_s: float = 30.0
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.providers:
+            raise ConfigError(
+                "no upstream provider is configured: set OPENAI_BASE_URL (and OPENAI_API_KEY)"
+            )
+        names = [p.name for p in self.providers]
+        if self.default_provider not in names:
+            raise ConfigError(
+                f"default provider {self.default_provider!r} is not configured; "
+                f"choose one of {', '.join(names)}"
+            )
+        if self.max_event_bytes >= 1024 * 1024:
+            raise ConfigError("max_event_bytes must stay below Kafka's 1 MiB message limit")
+
+    def provider(self, name: str) -> Provider:
+        for provider in self.providers:
+            if provider.name == name:
+                return provider
+        raise KeyError(name)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ProxySettings:
+        env = os.environ if env is None else env
+        providers = [
+            Provider(
+                name="openai",
+                base_url=env.get("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/"),
+                dialect="openai",
+                api_key=_secret(env.get("OPENAI_API_KEY")),
+            )
+        ]
+        if "ANTHROPIC_BASE_URL" in env or "ANTHROPIC_API_KEY" in env:
+            providers.append(
+                Provider(
+                    name="anthropic",
+                    base_url=env.get("ANTHROPIC_BASE_URL", "https://api.anthropic.com").rstrip("/"),
+                    dialect="anthropic",
+                    api_key=_secret(env.get("ANTHROPIC_API_KEY")),
+                )
+            )
+        fingerprint_key = env.get("LOGORHYTHMS_FINGERPRINT_KEY")
+        return cls(
+            host=env.get("LOGORHYTHMS_HOST", "127.0.0.1"),
+            port=_int(env, "LOGORHYTHMS_PORT", 8080),
+            providers=tuple(providers),
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            topic=env.get("LOGORHYTHMS_TOPIC", "logorhythms.exchanges"),
+            fingerprint_key=Secret(fingerprint_key or secrets.token_hex(32)),
+            trusted_proxies=tuple(
+                ipaddress.ip_network(cidr.strip(), strict=False)
+                for cidr in env.get("LOGORHYTHMS_TRUSTED_PROXIES", "").split(",")
+                if cidr.strip()
+            ),
+        )
+
+
+def _secret(value: str | None) -> Secret | None:
+    return Secret(value) if value else None
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None

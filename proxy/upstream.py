@@ -1,0 +1,91 @@
+"""The client side of the proxy: one pooled session, timeouts, and which headers cross over."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import aiohttp
+from multidict import CIMultiDict
+
+from proxy.settings import Provider, ProxySettings
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus framing headers aiohttp sets itself.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+# Client credentials are never forwarded: the service injects its own key.
+CLIENT_CREDENTIALS = frozenset({"authorization", "x-api-key", "api-key", "x-goog-api-key"})
+# Headers the client must not be able to use to steer or impersonate anything upstream.
+NOT_FORWARDED = frozenset(
+    {"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "forwarded", "x-real-ip", "cookie"}
+)
+RESPONSE_NOT_FORWARDED = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "upgrade", "trailer", "proxy-authenticate"}
+)
+
+
+def create_session(settings: ProxySettings) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=settings.upstream_pool_size,
+        ttl_dns_cache=300,
+        keepalive_timeout=60,
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=None,  # never cut a healthy long stream
+        connect=settings.upstream_connect_timeout_s,
+        sock_read=settings.upstream_read_timeout_s,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,  # bytes pass through exactly as the upstream sent them
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        raise_for_status=False,
+    )
+
+
+def upstream_headers(
+    client_headers: Iterable[tuple[str, str]], provider: Provider
+) -> CIMultiDict[str]:
+    """The client's headers minus hop-by-hop and credentials, plus the provider's own key."""
+    out: CIMultiDict[str] = CIMultiDict()
+    client_key: tuple[str, str] | None = None
+    for name, value in client_headers:
+        lname = name.lower()
+        if lname in CLIENT_CREDENTIALS:
+            client_key = client_key or (name, value)
+            continue
+        if lname in HOP_BY_HOP or lname in NOT_FORWARDED or lname == "accept-encoding":
+            continue
+        out.add(name, value)
+    # Ask for identity encoding so what is captured is what an analyst can read.
+    out["Accept-Encoding"] = "identity"
+    if provider.api_key is not None:
+        key = provider.api_key.reveal()
+        if provider.dialect == "anthropic":
+            out["x-api-key"] = key
+        else:
+            out["Authorization"] = f"Bearer {key}"
+    elif provider.bring_your_own_key and client_key is not None:
+        out.add(*client_key)
+    return out
+
+
+def response_headers(upstream: Mapping[str, str] | CIMultiDict[str]) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.items():
+        if name.lower() not in RESPONSE_NOT_FORWARDED:
+            out.add(name, value)
+    return out

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+from consumers.exchange.sse import SseParser
+
+
+def parse_all(chunks: list[bytes]) -> list[tuple[str, str]]:
+    parser = SseParser()
+    events = []
+    for i, chunk in enumerate(chunks):
+        events.extend(parser.feed(chunk, i))
+    events.extend(parser.finish(len(chunks)))
+    return [(e.event, e.data) for e in events]
+
+
+STREAM = b'data: {"a":1}\n\nevent: ping\ndata: x\ndata: y\n\n: keepalive\n\ndata: [DONE]\n\n'
+EXPECTED = [("message", '{"a":1}'), ("ping", "x\ny"), ("message", "[DONE]")]
+
+
+def test_whole_stream() -> None:
+    assert parse_all([STREAM]) == EXPECTED
+
+
+def test_one_byte_reads_give_the_same_events() -> None:
+    assert parse_all([STREAM[i : i + 1] for i in range(len(STREAM))]) == EXPECTED
+
+
+@pytest.mark.parametrize("newline", [b"\r\n", b"\r"])
+def test_crlf_and_cr_line_endings(newline: bytes) -> None:
+    assert parse_all([STREAM.replace(b"\n", newline)]) == EXPECTED
+
+
+def test_crlf_split_between_reads() -> None:
+    assert parse_all([b"data: a\r", b"\n\r\n"]) == [("message", "a")]
+
+
+def test_multibyte_utf8_split_across_reads_is_not_mangled() -> None:
+    data = 'data: {"t":"é😀"}\n\n'.encode()
+    cut = data.index("😀".encode()) + 2
+    assert parse_all([data[:cut], data[cut:]]) == [("message", '{"t":"é😀"}')]
+
+
+def test_missing_final_blank_line_still_dispatches() -> None:
+    assert parse_all([b"data: last"]) == [("message", "last")]
+
+
+def test_event_index_is_the_chunk_that_completed_it() -> None:
+    parser = SseParser()
+    assert parser.feed(b"data: a", 0) == []
+    (event,) = parser.feed(b"\n\n", 1)
+    assert event.index == 1
+
+
+def test_oversized_event_is_counted_not_buffered() -> None:
+    parser = SseParser(max_event_bytes=10)
+    events = parser.feed(b"data: " + b"x" * 100 + b"\n\ndata: ok\n\n")
+    assert [e.data for e in events] == ["ok"]
+    assert parser.oversized == 1
