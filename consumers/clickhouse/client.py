@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +38,7 @@ _DATA_ERROR_CODES = frozenset(
     }
 )
 READONLY_CODE = 164
+_OWN_FORMAT = re.compile(r"\bFORMAT\s+[A-Za-z][A-Za-z0-9]*\s*$", re.IGNORECASE)
 
 
 class ClickHouseError(Exception):
@@ -143,10 +145,15 @@ class ClickHouse:
         return [tuple(row) for row in result.result_rows]
 
     async def raw(self, sql: str, *, fmt: str, readonly: bool = True) -> bytes:
-        """Run a query and return its output in a ClickHouse format (CSV, PrettyCompact, ...)."""
+        """Run a query and return its output in a ClickHouse format (CSV, PrettyCompact, ...).
+
+        A query that names its own format (``... FORMAT CSV``) keeps it.
+        """
         client = self._c
         settings = {"readonly": 2} if readonly else {}
-        return await self._run(lambda: client.raw_query(sql, fmt=fmt, settings=settings))
+        sql = sql.strip().rstrip(";")
+        chosen = None if _OWN_FORMAT.search(sql) else fmt
+        return await self._run(lambda: client.raw_query(sql, fmt=chosen, settings=settings))
 
 
 def _translate(exc: DriverError) -> ClickHouseError:

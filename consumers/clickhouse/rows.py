@@ -52,8 +52,11 @@ class Position:
     offset: int
 
 
-def _ts(micros: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(micros / 1_000_000, tz=dt.UTC)
+def _ts(value: int | dt.datetime) -> dt.datetime:
+    """Avro timestamp-micros decode to aware datetimes; plain micros are accepted too."""
+    if isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromtimestamp(value / 1_000_000, tz=dt.UTC)
 
 
 def _pairs(headers: Sequence[dict[str, str]]) -> list[tuple[str, str]]:
@@ -141,12 +144,12 @@ def exchange_row(
             answer.error_in_stream,
         )
     expected = completed["chunk_count"]
-    received_at_us = req.get(
-        "received_at_us", completed["completed_at_us"] - completed["duration_ns"] // 1000
+    received_at = req.get("received_at_us") or _ts(completed["completed_at_us"]) - dt.timedelta(
+        microseconds=completed["duration_ns"] // 1000
     )
     return (
         completed["request_id"],
-        _ts(received_at_us),
+        _ts(received_at),
         _ts(completed["completed_at_us"]),
         req.get("method", ""),
         req.get("path", ""),

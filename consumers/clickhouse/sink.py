@@ -208,7 +208,7 @@ class ClickHouseSink:
         }
         for row in requests:
             record = dict(zip(_REQUEST_FIELDS, row, strict=True))
-            record["received_at_us"] = int(record.pop("received_at").timestamp() * 1_000_000)
+            record["received_at_us"] = record.pop("received_at")
             record["headers"] = [{"name": n, "value": v} for n, v in record["headers"]]
             out[record["request_id"]] = (record, out[record["request_id"]][1])
         for request_id, seq, offset_ns, data in chunk_rows:

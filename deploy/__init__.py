@@ -1,0 +1,1 @@
+"""How Logorhythms runs: the `logorhythms` command line, the local stack, deployment assets."""

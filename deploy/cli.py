@@ -1,0 +1,127 @@
+"""The `logorhythms` command: one entry point for every service and tool."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    from proxy.app import run
+    from proxy.settings import ProxySettings
+
+    settings = ProxySettings.from_env()
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    run(dataclasses.replace(settings, **overrides))
+    return 0
+
+
+def _load_clickhouse(args: argparse.Namespace) -> int:
+    from consumers.clickhouse.loader import main
+
+    main()
+    return 0
+
+
+def _sql(args: argparse.Namespace) -> int:
+    from consumers.clickhouse import sqlclient
+    from consumers.settings import LoaderSettings
+
+    settings = LoaderSettings.from_env()
+    endpoint = os.environ.get(
+        "LOGORHYTHMS_SQL_URL", f"http://{settings.sql_host}:{settings.sql_port}"
+    )
+    query = args.query if args.query != "-" else sys.stdin.read()
+    return sqlclient.run(
+        query, clickhouse_url=settings.clickhouse_url, sql_endpoint=endpoint, fmt=args.format
+    )
+
+
+def _up(args: argparse.Namespace) -> int:
+    from deploy.local.stack import up
+
+    return up(data_dir=args.data_dir)
+
+
+def _fake_upstream(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from deploy.local.fake_upstream import create_fake_upstream
+
+    print(f"fake OpenAI-compatible upstream on http://{args.host}:{args.port}/v1", flush=True)
+    web.run_app(create_fake_upstream(), host=args.host, port=args.port, access_log=None, print=None)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="logorhythms",
+        description="Logorhythms: a drop-in LLM API endpoint that captures every exchange.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up",
+        help="run the whole pipeline locally (Kafka, proxy, loader, embedded ClickHouse)",
+        description="Start a local Kafka broker, the proxy and the ClickHouse loader; "
+        "Ctrl-C stops them all. With no OPENAI_API_KEY set, a built-in fake upstream answers.",
+    )
+    up.add_argument("--data-dir", default="data", help="where Kafka and ClickHouse keep data")
+    up.set_defaults(func=_up)
+
+    proxy = commands.add_parser(
+        "proxy",
+        help="run the capture proxy",
+        description="Serve the OpenAI/Anthropic-compatible API and publish every exchange to "
+        "Kafka. Configured by OPENAI_BASE_URL, OPENAI_API_KEY, KAFKA_BOOTSTRAP_SERVERS, "
+        "LOGORHYTHMS_PORT and the other variables in docs/OPERATIONS.md.",
+    )
+    proxy.add_argument("--host", help="address to listen on (default LOGORHYTHMS_HOST)")
+    proxy.add_argument("--port", type=int, help="port to listen on (default LOGORHYTHMS_PORT)")
+    proxy.set_defaults(func=_proxy)
+
+    load = commands.add_parser(
+        "load-clickhouse",
+        help="run the ClickHouse loader",
+        description="Consume the exchange topic into ClickHouse (CLICKHOUSE_URL; default the "
+        "embedded engine under ./data/clickhouse) and serve read-only SQL when embedded.",
+    )
+    load.set_defaults(func=_load_clickhouse)
+
+    sql = commands.add_parser(
+        "sql",
+        help="run a read-only SQL query against the captured data",
+        description="Print the result of one read-only query. Works while the loader runs.",
+    )
+    sql.add_argument("query", help="the SQL to run, or - to read it from standard input")
+    sql.add_argument(
+        "--format",
+        default="PrettyCompactMonoBlock",
+        help="any ClickHouse output format: CSV, TSVWithNames, JSONEachRow, Vertical, ...",
+    )
+    sql.set_defaults(func=_sql)
+
+    fake = commands.add_parser(
+        "fake-upstream",
+        help="run a fake OpenAI-compatible upstream for trying the pipeline offline",
+    )
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=8090)
+    fake.set_defaults(func=_fake_upstream)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

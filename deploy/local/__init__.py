@@ -1,0 +1,1 @@
+"""Local, single-machine services (real Kafka broker, ...) for `make up` and the tests."""
