@@ -19,6 +19,8 @@ from aiokafka.errors import KafkaError
 
 log = logging.getLogger(__name__)
 
+Headers = list[tuple[str, bytes]]
+
 
 @dataclass(slots=True)
 class PublishStats:
@@ -48,7 +50,7 @@ class Publisher:
         self.stats = PublishStats()
         self._bootstrap = bootstrap_servers
         self._client_id = client_id
-        self._queue: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, bytes, Headers | None]] = collections.deque()
         self._queue_max = queue_max
         self._stop_timeout_s = stop_timeout_s
         self._wakeup = asyncio.Event()
@@ -77,14 +79,14 @@ class Publisher:
         )
         self._pump = asyncio.create_task(self._run(), name="kafka-publisher")
 
-    def publish(self, key: bytes, value: bytes) -> None:
+    def publish(self, key: bytes, value: bytes, headers: Headers | None = None) -> None:
         """Queue one event for Kafka. Never blocks; counts a drop if the queue is full."""
         self.stats.enqueued += 1
         if len(self._queue) >= self._queue_max:
             self.stats.dropped += 1
             log.error("publish queue full (%d events): dropping an event", self._queue_max)
             return
-        self._queue.append((key, value))
+        self._queue.append((key, value, headers))
         self._wakeup.set()
 
     async def _connect(self) -> AIOKafkaProducer:
@@ -110,9 +112,9 @@ class Publisher:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            key, value = self._queue.popleft()
+            key, value, headers = self._queue.popleft()
             try:
-                future = await producer.send(self.topic, value, key=key)
+                future = await producer.send(self.topic, value, key=key, headers=headers)
             except KafkaError as exc:
                 self.stats.failed += 1
                 log.error("could not hand an event to Kafka: %r", exc)
