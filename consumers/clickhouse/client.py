@@ -59,8 +59,9 @@ def embedded_path(url: str) -> Path:
 
 
 class ClickHouse:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
         self.url = url
+        self.read_only = read_only
         self._executor: ThreadPoolExecutor | None = None
         self._client: Client | None = None
 
@@ -71,6 +72,11 @@ class ClickHouse:
             embedded_path(self.url).mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._client = await self._run(lambda: clickhouse_connect.get_client(dsn=self.url))
+        if self.read_only:
+            # ClickHouse keeps `readonly` for the rest of the session once a query sets it, and
+            # a read-only session cannot lift it: this connection can never write. That is why
+            # the loader's writer and the analysts' reader must be separate adapters.
+            await self.raw("SELECT 1", fmt="TSV", readonly=True)
 
     async def stop(self) -> None:
         if self._executor is None:
@@ -162,8 +168,6 @@ def _translate(exc: DriverError) -> ClickHouseError:
         return ClickHouseError(f"ClickHouse unavailable: {exc}", retriable=True, code=code)
     if isinstance(exc, DatabaseError) and code in _DATA_ERROR_CODES:
         return ClickHouseError(f"ClickHouse rejected the data: {exc}", retriable=False, code=code)
-    if code == READONLY_CODE:
-        return ClickHouseError(str(exc), retriable=False, code=code)
-    # Unknown failures (permissions, missing columns, too many parts, ...) are sink-side problems
-    # that an operator can fix: retry them rather than throwing events away.
+    # Everything else (READONLY and other permission errors, missing columns, too many parts,
+    # ...) is a sink-side problem an operator can fix: retry rather than throw events away.
     return ClickHouseError(f"ClickHouse error: {exc}", retriable=True, code=code)

@@ -16,24 +16,40 @@ from consumers.settings import LoaderSettings
 log = logging.getLogger(__name__)
 
 
-async def run_loader(settings: LoaderSettings, *, serve_sql_endpoint: bool | None = None) -> None:
-    """Load until SIGINT/SIGTERM; then finish the batch in hand, commit, and stop."""
-    clickhouse = ClickHouse(settings.clickhouse_url)
-    runner = Runner(settings=settings.consumer, sink=ClickHouseSink(clickhouse))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, runner.request_stop)
+async def run_loader(
+    settings: LoaderSettings,
+    *,
+    serve_sql_endpoint: bool | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Load until ``stop`` is set (by default: SIGINT/SIGTERM), then finish the batch in hand,
+    commit, and return."""
+    runner = Runner(
+        settings=settings.consumer, sink=ClickHouseSink(ClickHouse(settings.clickhouse_url))
+    )
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
     serve = is_embedded(settings.clickhouse_url)
     if serve_sql_endpoint is not None:
         serve = serve_sql_endpoint
     async with contextlib.AsyncExitStack() as stack:
-        await clickhouse.start()
-        stack.push_async_callback(clickhouse.stop)
         if serve:
-            # Analysts can query even while Kafka is unreachable.
+            # Analysts query through their own read-only session (never the writer's), and can
+            # do so even while Kafka is unreachable.
+            reader = ClickHouse(settings.clickhouse_url, read_only=True)
+            await reader.start()
+            stack.push_async_callback(reader.stop)
             sql = contextlib.asynccontextmanager(serve_sql)
-            await stack.enter_async_context(sql(clickhouse, settings.sql_host, settings.sql_port))
-        await runner.run()
+            await stack.enter_async_context(sql(reader, settings.sql_host, settings.sql_port))
+        run = asyncio.create_task(runner.run(), name="clickhouse-loader")
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([run, stopped], return_when=asyncio.FIRST_COMPLETED)
+        runner.request_stop()
+        stopped.cancel()
+        await run
 
 
 def main() -> None:

@@ -108,7 +108,9 @@ def up(*, data_dir: str = "data") -> int:
             _say(f"starting Kafka on 127.0.0.1:{port} (log: {broker.log_file})")
             broker.start()
             bootstrap = broker.bootstrap_servers
-        asyncio.run(create_topic(bootstrap, env.get("LOGORHYTHMS_TOPIC", TOPIC), partitions=3))
+        topic = env.get("LOGORHYTHMS_TOPIC", TOPIC)
+        asyncio.run(create_topic(bootstrap, topic, partitions=3))
+        asyncio.run(create_topic(bootstrap, f"{topic}.deadletter", partitions=1))
         env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
         env.setdefault("CLICKHOUSE_URL", f"chdb://{root / 'clickhouse'}")
         env.setdefault("LOGORHYTHMS_FINGERPRINT_KEY", _fingerprint_key(root))
