@@ -5,13 +5,30 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class SettingsError(Exception):
     retriable = False
 
 
-DEFAULT_CLICKHOUSE_URL = "chdb://./data/clickhouse"
+DEFAULT_CLICKHOUSE_URL = "chdb://data/clickhouse"  # relative to the working directory
+_EMBEDDED = "chdb://"
+
+
+def is_embedded(url: str) -> bool:
+    """True for the in-process engine (``chdb://PATH``), false for ``http(s)://`` servers."""
+    return url.startswith(_EMBEDDED)
+
+
+def embedded_path(url: str) -> Path:
+    """The directory of a ``chdb://`` URL, absolute: ``chdb://data/x`` and ``chdb:///abs/x``."""
+    return Path(url[len(_EMBEDDED) :] or "data/clickhouse").resolve()
+
+
+def normalize_clickhouse_url(url: str) -> str:
+    """Embedded URLs with an absolute path, which is the only form clickhouse-connect parses."""
+    return f"{_EMBEDDED}{embedded_path(url)}" if is_embedded(url) else url
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,7 +71,9 @@ class LoaderSettings:
                 deadletter_topic=env.get("LOGORHYTHMS_DEADLETTER_TOPIC", f"{topic}.deadletter"),
                 batch_max_age_s=_float(env, "LOGORHYTHMS_BATCH_MAX_AGE_S", 0.5),
             ),
-            clickhouse_url=env.get("CLICKHOUSE_URL", DEFAULT_CLICKHOUSE_URL),
+            clickhouse_url=normalize_clickhouse_url(
+                env.get("CLICKHOUSE_URL", DEFAULT_CLICKHOUSE_URL)
+            ),
             sql_port=int(env.get("LOGORHYTHMS_SQL_PORT", "8124")),
         )
 

@@ -11,14 +11,14 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+from consumers.settings import embedded_path, is_embedded, normalize_clickhouse_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,7 +37,6 @@ _DATA_ERROR_CODES = frozenset(
         407,  # DECIMAL_OVERFLOW
     }
 )
-READONLY_CODE = 164
 _OWN_FORMAT = re.compile(r"\bFORMAT\s+[A-Za-z][A-Za-z0-9]*\s*$", re.IGNORECASE)
 
 
@@ -50,17 +49,9 @@ class ClickHouseError(Exception):
         self.code = code
 
 
-def is_embedded(url: str) -> bool:
-    return url.startswith("chdb:")
-
-
-def embedded_path(url: str) -> Path:
-    return Path(urlsplit(url).path or "./data/clickhouse")
-
-
 class ClickHouse:
     def __init__(self, url: str, *, read_only: bool = False) -> None:
-        self.url = url
+        self.url = normalize_clickhouse_url(url)
         self.read_only = read_only
         self._executor: ThreadPoolExecutor | None = None
         self._client: Client | None = None

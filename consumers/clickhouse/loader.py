@@ -7,11 +7,11 @@ import contextlib
 import logging
 import signal
 
-from consumers.clickhouse.client import ClickHouse, is_embedded
+from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.sink import ClickHouseSink
 from consumers.clickhouse.sqlservice import serve_sql
 from consumers.runner import Runner
-from consumers.settings import LoaderSettings
+from consumers.settings import LoaderSettings, is_embedded
 
 log = logging.getLogger(__name__)
 

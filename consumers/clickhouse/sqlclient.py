@@ -13,8 +13,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from consumers.clickhouse.client import ClickHouse, ClickHouseError, embedded_path, is_embedded
-from consumers.clickhouse.sqlservice import DEFAULT_FORMAT
+from consumers.settings import embedded_path, is_embedded
+
+# Imports of clickhouse-connect and aiohttp are deferred: the common path is one small HTTP call,
+# and the command should answer in a fraction of a second.
+
+DEFAULT_FORMAT = "PrettyCompactMonoBlock"
+READONLY_CODE = 164
 
 
 class SqlClientError(Exception):
@@ -34,6 +39,8 @@ def query(sql: str, *, clickhouse_url: str, sql_endpoint: str, fmt: str = DEFAUL
         raise SqlClientError(exc.read().decode(errors="replace").strip()) from None
     except urllib.error.URLError:
         pass  # no loader is running: open the embedded directory ourselves
+    from consumers.clickhouse.client import ClickHouseError
+
     try:
         return asyncio.run(_direct(sql, clickhouse_url, fmt))
     except ClickHouseError as exc:
@@ -44,11 +51,13 @@ def query(sql: str, *, clickhouse_url: str, sql_endpoint: str, fmt: str = DEFAUL
 
 
 async def _direct(sql: str, clickhouse_url: str, fmt: str) -> bytes:
+    from consumers.clickhouse.client import ClickHouse, ClickHouseError
+
     async with ClickHouse(clickhouse_url) as clickhouse:
         try:
             return await clickhouse.raw(sql, fmt=fmt, readonly=True)
         except ClickHouseError as exc:
-            if exc.code == 164:
+            if exc.code == READONLY_CODE:
                 raise SqlClientError(
                     "refused: `logorhythms sql` is read-only (SELECT, SHOW, DESCRIBE, EXPLAIN)."
                 ) from None

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from consumers.clickhouse.client import READONLY_CODE, ClickHouse, ClickHouseError
+from consumers.clickhouse.client import ClickHouse, ClickHouseError
+from consumers.clickhouse.sqlclient import DEFAULT_FORMAT, READONLY_CODE
 
 log = logging.getLogger(__name__)
 
 CLICKHOUSE = web.AppKey("clickhouse", ClickHouse)
 _FORMAT = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
-DEFAULT_FORMAT = "PrettyCompactMonoBlock"
 
 
 def create_sql_app(clickhouse: ClickHouse) -> web.Application:
