@@ -21,6 +21,7 @@ from aiohttp import web
 from proxy import capture
 from proxy.errors import error_body
 from proxy.forwarded import resolve_client_ip
+from proxy.guard import REJECTION
 from proxy.publisher import Publisher
 from proxy.routing import Endpoint, Router
 from proxy.settings import ProxySettings
@@ -66,6 +67,7 @@ class Forwarder:
         self._codec = codec
         self._router = router
         self._fingerprinter = capture.Fingerprinter(settings.fingerprint_key.reveal().encode())
+        self._service_secrets = tuple(p.api_key.reveal() for p in settings.providers if p.api_key)
         self._max_event_payload = settings.max_event_bytes - 4096  # room for the other fields
         self.served = 0
 
@@ -91,12 +93,19 @@ class Forwarder:
         headers, client_key_fp = self._fingerprinter.headers(raw_headers)
         peer_ip = request.remote or ""
         forwarded_for = request.headers.get("X-Forwarded-For")
+        redactor = self._fingerprinter.redactor(
+            raw_headers, request.query_string, self._service_secrets
+        )
         state = _Outcome()
         body = b""
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            state.fail("rejected", "body_too_large", "request body exceeds the size limit")
+        rejection = request.get(REJECTION)  # refused by proxy.guard: the body is never read
+        if rejection is not None:
+            state.fail("rejected", rejection.reason, rejection.message)
+        else:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                state.fail("rejected", "body_too_large", "request body exceeds the size limit")
         model, stream = capture.peek_json(body)
         route = self._router.route(endpoint, request.path, model) if not state.error_type else None
         self._emit(
@@ -123,11 +132,17 @@ class Forwarder:
                 upstream_url=route.upstream_url if route else "",
                 model_sent=route.model_sent if route else None,
                 proxy_instance=_INSTANCE,
+                redactor=redactor,
             ),
         )
         response: web.StreamResponse | None = None
         try:
-            if state.error_type == "body_too_large":
+            if rejection is not None:
+                response = self._error(
+                    request_id, endpoint, rejection.status, rejection.error_type, rejection.message
+                )
+                response.headers.update(rejection.headers)
+            elif state.error_type == "body_too_large":
                 limit = self._settings.max_body_bytes
                 response = self._error(
                     request_id,
@@ -157,6 +172,7 @@ class Forwarder:
                     started,
                     state,
                     request_id,
+                    redactor,
                 )
             return response
         except asyncio.CancelledError:
@@ -181,6 +197,7 @@ class Forwarder:
                     bytes_in=len(body),
                     bytes_out=state.bytes_out,
                     chunk_count=state.chunks,
+                    fingerprinter=self._fingerprinter,
                 ),
             )
 
@@ -196,6 +213,7 @@ class Forwarder:
         started: int,
         state: _Outcome,
         request_id: str,
+        redactor: capture.Redactor,
     ) -> web.StreamResponse:
         response: web.StreamResponse | None = None
         try:
@@ -241,6 +259,7 @@ class Forwarder:
                             data=data,
                             max_bytes=max_payload,
                             delivered=delivered,
+                            redactor=redactor,
                         ),
                     )
                     if not delivered:

@@ -23,6 +23,9 @@ HOP_BY_HOP = frozenset(
         "upgrade",
         "host",
         "content-length",
+        # aiohttp's server decodes a gzip/deflate request body (bounded by client_max_size, so a
+        # compression bomb gets 413); what goes upstream is the decoded body, so not the label.
+        "content-encoding",
     }
 )
 # Client credentials are never forwarded: the service injects its own key.
