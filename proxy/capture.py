@@ -163,6 +163,13 @@ class Redactor:
         self._fingerprinter = fingerprinter
         self._known = known
 
+    @classmethod
+    def masking(cls, fingerprinter: Fingerprinter, secrets: Iterable[str]) -> Redactor:
+        """A redactor replacing each secret by as many ``*``: for bytes a client receives, whose
+        Content-Length the upstream has already set."""
+        encoded = sorted((s.encode() for s in secrets if s), key=len, reverse=True)
+        return cls(fingerprinter, tuple((s, b"*" * len(s)) for s in encoded))
+
     def known(self, data: bytes) -> bytes:
         """``data`` with each known secret replaced by its fingerprint (for response chunks)."""
         for secret, fp in self._known:

@@ -68,6 +68,9 @@ class Forwarder:
         self._router = router
         self._fingerprinter = capture.Fingerprinter(settings.fingerprint_key.reveal().encode())
         self._service_secrets = tuple(p.api_key.reveal() for p in settings.providers if p.api_key)
+        # An upstream that echoes the Authorization it got would hand the service's own key to an
+        # anonymous client: that one secret is masked in what the client receives too.
+        self._shield = capture.Redactor.masking(self._fingerprinter, self._service_secrets)
         self._max_event_payload = settings.max_event_bytes - 4096  # room for the other fields
         self.served = 0
 
@@ -246,7 +249,7 @@ class Forwarder:
                     state.chunks += 1
                     delivered = True
                     try:
-                        await response.write(data)
+                        await response.write(self._shield.known(data))
                     except ConnectionResetError:
                         delivered = False
                     self._emit(

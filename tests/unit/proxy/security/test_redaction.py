@@ -119,3 +119,12 @@ def test_upstream_set_cookie_is_fingerprinted_in_the_completed_event() -> None:
     )  # fmt: skip
     assert "cookie-secret-555" not in str(event["response_headers"])
     assert {"name": "x-a", "value": "1"} in event["response_headers"]
+
+
+def test_masking_keeps_the_length() -> None:
+    mask = capture.Redactor.masking(FP, [SERVICE])
+    data = f"echo {SERVICE}!".encode()
+    out = mask.known(data)
+    assert len(out) == len(data)
+    assert SERVICE.encode() not in out
+    assert mask.known(b"nothing here") == b"nothing here"
