@@ -12,6 +12,7 @@ word. Request headers steer it, so tests can provoke what real providers do:
 - ``x-fake-error-in-stream``: send an error event after the first content event
 - ``x-fake-echo-auth``: answer 401 with the credentials received (Authorization, x-api-key, query)
   echoed in the error message, as real providers do with "Incorrect API key provided: sk-…"
+- ``x-fake-redirect``: answer 302 with this Location (a proxy must not follow it)
 """
 
 from __future__ import annotations
@@ -137,6 +138,9 @@ async def _start_sse(request: web.Request) -> web.StreamResponse:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    location = request.headers.get("x-fake-redirect")
+    if location is not None:
+        return web.Response(status=302, headers={"Location": location})
     failed = await _maybe_fail(request, "openai")
     if failed is not None:
         return failed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -92,3 +93,47 @@ async def wait_ready(http: aiohttp.ClientSession, base_url: str, timeout_s: floa
                 return
         await asyncio.sleep(0.05)
     pytest.fail(f"proxy at {base_url} did not become ready within {timeout_s}s")
+
+
+class Canary:
+    """A TCP listener on a second loopback port that counts every connection made to it."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Canary:
+        self._server = await asyncio.start_server(self._on_connect, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        writer.close()
+
+
+async def raw_exchange(base_url: str, data: bytes, *, timeout_s: float = 10.0) -> bytes:
+    """Send raw bytes to a server and return everything it answers until it closes."""
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(timeout_s):
+            return await reader.read(-1)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def status_of(response: bytes) -> int:
+    """The status code of a raw HTTP/1.1 response."""
+    assert response.startswith(b"HTTP/1."), response[:200]
+    return int(response.split(b" ", 2)[1])
