@@ -14,7 +14,7 @@ from aiohttp import web
 
 from proxy.errors import openai_error_body
 from proxy.forward import Forwarder
-from proxy.guard import REJECTION, Guard
+from proxy.guard import HTTP_SERVER_LOG, REJECTION, Guard
 from proxy.publisher import Publisher
 from proxy.routing import Endpoint, Router
 from proxy.settings import ProxySettings
@@ -42,6 +42,7 @@ def create_app(settings: ProxySettings) -> web.Application:
             "max_headers": settings.max_header_count,
             "max_field_size": settings.max_header_bytes,
             "max_line_size": settings.max_header_bytes,
+            "logger": HTTP_SERVER_LOG,  # refused requests logged without their bytes
         },
     )
     app[SETTINGS] = settings

@@ -109,6 +109,9 @@ class Forwarder:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 state.fail("rejected", "body_too_large", "request body exceeds the size limit")
+            except ConnectionResetError:
+                # The client went away mid-upload: still one exchange with a terminal event.
+                state.fail("client_disconnect", "client_reset", "the client left mid-body")
         model, stream = capture.peek_json(body)
         route = self._router.route(endpoint, request.path, model) if not state.error_type else None
         self._emit(
@@ -145,6 +148,10 @@ class Forwarder:
                     request_id, endpoint, rejection.status, rejection.error_type, rejection.message
                 )
                 response.headers.update(rejection.headers)
+            elif state.error_type == "client_reset":
+                response = self._error(
+                    request_id, endpoint, 400, "invalid_request_error", "Incomplete request body."
+                )
             elif state.error_type == "body_too_large":
                 limit = self._settings.max_body_bytes
                 response = self._error(

@@ -12,10 +12,12 @@ spoofed X-Forwarded-For can neither dodge a limit nor lock a victim out.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from proxy.errors import error_body
 from proxy.forwarded import resolve_client_ip
@@ -24,6 +26,29 @@ from proxy.routing import Endpoint
 from proxy.settings import ProxySettings
 
 SINGLE_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
+
+
+class _MalformedRequestFilter(logging.Filter):
+    """aiohttp logs each request its parser refuses at ERROR, with a traceback whose message
+    quotes the offending bytes. A public endpoint gets such requests all day, and attacker bytes
+    must not reach the logs: keep one DEBUG line naming the peer and the kind of error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "refused a malformed request from %s: %s (HTTP %s)"
+            record.args = (peer, type(exc).__name__, exc.code)
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return HTTP_SERVER_LOG.isEnabledFor(logging.DEBUG)
+        return True
+
+
+# The logger the proxy's HTTP server writes to (passed to aiohttp in proxy.app).
+HTTP_SERVER_LOG = logging.getLogger("proxy.http")
+HTTP_SERVER_LOG.addFilter(_MalformedRequestFilter())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

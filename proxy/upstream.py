@@ -63,10 +63,20 @@ def upstream_headers(
     client_headers: Iterable[tuple[str, str]], provider: Provider
 ) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop and credentials, plus the provider's own key."""
+    client_headers = list(client_headers)
+    # Headers the client named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+    nominated = {
+        token.strip().lower()
+        for name, value in client_headers
+        if name.lower() == "connection"
+        for token in value.split(",")
+    }
     out: CIMultiDict[str] = CIMultiDict()
     client_key: tuple[str, str] | None = None
     for name, value in client_headers:
         lname = name.lower()
+        if lname in nominated:
+            continue
         if lname in CLIENT_CREDENTIALS:
             client_key = client_key or (name, value)
             continue
