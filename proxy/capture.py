@@ -242,12 +242,19 @@ def request_event(
     model_sent: str | None,
     proxy_instance: str,
     redactor: Redactor | None = None,
+    refused_size: int | None = None,
 ) -> dict[str, Any]:
-    """The request event. ``body_size`` is what the client sent; ``body`` and ``body_sha256`` are
-    of the stored bytes, after credentials were fingerprinted (a hash of the original would let
-    anyone holding the row confirm a guessed password offline)."""
+    """The request event.
+
+    ``body_size`` is what the client sent; ``body`` and ``body_sha256`` are of the stored bytes,
+    after credentials were fingerprinted (a hash of the original would let anyone holding the row
+    confirm a guessed password offline). ``refused_size`` set: the body was refused unread (over
+    the limit), and is recorded as truncated to nothing, with the size the client declared
+    (0 when chunked).
+    """
     redacted = redactor.body(body) if redactor is not None else body
     stored_body, truncated = capped(redacted, max_body_in_event)
+    truncated = truncated or refused_size is not None
     if forwarded_for is not None:
         forwarded_for = forwarded_for[:MAX_FORWARDED_FOR_CHARS]
     user_agent = next((h["value"] for h in headers if h["name"] == "user-agent"), None)
@@ -264,7 +271,7 @@ def request_event(
         "user_agent": user_agent,
         "client_key_fingerprint": client_key_fingerprint,
         "body": stored_body,
-        "body_size": len(body),
+        "body_size": len(body) if refused_size is None else refused_size,
         "body_truncated": truncated,
         "body_sha256": hashlib.sha256(redacted).hexdigest(),
         "model_requested": model_requested,

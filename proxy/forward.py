@@ -139,6 +139,9 @@ class Forwarder:
                 model_sent=route.model_sent if route else None,
                 proxy_instance=_INSTANCE,
                 redactor=redactor,
+                refused_size=(
+                    request.content_length or 0 if state.error_type == "body_too_large" else None
+                ),
             ),
         )
         response: web.StreamResponse | None = None

@@ -30,13 +30,16 @@ async def _chunked(total: int) -> AsyncIterator[bytes]:
         yield piece
 
 
-async def _assert_rejected_413(pipeline: Pipeline, response: aiohttp.ClientResponse) -> None:
+async def _assert_rejected_413(
+    pipeline: Pipeline, response: aiohttp.ClientResponse, declared: int
+) -> None:
     assert response.status == 413
     error = orjson.loads(await response.read())["error"]
     assert error["type"] == "request_too_large"
     row = await pipeline.exchange(
         response.headers["x-logorhythms-request-id"],
-        "outcome, error_type, request_body, status, upstream_status",
+        "outcome, error_type, request_body, status, upstream_status, request_body_truncated, "
+        "request_body_size",
     )
     assert row == {
         "outcome": "rejected",
@@ -44,6 +47,8 @@ async def _assert_rejected_413(pipeline: Pipeline, response: aiohttp.ClientRespo
         "request_body": "",  # never stored
         "status": 413,
         "upstream_status": 0,
+        "request_body_truncated": True,
+        "request_body_size": declared,  # as declared by Content-Length; 0 when chunked
     }
 
 
@@ -53,19 +58,18 @@ async def test_oversized_bodies_are_413_without_an_upstream_call(small: Pipeline
     assert len(bomb) < LIMIT  # small on the wire: only decoding shows its size
     async with aiohttp.ClientSession() as http:
         url = f"{small.proxy_url}{URL}"
-        async with http.post(
-            url, data=io.BytesIO(b"{" + b" " * (2 * 1024 * 1024) + b"}")
-        ) as response:
-            await _assert_rejected_413(small, response)
+        big = b"{" + b" " * (2 * 1024 * 1024) + b"}"
+        async with http.post(url, data=io.BytesIO(big)) as response:
+            await _assert_rejected_413(small, response, len(big))
         async with http.post(url, data=_chunked(2 * 1024 * 1024)) as response:  # no length
             assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
-            await _assert_rejected_413(small, response)
+            await _assert_rejected_413(small, response, 0)
         async with http.post(
             url,
             data=bomb,
             headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
         ) as response:
-            await _assert_rejected_413(small, response)
+            await _assert_rejected_413(small, response, len(bomb))
     assert small.upstream.received == []
     # Decoding stopped at the limit: 32 MiB were never inflated in one piece.
     assert time.monotonic() - started < 30
