@@ -25,7 +25,7 @@ from proxy.guard import REJECTION
 from proxy.publisher import Publisher
 from proxy.routing import Endpoint, Router
 from proxy.settings import ProxySettings
-from proxy.upstream import response_headers, upstream_headers
+from proxy.upstream import response_headers, upstream_headers, upstream_query
 from schemas import Codec, EventType
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ class Forwarder:
             async with self._session.request(
                 request.method,
                 url,
-                params=request.query_string or None,
+                params=upstream_query(request.query_string, provider),
                 data=body,
                 headers=upstream_headers(raw_headers, provider),
                 allow_redirects=False,  # a redirect must never steer us to another host

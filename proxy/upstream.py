@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from urllib.parse import unquote_plus
 
 import aiohttp
 from multidict import CIMultiDict
 
+from proxy.capture import CREDENTIAL_QUERY_PARAMS
 from proxy.settings import Provider, ProxySettings
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus framing headers aiohttp sets itself.
@@ -94,6 +96,20 @@ def upstream_headers(
     elif provider.bring_your_own_key and client_key is not None:
         out.add(*client_key)
     return out
+
+
+def upstream_query(query_string: str, provider: Provider) -> str | None:
+    """The client's query string minus credential parameters (``?key=…``), which, like credential
+    headers, go upstream only when the provider uses the client's own key. Other parameters are
+    kept byte for byte, in order."""
+    if not query_string or provider.bring_your_own_key:
+        return query_string or None
+    kept = [
+        part
+        for part in query_string.split("&")
+        if unquote_plus(part.partition("=")[0]).lower() not in CREDENTIAL_QUERY_PARAMS
+    ]
+    return "&".join(kept) or None
 
 
 def response_headers(upstream: Mapping[str, str] | CIMultiDict[str]) -> CIMultiDict[str]:

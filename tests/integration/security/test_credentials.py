@@ -134,9 +134,9 @@ async def test_planted_credentials_are_stored_nowhere(
     assert rows[ids[3]]["outcome"] == "connect_error"
     # The client's keys never went upstream either (the service key replaced them).
     for received in pipeline.upstream.received:
-        assert not leaks(
-            [BEARER, API_KEY, X_API_KEY, COOKIE], {"upstream": str(received.headers).encode()}
-        )
+        sent = f"{received.query} {received.headers}".encode()
+        assert not leaks([BEARER, API_KEY, X_API_KEY, COOKIE, QUERY_KEY], {"upstream": sent})
+        assert received.query == "user=alice"
 
     places = {
         "kafka exchanges topic": await topic_bytes(pipeline.bootstrap, pipeline.topic),
