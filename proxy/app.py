@@ -14,6 +14,7 @@ from aiohttp import web
 
 from proxy.errors import openai_error_body
 from proxy.forward import Forwarder
+from proxy.guard import HTTP_SERVER_LOG, REJECTION, Guard
 from proxy.publisher import Publisher
 from proxy.routing import Endpoint, Router
 from proxy.settings import ProxySettings
@@ -27,11 +28,25 @@ ENDPOINTS = (Endpoint("/v1/chat/completions", "openai"),)
 SETTINGS = web.AppKey("settings", ProxySettings)
 PUBLISHER = web.AppKey("publisher", Publisher)
 FORWARDER = web.AppKey("forwarder", Forwarder)
+GUARD = web.AppKey("guard", Guard)
 
 
 def create_app(settings: ProxySettings) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        handler_args={
+            # aiohttp arms this timer when a connection opens and after each response, and closes
+            # the connection if no complete request head has arrived when it fires: this is the
+            # header timeout against slowloris (and the idle keep-alive timeout).
+            "keepalive_timeout": settings.header_timeout_s,
+            "max_headers": settings.max_header_count,
+            "max_field_size": settings.max_header_bytes,
+            "max_line_size": settings.max_header_bytes,
+            "logger": HTTP_SERVER_LOG,  # refused requests logged without their bytes
+        },
+    )
     app[SETTINGS] = settings
+    app[GUARD] = Guard(settings)
     app.cleanup_ctx.append(_publisher_ctx)
     app.cleanup_ctx.append(_forwarder_ctx)
     for endpoint in ENDPOINTS:
@@ -74,7 +89,16 @@ def _endpoint_handler(
     endpoint: Endpoint,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await request.app[FORWARDER].handle(request, endpoint)
+        guard = request.app[GUARD]
+        if not guard.in_flight.try_enter():
+            return guard.overloaded(endpoint)
+        try:
+            rejection = guard.check(request)
+            if rejection is not None:
+                request[REJECTION] = rejection  # recorded and answered by the Forwarder
+            return await request.app[FORWARDER].handle(request, endpoint)
+        finally:
+            guard.in_flight.leave()
 
     handler.__name__ = f"forward_{endpoint.path.strip('/').replace('/', '_')}"
     return handler
@@ -102,6 +126,9 @@ async def _statsz(request: web.Request) -> web.Response:
         "events_failed": stats.failed,
         "events_dropped": stats.dropped,
         "events_in_flight": stats.in_flight,
+        "rejected_overload": request.app[GUARD].stats.rejected_overload,
+        "rejected_rate_limit": request.app[GUARD].stats.rejected_rate_limit,
+        "rejected_invalid": request.app[GUARD].stats.rejected_invalid,
     }
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 

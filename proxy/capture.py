@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -35,6 +36,21 @@ CREDENTIAL_QUERY_PARAMS = frozenset(
 )
 FINGERPRINT_PREFIX = "fp:"
 MAX_FORWARDED_FOR_CHARS = 1024
+# A known secret shorter than this is not searched for in bodies: replacing every occurrence of
+# "abc" would corrupt prompts, and a key that short is no secret anyway.
+MIN_REDACTED_SECRET_CHARS = 8
+# A JSON member whose name says it holds a credential, with a string value:
+# ``"api_key": "sk-…"``. Written over bytes, so it also works on bodies that are not valid UTF-8 or
+# JSON, and an escaped copy inside a prompt string (``\"api_key\": …``) does not match.
+_CREDENTIAL_MEMBER = re.compile(
+    rb'"((?:x[-_]?)?api[-_]?key|authorization|proxy[-_]authorization|access[-_]?token'
+    rb'|refresh[-_]?token|id[-_]?token|client[-_]?secret|secret[-_]?key|password|cookie)"'
+    rb'(\s*:\s*)"((?:[^"\\]|\\.)*)"',
+    re.IGNORECASE,
+)
+# What every name above ends with, followed by its closing quote. Substring tests on the lowered
+# body are ~50x cheaper than the regex, which runs only when one of them is present.
+_MEMBER_NAME_ENDINGS = (b'key"', b'authorization"', b'token"', b'secret"', b'password"', b'cookie"')
 
 
 def new_request_id() -> str:
@@ -81,6 +97,43 @@ class Fingerprinter:
             stored.append({"name": lname, "value": safe})
         return stored, client_key
 
+    def redactor(
+        self,
+        raw_headers: Iterable[tuple[str, str]],
+        query_string: str,
+        service_secrets: Iterable[str],
+    ) -> Redactor:
+        """A redactor for one exchange: every credential the client sent, plus the service's keys.
+
+        The stored headers and query are fingerprinted field by field; this catches the same
+        values wherever else they travel (the body, an upstream error echoing them).
+        """
+        found: set[str] = set(service_secrets)
+        for name, value in raw_headers:
+            lname = name.lower()
+            if lname not in CREDENTIAL_HEADERS:
+                continue
+            found.add(value.strip())
+            found.add(value.partition(" ")[2].strip())  # the token after "Bearer"
+            if lname in {"cookie", "set-cookie"}:
+                found.update(c.partition("=")[2].strip() for c in value.split(";"))
+        if query_string:
+            found.update(
+                v
+                for k, v in parse_qsl(query_string, keep_blank_values=True)
+                if k.lower() in CREDENTIAL_QUERY_PARAMS
+            )
+        # Longest first, so a token inside a longer stored value is replaced as part of it.
+        known = sorted(
+            (s for s in found if len(s) >= MIN_REDACTED_SECRET_CHARS), key=len, reverse=True
+        )
+        return Redactor(
+            self,
+            tuple(
+                (s.encode("utf-8", "surrogateescape"), self.fingerprint(s).encode()) for s in known
+            ),
+        )
+
     def query(self, query_string: str) -> str:
         if not query_string:
             return ""
@@ -94,6 +147,59 @@ class Fingerprinter:
             ],
             quote_via=quote,
         )
+
+
+class Redactor:
+    """Replaces credentials inside captured bytes, leaving every other byte as it was.
+
+    Two rules: exact occurrences of the secrets known for this exchange become their fingerprint,
+    and the string value of a JSON member named like a credential (``api_key``, ``authorization``,
+    …) becomes the fingerprint of that value. Bodies with neither cost one substring test per
+    known secret and a few substring tests on the lowered body, all in C.
+    """
+
+    __slots__ = ("_fingerprinter", "_known")
+
+    def __init__(
+        self, fingerprinter: Fingerprinter, known: tuple[tuple[bytes, bytes], ...]
+    ) -> None:
+        self._fingerprinter = fingerprinter
+        self._known = known
+
+    @classmethod
+    def masking(cls, fingerprinter: Fingerprinter, secrets: Iterable[str]) -> Redactor:
+        """A redactor replacing each secret by as many ``*``: for bytes a client receives, whose
+        Content-Length the upstream has already set."""
+        encoded = sorted((s.encode() for s in secrets if s), key=len, reverse=True)
+        return cls(fingerprinter, tuple((s, b"*" * len(s)) for s in encoded))
+
+    def known(self, data: bytes) -> bytes:
+        """``data`` with each known secret replaced by its fingerprint (for response chunks)."""
+        for secret, fp in self._known:
+            if secret in data:
+                data = data.replace(secret, fp)
+        return data
+
+    def body(self, data: bytes) -> bytes:
+        """A request body with known secrets and credential-named JSON members fingerprinted."""
+        data = self.known(data)
+        lowered = data.lower()
+        if not any(ending in lowered for ending in _MEMBER_NAME_ENDINGS):
+            return data
+        return _CREDENTIAL_MEMBER.sub(self._member, data)
+
+    def _member(self, match: re.Match[bytes]) -> bytes:
+        value = match.group(3)
+        if not value or value.rpartition(b" ")[2].startswith(FINGERPRINT_PREFIX.encode()):
+            return match.group(0)  # empty, or already replaced as a known secret
+        token = value.decode("utf-8", "surrogateescape")
+        scheme, sep, rest = token.partition(" ")
+        fp = (
+            f"{scheme} {self._fingerprinter.fingerprint(rest.strip())}"
+            if sep and rest and scheme.lower() in {"bearer", "basic", "token"}
+            else self._fingerprinter.fingerprint(token)
+        )
+        return b'"' + match.group(1) + b'"' + match.group(2) + b'"' + fp.encode() + b'"'
 
 
 def peek_json(body: bytes) -> tuple[str | None, bool]:
@@ -139,8 +245,20 @@ def request_event(
     upstream_url: str,
     model_sent: str | None,
     proxy_instance: str,
+    redactor: Redactor | None = None,
+    refused_size: int | None = None,
 ) -> dict[str, Any]:
-    stored_body, truncated = capped(body, max_body_in_event)
+    """The request event.
+
+    ``body_size`` is what the client sent; ``body`` and ``body_sha256`` are of the stored bytes,
+    after credentials were fingerprinted (a hash of the original would let anyone holding the row
+    confirm a guessed password offline). ``refused_size`` set: the body was refused unread (over
+    the limit), and is recorded as truncated to nothing, with the size the client declared
+    (0 when chunked).
+    """
+    redacted = redactor.body(body) if redactor is not None else body
+    stored_body, truncated = capped(redacted, max_body_in_event)
+    truncated = truncated or refused_size is not None
     if forwarded_for is not None:
         forwarded_for = forwarded_for[:MAX_FORWARDED_FOR_CHARS]
     user_agent = next((h["value"] for h in headers if h["name"] == "user-agent"), None)
@@ -157,9 +275,9 @@ def request_event(
         "user_agent": user_agent,
         "client_key_fingerprint": client_key_fingerprint,
         "body": stored_body,
-        "body_size": len(body),
+        "body_size": len(body) if refused_size is None else refused_size,
         "body_truncated": truncated,
-        "body_sha256": hashlib.sha256(body).hexdigest(),
+        "body_sha256": hashlib.sha256(redacted).hexdigest(),
         "model_requested": model_requested,
         "stream": stream,
         "endpoint": endpoint,
@@ -172,9 +290,18 @@ def request_event(
 
 
 def chunk_event(
-    *, request_id: str, seq: int, offset_ns: int, data: bytes, max_bytes: int, delivered: bool
+    *,
+    request_id: str,
+    seq: int,
+    offset_ns: int,
+    data: bytes,
+    max_bytes: int,
+    delivered: bool,
+    redactor: Redactor | None = None,
 ) -> dict[str, Any]:
-    stored, truncated = capped(data, max_bytes)
+    """One read from the upstream. An upstream error that echoes a key (``Incorrect API key
+    provided: sk-…``) is stored with the key fingerprinted."""
+    stored, truncated = capped(redactor.known(data) if redactor is not None else data, max_bytes)
     return {
         "request_id": request_id,
         "seq": seq,
@@ -200,8 +327,14 @@ def completed_event(
     bytes_in: int,
     bytes_out: int,
     chunk_count: int,
+    fingerprinter: Fingerprinter | None = None,
 ) -> dict[str, Any]:
     items = response_headers.items() if isinstance(response_headers, Mapping) else response_headers
+    stored_headers = (
+        fingerprinter.headers(items)[0]  # an upstream Set-Cookie is a credential too
+        if fingerprinter is not None
+        else [{"name": k.lower(), "value": v} for k, v in items]
+    )
     return {
         "request_id": request_id,
         "completed_at_us": time.time_ns() // 1000,
@@ -210,7 +343,7 @@ def completed_event(
         "error_type": error_type,
         "error_message": error_message,
         "upstream_status": upstream_status,
-        "response_headers": [{"name": k.lower(), "value": v} for k, v in items],
+        "response_headers": stored_headers,
         "ttfb_ns": ttfb_ns,
         "duration_ns": duration_ns,
         "bytes_in": bytes_in,

@@ -21,10 +21,11 @@ from aiohttp import web
 from proxy import capture
 from proxy.errors import error_body
 from proxy.forwarded import resolve_client_ip
+from proxy.guard import REJECTION
 from proxy.publisher import Publisher
 from proxy.routing import Endpoint, Router
 from proxy.settings import ProxySettings
-from proxy.upstream import response_headers, upstream_headers
+from proxy.upstream import response_headers, upstream_headers, upstream_query
 from schemas import Codec, EventType
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,10 @@ class Forwarder:
         self._codec = codec
         self._router = router
         self._fingerprinter = capture.Fingerprinter(settings.fingerprint_key.reveal().encode())
+        self._service_secrets = tuple(p.api_key.reveal() for p in settings.providers if p.api_key)
+        # An upstream that echoes the Authorization it got would hand the service's own key to an
+        # anonymous client: that one secret is masked in what the client receives too.
+        self._shield = capture.Redactor.masking(self._fingerprinter, self._service_secrets)
         self._max_event_payload = settings.max_event_bytes - 4096  # room for the other fields
         self.served = 0
 
@@ -91,12 +96,22 @@ class Forwarder:
         headers, client_key_fp = self._fingerprinter.headers(raw_headers)
         peer_ip = request.remote or ""
         forwarded_for = request.headers.get("X-Forwarded-For")
+        redactor = self._fingerprinter.redactor(
+            raw_headers, request.query_string, self._service_secrets
+        )
         state = _Outcome()
         body = b""
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            state.fail("rejected", "body_too_large", "request body exceeds the size limit")
+        rejection = request.get(REJECTION)  # refused by proxy.guard: the body is never read
+        if rejection is not None:
+            state.fail("rejected", rejection.reason, rejection.message)
+        else:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                state.fail("rejected", "body_too_large", "request body exceeds the size limit")
+            except ConnectionResetError:
+                # The client went away mid-upload: still one exchange with a terminal event.
+                state.fail("client_disconnect", "client_reset", "the client left mid-body")
         model, stream = capture.peek_json(body)
         route = self._router.route(endpoint, request.path, model) if not state.error_type else None
         self._emit(
@@ -123,11 +138,24 @@ class Forwarder:
                 upstream_url=route.upstream_url if route else "",
                 model_sent=route.model_sent if route else None,
                 proxy_instance=_INSTANCE,
+                redactor=redactor,
+                refused_size=(
+                    request.content_length or 0 if state.error_type == "body_too_large" else None
+                ),
             ),
         )
         response: web.StreamResponse | None = None
         try:
-            if state.error_type == "body_too_large":
+            if rejection is not None:
+                response = self._error(
+                    request_id, endpoint, rejection.status, rejection.error_type, rejection.message
+                )
+                response.headers.update(rejection.headers)
+            elif state.error_type == "client_reset":
+                response = self._error(
+                    request_id, endpoint, 400, "invalid_request_error", "Incomplete request body."
+                )
+            elif state.error_type == "body_too_large":
                 limit = self._settings.max_body_bytes
                 response = self._error(
                     request_id,
@@ -157,6 +185,7 @@ class Forwarder:
                     started,
                     state,
                     request_id,
+                    redactor,
                 )
             return response
         except asyncio.CancelledError:
@@ -181,6 +210,7 @@ class Forwarder:
                     bytes_in=len(body),
                     bytes_out=state.bytes_out,
                     chunk_count=state.chunks,
+                    fingerprinter=self._fingerprinter,
                 ),
             )
 
@@ -196,13 +226,14 @@ class Forwarder:
         started: int,
         state: _Outcome,
         request_id: str,
+        redactor: capture.Redactor,
     ) -> web.StreamResponse:
         response: web.StreamResponse | None = None
         try:
             async with self._session.request(
                 request.method,
                 url,
-                params=request.query_string or None,
+                params=upstream_query(request.query_string, provider),
                 data=body,
                 headers=upstream_headers(raw_headers, provider),
                 allow_redirects=False,  # a redirect must never steer us to another host
@@ -228,7 +259,7 @@ class Forwarder:
                     state.chunks += 1
                     delivered = True
                     try:
-                        await response.write(data)
+                        await response.write(self._shield.known(data))
                     except ConnectionResetError:
                         delivered = False
                     self._emit(
@@ -241,6 +272,7 @@ class Forwarder:
                             data=data,
                             max_bytes=max_payload,
                             delivered=delivered,
+                            redactor=redactor,
                         ),
                     )
                     if not delivered:

@@ -69,6 +69,18 @@ class ProxySettings:
     publish_shutdown_timeout_s: float = 10.0
     shutdown_timeout_s: float = 30.0
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Abuse limits (docs/OPERATIONS.md, "Security and abuse"). A connection must deliver a whole
+    # request head within header_timeout_s of opening (or of its previous response): slowloris.
+    header_timeout_s: float = 10.0
+    max_header_count: int = 100
+    max_header_bytes: int = 8190  # one header line; longer is refused (aiohttp's own default)
+    # Exchanges handled at once before new ones get 503 + Retry-After (0 = no cap).
+    max_in_flight: int = 4096
+    # Per-client-IP token bucket; 0 switches rate limiting off (the default, so load tests from
+    # one loopback address are not throttled). Production sets it: see docs/OPERATIONS.md.
+    rate_limit_per_s: float = 0.0
+    rate_limit_burst: int = 60
+    rate_limit_max_clients: int = 100_000
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -83,6 +95,10 @@ class ProxySettings:
             )
         if self.max_event_bytes >= 1024 * 1024:
             raise ConfigError("max_event_bytes must stay below Kafka's 1 MiB message limit")
+        if self.header_timeout_s <= 0:
+            raise ConfigError("header_timeout_s must be positive: it is the slowloris defence")
+        if self.rate_limit_per_s > 0 and self.rate_limit_burst < 1:
+            raise ConfigError("rate_limit_burst must be at least 1 when rate limiting is on")
 
     def provider(self, name: str) -> Provider:
         for provider in self.providers:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from urllib.parse import unquote_plus
 
 import aiohttp
 from multidict import CIMultiDict
 
+from proxy.capture import CREDENTIAL_QUERY_PARAMS
 from proxy.settings import Provider, ProxySettings
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus framing headers aiohttp sets itself.
@@ -23,6 +25,9 @@ HOP_BY_HOP = frozenset(
         "upgrade",
         "host",
         "content-length",
+        # aiohttp's server decodes a gzip/deflate request body (bounded by client_max_size, so a
+        # compression bomb gets 413); what goes upstream is the decoded body, so not the label.
+        "content-encoding",
     }
 )
 # Client credentials are never forwarded: the service injects its own key.
@@ -60,10 +65,20 @@ def upstream_headers(
     client_headers: Iterable[tuple[str, str]], provider: Provider
 ) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop and credentials, plus the provider's own key."""
+    client_headers = list(client_headers)
+    # Headers the client named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+    nominated = {
+        token.strip().lower()
+        for name, value in client_headers
+        if name.lower() == "connection"
+        for token in value.split(",")
+    }
     out: CIMultiDict[str] = CIMultiDict()
     client_key: tuple[str, str] | None = None
     for name, value in client_headers:
         lname = name.lower()
+        if lname in nominated:
+            continue
         if lname in CLIENT_CREDENTIALS:
             client_key = client_key or (name, value)
             continue
@@ -81,6 +96,20 @@ def upstream_headers(
     elif provider.bring_your_own_key and client_key is not None:
         out.add(*client_key)
     return out
+
+
+def upstream_query(query_string: str, provider: Provider) -> str | None:
+    """The client's query string minus credential parameters (``?key=…``), which, like credential
+    headers, go upstream only when the provider uses the client's own key. Other parameters are
+    kept byte for byte, in order."""
+    if not query_string or provider.bring_your_own_key:
+        return query_string or None
+    kept = [
+        part
+        for part in query_string.split("&")
+        if unquote_plus(part.partition("=")[0]).lower() not in CREDENTIAL_QUERY_PARAMS
+    ]
+    return "&".join(kept) or None
 
 
 def response_headers(upstream: Mapping[str, str] | CIMultiDict[str]) -> CIMultiDict[str]:

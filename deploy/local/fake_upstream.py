@@ -10,6 +10,9 @@ word. Request headers steer it, so tests can provoke what real providers do:
 - ``x-fake-stall-after``: stop sending (but keep the connection open) after N events
 - ``x-fake-reset-after``: drop the connection after N events
 - ``x-fake-error-in-stream``: send an error event after the first content event
+- ``x-fake-echo-auth``: answer 401 with the credentials received (Authorization, x-api-key, query)
+  echoed in the error message, as real providers do with "Incorrect API key provided: sk-…"
+- ``x-fake-redirect``: answer 302 with this Location (a proxy must not follow it)
 """
 
 from __future__ import annotations
@@ -73,12 +76,26 @@ def _header_int(request: web.Request, name: str) -> int | None:
 
 async def _maybe_fail(request: web.Request, dialect: str) -> web.Response | None:
     status = _header_int(request, "x-fake-status")
-    if status is None:
+    echo = request.headers.get("x-fake-echo-auth") is not None
+    if status is None and not echo:
         return None
-    if dialect == "anthropic":
-        body = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    if echo:
+        status = status or 401
+        received = [request.headers.get(h, "") for h in ("Authorization", "x-api-key")]
+        message = (
+            f"Incorrect API key provided: {' '.join(received)} (query: {request.query_string})"
+        )
     else:
-        body = {"error": {"message": f"fake upstream error {status}", "type": "server_error",
+        message = f"fake upstream error {status}"
+    assert status is not None
+    if dialect == "anthropic":
+        kind = "authentication_error" if echo else "overloaded_error"
+        body = {
+            "type": "error",
+            "error": {"type": kind, "message": message if echo else "Overloaded"},
+        }
+    else:
+        body = {"error": {"message": message, "type": "server_error",
                           "param": None, "code": None}}  # fmt: skip
     return web.Response(
         status=status, body=orjson.dumps(body), content_type="application/json",
@@ -121,6 +138,9 @@ async def _start_sse(request: web.Request) -> web.StreamResponse:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    location = request.headers.get("x-fake-redirect")
+    if location is not None:
+        return web.Response(status=302, headers={"Location": location})
     failed = await _maybe_fail(request, "openai")
     if failed is not None:
         return failed
