@@ -1,6 +1,6 @@
 """How much credential redaction adds to building a request event (not run in CI).
 
-Run: /work/main/.venv/bin/pytest tests/bench/test_redaction_speed.py -q -s
+Run: .venv/bin/pytest tests/bench/bench_redaction_speed.py -q -s  (named bench_*, so CI never collects it)
 """
 
 from __future__ import annotations
