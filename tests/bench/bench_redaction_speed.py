@@ -1,6 +1,6 @@
 """How much credential redaction adds to building a request event (not run in CI).
 
-Run: .venv/bin/pytest tests/bench/bench_redaction_speed.py -q -s  (named bench_*, so CI never collects it)
+Run: .venv/bin/pytest tests/bench/bench_redaction_speed.py -q -s (bench_*: CI never collects it)
 """
 
 from __future__ import annotations
