@@ -24,6 +24,8 @@ class StatsdEmitter:
         # env/service/version tags come from DD_ENV, DD_SERVICE, DD_VERSION (the client reads
         # them). Unbuffered and without the client's own telemetry: one datagram per point,
         # sent now, so a crash loses nothing already "sent" and tests see exactly our lines.
+        # With no agent listening every datagram fails; the forwarder says so once at start-up.
+        logging.getLogger("datadog.dogstatsd").setLevel(logging.ERROR)
         self._client = DogStatsd(
             host=host,
             port=port,
