@@ -58,6 +58,8 @@ class LoaderSettings:
     clickhouse_url: str = DEFAULT_CLICKHOUSE_URL
     sql_host: str = "127.0.0.1"
     sql_port: int = 8124
+    # Pipeline metrics (lag, batch size, insert latency, dead letters) when an agent is configured.
+    datadog: DatadogSettings | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LoaderSettings:
@@ -75,6 +77,7 @@ class LoaderSettings:
                 env.get("CLICKHOUSE_URL", DEFAULT_CLICKHOUSE_URL)
             ),
             sql_port=int(env.get("LOGORHYTHMS_SQL_PORT", "8124")),
+            datadog=DatadogSettings.from_env(env) if env.get("DD_AGENT_HOST") else None,
         )
 
 
