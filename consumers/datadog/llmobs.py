@@ -25,6 +25,16 @@ from consumers.datadog.exchange import ExchangeView
 log = logging.getLogger(__name__)
 
 _WRITER_LOGGER = "ddtrace.internal.writer"
+# Content sent with a span is bounded, so every span stays far below ddtrace's 20 MiB trace
+# buffer: a span that can never fit would otherwise fail its batch forever. The full text is in
+# ClickHouse.
+MAX_TEXT_CHARS = 256 * 1024
+MAX_MESSAGES = 64  # the latest ones: the tail of a conversation is what the model answered
+_CUT = "…[truncated by logorhythms]"
+
+
+def _capped(text: str) -> str:
+    return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS] + _CUT
 
 
 def prepare_environment(env: dict[str, str] | None = None) -> None:
@@ -121,9 +131,10 @@ class LLMObsExporter:
         LLMObs.annotate(
             span=span,
             input_data=[
-                {"role": role or "user", "content": text} for role, text in view.input_messages
+                {"role": role or "user", "content": _capped(text)}
+                for role, text in view.input_messages[-MAX_MESSAGES:]
             ],
-            output_data=[{"role": "assistant", "content": view.output_text}],
+            output_data=[{"role": "assistant", "content": _capped(view.output_text)}],
             metadata={
                 **view.parameters,
                 "finish_reason": view.finish_reason,

@@ -96,12 +96,14 @@ class DatadogSink:
         open_max_age_s: float = 900.0,
         max_open_bytes: int = 256 * 1024 * 1024,
         spans_per_flush: int = 200,
+        bytes_per_flush: int = 4 * 1024 * 1024,
     ) -> None:
         self._exporter = exporter
         self._metrics = metrics
         self._open_max_age_s = open_max_age_s
         self._max_open_bytes = max_open_bytes
         self._spans_per_flush = spans_per_flush
+        self._bytes_per_flush = bytes_per_flush
         self._error_types = ErrorTypes()
         self._open: collections.OrderedDict[str, _Open] = collections.OrderedDict()
         self._open_bytes = 0
@@ -207,11 +209,21 @@ class DatadogSink:
             self._metrics.emit([point("logorhythms.datadog.abandoned", 1)])
             log.warning("gave up waiting for the end of exchange %s", request_id)
 
+    def _next_slice(self) -> list[_Ready]:
+        """The next spans to flush together: at most ``spans_per_flush`` and about
+        ``bytes_per_flush`` of content, so one flush never overflows ddtrace's trace buffer."""
+        size = 0
+        for count, ready in enumerate(self._ready[: self._spans_per_flush]):
+            size += len(ready.view.output_text) + sum(len(t) for _, t in ready.view.input_messages)
+            if size > self._bytes_per_flush and count > 0:
+                return self._ready[:count]
+        return self._ready[: self._spans_per_flush]
+
     async def _hand_over(self) -> None:
         """Submit and flush the ready exchanges in slices; each slice that the agent took is
         removed (and its metrics sent), so a retry after a failure resends only the rest."""
         while self._ready:
-            part = self._ready[: self._spans_per_flush]
+            part = self._next_slice()
             for ready in part:
                 self._exporter.submit(ready.view, ready.headers)
             try:

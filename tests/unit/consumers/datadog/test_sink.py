@@ -141,3 +141,42 @@ def test_forwarded_watermark_parsing() -> None:
     assert parse_forwarded("forwarded=42") == 42
     assert parse_forwarded("") is None
     assert parse_forwarded("forwarded=x") is None
+
+
+async def test_spans_go_out_in_slices_and_a_taken_slice_is_not_resent() -> None:
+    class FailSecondFlush(Exporter):
+        flushes = 0
+
+        def flush(self) -> None:
+            self.flushes += 1
+            self.fail = self.flushes == 2
+            super().flush()
+
+    exporter, emitter = FailSecondFlush(), Emitter()
+    sink = DatadogSink(exporter=exporter, metrics=emitter, spans_per_flush=2)
+    await sink.assigned({})
+    records = [r for i, rid in enumerate("abc") for r in (_request(i * 2, rid),)]
+    records += [_completed(10 + i, rid) for i, rid in enumerate("abc")]
+    batch = Batch.of(records)
+    with pytest.raises(SinkError):
+        await sink.write(batch)  # slice [a, b] taken, slice [c] failed
+    await sink.write(batch)
+    assert [v.request_id for v in exporter.delivered] == ["a", "b", "c"]
+
+
+async def test_large_content_gets_its_own_flush() -> None:
+    exporter, emitter = Exporter(), Emitter()
+    sink = DatadogSink(exporter=exporter, metrics=emitter, bytes_per_flush=3)
+    await sink.assigned({})
+    flushed: list[int] = []
+    original = exporter.flush
+
+    def counting_flush() -> None:
+        flushed.append(len(exporter.submitted))
+        original()
+
+    exporter.flush = counting_flush  # type: ignore[method-assign]
+    records = [_request(0, "a"), _chunk(1, "a", "long text"), _completed(2, "a")]
+    records += [_request(3, "b"), _chunk(4, "b", "more text"), _completed(5, "b")]
+    await sink.write(Batch.of(records))
+    assert flushed == [1, 1]
