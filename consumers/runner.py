@@ -203,7 +203,8 @@ class Runner:
         batch = Batch.of(good)
         retries_before = self.stats.retries
         started = time.monotonic()
-        result = await self._write_with_retry(batch) if good else WriteResult()
+        # Written even when empty: a stateful sink then still says what may be committed.
+        result = await self._write_with_retry(batch)
         write_ms = (time.monotonic() - started) * 1000
         poison.extend((_as_consumer_record(item.record), item.reason) for item in result.rejected)
         if poison:

@@ -180,3 +180,14 @@ async def test_large_content_gets_its_own_flush() -> None:
     records += [_request(3, "b"), _chunk(4, "b", "more text"), _completed(5, "b")]
     await sink.write(Batch.of(records))
     assert flushed == [1, 1]
+
+
+async def test_an_empty_batch_still_holds_the_offset_of_open_exchanges(
+    parts: tuple[DatadogSink, Exporter, Emitter],
+) -> None:
+    # The runner writes even a batch whose records were all undecodable (dead-lettered).
+    sink, _, _ = parts
+    await sink.assigned({})
+    await sink.write(Batch.of([_request(0, "open")]))
+    result = await sink.write(Batch.of([]))
+    assert result.commit == {(TOPIC, 0): (0, "forwarded=1")}
