@@ -12,6 +12,7 @@ from consumers.datadog.sink import DatadogSink
 from consumers.datadog.statsd import StatsdEmitter, StatsdRunnerMetrics
 from consumers.runner import Runner
 from consumers.settings import ForwarderSettings
+from consumers.sink import SinkError
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,25 @@ async def run_forwarder(
         open_max_age_s=settings.open_max_age_s,
     )
     runner = Runner(settings=settings.consumer, sink=sink, metrics=StatsdRunnerMetrics(emitter))
+    stopping = asyncio.Event()
+
+    def request_stop() -> None:
+        stopping.set()
+        runner.request_stop()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, runner.request_stop)
+        loop.add_signal_handler(sig, request_stop)
     try:
         await runner.run()
+    except SinkError as exc:
+        if not stopping.is_set():
+            raise
+        # Asked to stop while Datadog was not taking spans: nothing of the batch in hand was
+        # committed, so the next start forwards it. Not an error.
+        log.warning(
+            "stopped before Datadog took the last batch (%s); it is forwarded next time", exc
+        )
     finally:
         emitter.close()
         log.info(

@@ -209,17 +209,27 @@ async def test_no_agent_keeps_running_says_so_once_and_loses_nothing(
     await events.send(exchange.request_id, exchange.events())
     await poll("the forwarder to notice", lambda: "not taking spans" in forwarder.log())
     assert forwarder.running
+    # A stop during the outage is clean and commits nothing of the held batch.
+    assert forwarder.stop() == 0
     log = forwarder.log()
     assert log.count("no Datadog agent reachable") == 1
+    assert log.count("not taking spans") == 1
+    assert "it is forwarded next time" in log
 
     agent = ApmTestAgent(f"http://127.0.0.1:{port}", port)
-    agent.start()
+    restarted = forwarder_factory(agent_port=port)
+    restarted.start()
+    await poll(
+        "the restarted forwarder to hit the outage", lambda: "not taking spans" in restarted.log()
+    )
+    agent.start()  # the agent comes (back) while the forwarder retries
     try:
         spans = await poll("the held span", lambda: s if (
             s := _by_request(agent.llmobs_spans(), {exchange.request_id})[exchange.request_id]
         ) else None, timeout_s=60)  # fmt: skip
         assert len(spans) == 1
-        assert forwarder.stop() == 0
-        assert forwarder.log().count("not taking spans") == 1
+        assert spans[0]["meta"]["output"]["messages"][0]["content"] == "2, 3 and 5"
+        assert restarted.stop() == 0
+        assert "Datadog takes spans again" in restarted.log()
     finally:
         agent.stop()
