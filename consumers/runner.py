@@ -60,6 +60,14 @@ class RunnerMetrics(Protocol):
     def lag(self, *, consumer: str, lag_by_partition: dict[int, int]) -> None: ...
 
 
+class RunnerTracing(Protocol):
+    """Continues the producer's traces for delivered records (APM in production); optional."""
+
+    def delivered(
+        self, *, consumer: str, records: Sequence[Record], started_ns: int, finished_ns: int
+    ) -> None: ...
+
+
 class _Revocation(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
@@ -81,10 +89,12 @@ class Runner:
         sink: Sink,
         codec: Codec | None = None,
         metrics: RunnerMetrics | None = None,
+        tracing: RunnerTracing | None = None,
     ) -> None:
         self._settings = settings
         self._sink = sink
         self._metrics = metrics
+        self._tracing = tracing
         self._codec = codec or Codec()
         self._consumer: AIOKafkaConsumer | None = None
         self._deadletter: AIOKafkaProducer | None = None
@@ -203,6 +213,7 @@ class Runner:
         batch = Batch.of(good)
         retries_before = self.stats.retries
         started = time.monotonic()
+        started_ns = time.time_ns()
         # Written even when empty: a stateful sink then still says what may be committed.
         result = await self._write_with_retry(batch)
         write_ms = (time.monotonic() - started) * 1000
@@ -210,6 +221,13 @@ class Runner:
         if poison:
             await self._dead_letter(poison)
         await self._commit(pending, result.commit)
+        if self._tracing is not None:
+            self._tracing.delivered(
+                consumer=self._sink.name,
+                records=good,
+                started_ns=started_ns,
+                finished_ns=time.time_ns(),
+            )
         self.stats.batches += 1
         self.stats.records += len(pending)
         self.stats.last_batch_size = len(pending)

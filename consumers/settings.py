@@ -60,6 +60,8 @@ class LoaderSettings:
     sql_port: int = 8124
     # Pipeline metrics (lag, batch size, insert latency, dead letters) when an agent is configured.
     datadog: DatadogSettings | None = None
+    # APM: continue the proxy's traces (Kafka headers) with one span per loaded exchange.
+    tracing: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LoaderSettings:
@@ -78,6 +80,7 @@ class LoaderSettings:
             ),
             sql_port=int(env.get("LOGORHYTHMS_SQL_PORT", "8124")),
             datadog=DatadogSettings.from_env(env) if env.get("DD_AGENT_HOST") else None,
+            tracing=tracing_configured(env),
         )
 
 
@@ -137,6 +140,12 @@ class ForwarderSettings:
             ml_app=env.get("DD_LLMOBS_ML_APP") or "logorhythms",
             open_max_age_s=_float(env, "LOGORHYTHMS_DATADOG_OPEN_MAX_AGE_S", 900.0),
         )
+
+
+def tracing_configured(env: Mapping[str, str]) -> bool:
+    """APM is on when an agent is configured and DD_TRACE_ENABLED does not say otherwise."""
+    agent = env.get("DD_AGENT_HOST") or env.get("DD_TRACE_AGENT_URL")
+    return bool(agent) and env.get("DD_TRACE_ENABLED", "true").lower() not in {"false", "0"}
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -11,6 +11,7 @@ from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.sink import ClickHouseSink
 from consumers.clickhouse.sqlservice import serve_sql
 from consumers.datadog.statsd import StatsdEmitter, StatsdRunnerMetrics
+from consumers.datadog.tracing import ConsumerTracing
 from consumers.runner import Runner
 from consumers.settings import LoaderSettings, is_embedded
 
@@ -35,6 +36,7 @@ async def run_loader(
         settings=settings.consumer,
         sink=ClickHouseSink(ClickHouse(settings.clickhouse_url)),
         metrics=metrics,
+        tracing=ConsumerTracing(service="logorhythms-clickhouse") if settings.tracing else None,
     )
     if stop is None:
         stop = asyncio.Event()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from consumers.datadog.exchange import ExchangeView
@@ -170,12 +170,3 @@ class LLMObsExporter:
         if faults != self._flushed_faults:
             self._flushed_faults = faults
             raise HandoverError(f"ddtrace dropped or failed to send spans: {self._faults.last}")
-
-
-def trace_headers(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
-    """The trace-context headers among a Kafka record's headers."""
-    return {
-        name: value.decode("latin-1")
-        for name, value in headers
-        if name.startswith(("x-datadog-", "traceparent", "tracestate"))
-    }

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from consumers.datadog.exchange import ExchangeView, exchange_view
-from consumers.datadog.llmobs import HandoverError, trace_headers
+from consumers.datadog.llmobs import HandoverError
 from consumers.datadog.metrics import ErrorTypes, Point, exchange_points, point
+from consumers.datadog.tracing import trace_headers
 from consumers.exchange.assemble import ChunkIn
 from consumers.sink import Batch, Committed, Record, Rejected, SinkError, WriteResult
 from schemas import EventType
