@@ -3,11 +3,13 @@ context carried in Kafka headers, and the hand-over check that guards committed 
 
 Hand-over guarantee (what ``flush()`` returning means): every span submitted since the last
 flush was accepted into ddtrace's trace buffer (none dropped for a full buffer) *and* the Datadog
-agent answered the payload with a success status. ddtrace reports every failure on that path (a
-full buffer, a connection error after its retries, an HTTP error status) only through its
-``ddtrace.internal.writer`` logger and never raises it, so we count the warnings and errors that
-logger emits (with ddtrace's log rate limiting switched off, see ``prepare_environment``) and flush
-the writer ourselves with ``raise_exc=True``. A fault in the window turns the batch into a
+agent answered the payload with a success status. ddtrace raises some failures from a flush with
+``raise_exc=True`` (a connection error after its retries, an error status in 4.x) but reports
+others only as a warning or error on its ``ddtrace.internal.writer`` logger (a span dropped for a
+full buffer, a send failed on its background thread), so we do both: flush the writer ourselves
+with ``raise_exc=True`` and count the records that logger emits (with ddtrace's log rate limiting
+switched off, see ``prepare_environment``). tests/integration/datadog/test_handover.py provokes
+each case. A fault in the window turns the batch into a
 retriable failure: the runner retries it and commits nothing meanwhile. What the agent does
 after accepting a payload (its own forwarding to Datadog) is outside what a client can observe.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from consumers.datadog.exchange import ExchangeView
@@ -37,14 +39,13 @@ def _capped(text: str) -> str:
     return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS] + _CUT
 
 
-def prepare_environment(env: dict[str, str] | None = None) -> None:
+def prepare_environment(env: MutableMapping[str, str] | None = None) -> None:
     """ddtrace configures itself from the environment when first imported: call this before.
 
     Log rate limiting would hide repeated hand-over failures from ``_FaultCounter``; the other
     settings keep an agent-less start quiet and quick.
     """
-    env = os.environ if env is None else env  # type: ignore[assignment]
-    assert env is not None
+    env = os.environ if env is None else env
     env["DD_TRACE_LOGGING_RATE"] = "0"
     env.setdefault("DD_INSTRUMENTATION_TELEMETRY_ENABLED", "false")
     env.setdefault("DD_REMOTE_CONFIGURATION_ENABLED", "false")
