@@ -257,17 +257,25 @@ class Runner:
         if not hasattr(self._sink, "assigned") or not assigned:
             return
         sink: StatefulSink = self._sink  # type: ignore[assignment]
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
-            client_id=f"{self._settings.group_id}-offsets",
-        )
-        await admin.start()
-        try:
-            offsets = await admin.list_consumer_group_offsets(
-                self._settings.group_id, partitions=list(assigned)
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for attempt in range(3):
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self._settings.kafka_bootstrap_servers,
+                client_id=f"{self._settings.group_id}-offsets",
             )
-        finally:
-            await admin.close()
+            try:
+                await admin.start()
+                offsets = await admin.list_consumer_group_offsets(
+                    self._settings.group_id, partitions=list(assigned)
+                )
+                break
+            except KafkaError as exc:
+                # Without the metadata the sink still starts over cleanly; it may only resend
+                # what it had already forwarded past the committed offset.
+                log.warning("cannot read committed offsets (attempt %d): %s", attempt + 1, exc)
+                await asyncio.sleep(0.5 * (attempt + 1))
+            finally:
+                await admin.close()
         committed: dict[tuple[str, int], Committed] = {}
         for tp, meta in offsets.items():
             if meta.offset >= 0:
