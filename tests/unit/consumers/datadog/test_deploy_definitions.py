@@ -80,3 +80,11 @@ def test_monitors_cover_error_rate_latency_lag_and_capture_gap() -> None:
     assert "p95:logorhythms.exchange.ttft_ms" in queries
     assert "logorhythms.consumer.lag_records" in queries
     assert "logorhythms.proxy.served{*}.as_count() - sum:logorhythms.exchange.count" in queries
+
+
+def test_every_metric_is_documented() -> None:
+    from proxy.telemetry import RESERVED_PROXY_METRICS
+
+    doc = (DEPLOY.parents[1] / "docs" / "OPERATIONS.md").read_text()
+    missing = {m for m in EMITTED | set(RESERVED_PROXY_METRICS) if f"`{m}`" not in doc}
+    assert not missing, f"document these metrics in docs/OPERATIONS.md: {sorted(missing)}"
