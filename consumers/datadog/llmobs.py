@@ -140,6 +140,9 @@ class LLMObsExporter:
                 **view.parameters,
                 "finish_reason": view.finish_reason,
                 "stream": view.stream,
+                "tool_calls": view.tool_calls,
+                # False when the request or some chunks were never seen (lost or given up on).
+                "content_complete": view.complete,
             },
             metrics=metrics,
             tags={

@@ -90,6 +90,8 @@ async def test_exchange_becomes_llm_span_metrics_and_linked_trace(
     assert meta["output"]["messages"] == [{"role": "assistant", "content": "2, 3 and 5"}]
     assert meta["metadata"]["temperature"] == 0.2
     assert meta["metadata"]["stream"] is True
+    assert meta["metadata"]["content_complete"] is True
+    assert meta["metadata"]["tool_calls"] == 0
     assert span["metrics"] == {
         "input_tokens": 11,
         "output_tokens": 3,
