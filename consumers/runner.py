@@ -4,7 +4,8 @@ Order per batch (written down because it is the whole delivery guarantee):
 1. decode every record; undecodable ones are dead-lettered (original bytes + reason);
 2. the sink writes the batch (idempotent: a retry carries the same deduplication token);
 3. records the sink rejected are dead-lettered, and the dead-letter producer is flushed;
-4. only then are the offsets committed.
+4. only then are the offsets committed (a stateful sink may commit less, see
+   ``WriteResult.commit``: what it still needs is re-read after a restart).
 A retriable sink failure pauses every partition, backs off and retries the *same* batch, so the
 boundaries and tokens never change; nothing is committed until it succeeds.
 """
@@ -17,13 +18,24 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from consumers.settings import ConsumerSettings
-from consumers.sink import Batch, Record, Rejected, Sink, SinkError
+from consumers.sink import (
+    Batch,
+    Committed,
+    Record,
+    Rejected,
+    Sink,
+    SinkError,
+    StatefulSink,
+    WriteResult,
+)
 from schemas import Codec, CodecError
 
 log = logging.getLogger(__name__)
@@ -38,6 +50,24 @@ class RunnerStats:
     last_batch_size: int = 0
 
 
+class RunnerMetrics(Protocol):
+    """Where the runner reports its health (Datadog in production); optional."""
+
+    def batch(
+        self, *, consumer: str, records: int, write_ms: float, retries: int, deadlettered: int
+    ) -> None: ...
+
+    def lag(self, *, consumer: str, lag_by_partition: dict[int, int]) -> None: ...
+
+
+class RunnerTracing(Protocol):
+    """Continues the producer's traces for delivered records (APM in production); optional."""
+
+    def delivered(
+        self, *, consumer: str, records: Sequence[Record], started_ns: int, finished_ns: int
+    ) -> None: ...
+
+
 class _Revocation(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
@@ -48,14 +78,23 @@ class _Revocation(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("assigned partitions: %s", sorted(tp.partition for tp in assigned))
+        await self._runner.tell_assigned(assigned)
 
 
 class Runner:
     def __init__(
-        self, *, settings: ConsumerSettings, sink: Sink, codec: Codec | None = None
+        self,
+        *,
+        settings: ConsumerSettings,
+        sink: Sink,
+        codec: Codec | None = None,
+        metrics: RunnerMetrics | None = None,
+        tracing: RunnerTracing | None = None,
     ) -> None:
         self._settings = settings
         self._sink = sink
+        self._metrics = metrics
+        self._tracing = tracing
         self._codec = codec or Codec()
         self._consumer: AIOKafkaConsumer | None = None
         self._deadletter: AIOKafkaProducer | None = None
@@ -64,6 +103,7 @@ class Runner:
         self._first_pending_at: float | None = None
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
+        self._committed: dict[TopicPartition, int] = {}
         self.stats = RunnerStats()
         self.ready = asyncio.Event()
 
@@ -166,18 +206,84 @@ class Runner:
             except CodecError as exc:
                 poison.append((raw, f"undecodable: {exc}"))
                 continue
-            good.append(Record(raw.topic, raw.partition, raw.offset, raw.key, raw.value, event))
+            headers = tuple(raw.headers or ())
+            good.append(
+                Record(raw.topic, raw.partition, raw.offset, raw.key, raw.value, event, headers)
+            )
         batch = Batch.of(good)
-        rejected = await self._write_with_retry(batch) if good else []
-        poison.extend((_as_consumer_record(item.record), item.reason) for item in rejected)
+        retries_before = self.stats.retries
+        started = time.monotonic()
+        started_ns = time.time_ns()
+        # Written even when empty: a stateful sink then still says what may be committed.
+        result = await self._write_with_retry(batch)
+        write_ms = (time.monotonic() - started) * 1000
+        poison.extend((_as_consumer_record(item.record), item.reason) for item in result.rejected)
         if poison:
             await self._dead_letter(poison)
-        await self._commit(pending)
+        await self._commit(pending, result.commit)
+        if self._tracing is not None:
+            self._tracing.delivered(
+                consumer=self._sink.name,
+                records=good,
+                started_ns=started_ns,
+                finished_ns=time.time_ns(),
+            )
         self.stats.batches += 1
         self.stats.records += len(pending)
         self.stats.last_batch_size = len(pending)
+        if self._metrics is not None:
+            self._metrics.batch(
+                consumer=self._sink.name,
+                records=len(pending),
+                write_ms=write_ms,
+                retries=self.stats.retries - retries_before,
+                deadlettered=len(poison),
+            )
+            self._metrics.lag(consumer=self._sink.name, lag_by_partition=self._lag())
 
-    async def _write_with_retry(self, batch: Batch) -> list[Rejected]:
+    def _lag(self) -> dict[int, int]:
+        """Records between what is committed and the end of each partition, as last fetched."""
+        assert self._consumer is not None
+        lag: dict[int, int] = {}
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            committed = self._committed.get(tp)
+            if end is not None and committed is not None:
+                lag[tp.partition] = max(0, end - committed)
+        return lag
+
+    async def tell_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        """A stateful sink learns what is committed (metadata included) for its new partitions."""
+        if not hasattr(self._sink, "assigned") or not assigned:
+            return
+        sink: StatefulSink = self._sink  # type: ignore[assignment]
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for attempt in range(3):
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self._settings.kafka_bootstrap_servers,
+                client_id=f"{self._settings.group_id}-offsets",
+            )
+            try:
+                await admin.start()
+                offsets = await admin.list_consumer_group_offsets(
+                    self._settings.group_id, partitions=list(assigned)
+                )
+                break
+            except KafkaError as exc:
+                # Without the metadata the sink still starts over cleanly; it may only resend
+                # what it had already forwarded past the committed offset.
+                log.warning("cannot read committed offsets (attempt %d): %s", attempt + 1, exc)
+                await asyncio.sleep(0.5 * (attempt + 1))
+            finally:
+                await admin.close()
+        committed: dict[tuple[str, int], Committed] = {}
+        for tp, meta in offsets.items():
+            if meta.offset >= 0:
+                committed[(tp.topic, tp.partition)] = (meta.offset, meta.metadata or "")
+                self._committed[tp] = meta.offset
+        await sink.assigned(committed)
+
+    async def _write_with_retry(self, batch: Batch) -> WriteResult:
         assert self._consumer is not None
         s = self._settings
         delay = s.retry_initial_backoff_s
@@ -186,17 +292,23 @@ class Runner:
             while True:
                 try:
                     result = await self._sink.write(batch)
-                    return result.rejected
+                    if paused:
+                        log.info("%s recovered; the batch is delivered", self._sink.name)
+                    return result
                 except SinkError as exc:
                     if not exc.retriable:
-                        return [
-                            Rejected(r, f"rejected by {self._sink.name}: {exc}")
-                            for r in batch.records
-                        ]
+                        return WriteResult(
+                            rejected=[
+                                Rejected(r, f"rejected by {self._sink.name}: {exc}")
+                                for r in batch.records
+                            ]
+                        )
                     self.stats.retries += 1
                     if self._stop.is_set():
                         raise
-                    log.warning(
+                    # Said once per outage; the retries that follow are only debug noise.
+                    log.log(
+                        logging.DEBUG if paused else logging.WARNING,
                         "%s failed (%s); paused, retrying the same batch of %d in %.1fs",
                         self._sink.name,
                         exc,
@@ -237,15 +349,24 @@ class Runner:
         await asyncio.gather(*futures)
         self.stats.deadlettered += len(poison)
 
-    async def _commit(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    async def _commit(
+        self,
+        records: list[ConsumerRecord[bytes, bytes]],
+        overrides: dict[tuple[str, int], Committed],
+    ) -> None:
         assert self._consumer is not None
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
             if tp not in offsets or offsets[tp].offset <= r.offset:
                 offsets[tp] = OffsetAndMetadata(r.offset + 1, "")
+        for (topic, partition), (offset, metadata) in overrides.items():
+            offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(offset, metadata)
+        if not offsets:
+            return
         try:
             await self._consumer.commit(offsets)
+            self._committed.update({tp: meta.offset for tp, meta in offsets.items()})
         except CommitFailedError as exc:
             # We lost these partitions in a rebalance; the new owner re-reads from the last
             # commit and the raw tables' replacing keys absorb the overlap.

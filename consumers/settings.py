@@ -58,6 +58,10 @@ class LoaderSettings:
     clickhouse_url: str = DEFAULT_CLICKHOUSE_URL
     sql_host: str = "127.0.0.1"
     sql_port: int = 8124
+    # Pipeline metrics (lag, batch size, insert latency, dead letters) when an agent is configured.
+    datadog: DatadogSettings | None = None
+    # APM: continue the proxy's traces (Kafka headers) with one span per loaded exchange.
+    tracing: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LoaderSettings:
@@ -75,6 +79,8 @@ class LoaderSettings:
                 env.get("CLICKHOUSE_URL", DEFAULT_CLICKHOUSE_URL)
             ),
             sql_port=int(env.get("LOGORHYTHMS_SQL_PORT", "8124")),
+            datadog=DatadogSettings.from_env(env) if env.get("DD_AGENT_HOST") else None,
+            tracing=tracing_configured(env),
         )
 
 
@@ -86,3 +92,67 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatadogSettings:
+    """Where the services send DogStatsD metrics; ddtrace reads its own DD_* variables."""
+
+    agent_host: str = "127.0.0.1"
+    dogstatsd_port: int = 8125
+    # The DogStatsD client itself adds env/service/version tags from DD_ENV, DD_SERVICE, DD_VERSION.
+    service: str = "logorhythms"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DatadogSettings:
+        env = os.environ if env is None else env
+        return cls(
+            agent_host=env.get("DD_AGENT_HOST") or "127.0.0.1",
+            dogstatsd_port=_int(env, "DD_DOGSTATSD_PORT", 8125),
+            service=env.get("DD_SERVICE") or "logorhythms",
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwarderSettings:
+    """The Datadog forwarder: its own consumer group on the exchange topic."""
+
+    consumer: ConsumerSettings
+    datadog: DatadogSettings
+    ml_app: str = "logorhythms"
+    # An exchange with no completed event after this long is given up (a proxy crashed mid-way).
+    open_max_age_s: float = 900.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ForwarderSettings:
+        env = os.environ if env is None else env
+        topic = env.get("LOGORHYTHMS_TOPIC", "logorhythms.exchanges")
+        return cls(
+            consumer=ConsumerSettings(
+                kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+                topic=topic,
+                group_id=env.get("LOGORHYTHMS_DATADOG_GROUP", "logorhythms-datadog"),
+                deadletter_topic=env.get("LOGORHYTHMS_DEADLETTER_TOPIC", f"{topic}.deadletter"),
+                batch_max_records=_int(env, "LOGORHYTHMS_DATADOG_BATCH_MAX_RECORDS", 5_000),
+                batch_max_age_s=_float(env, "LOGORHYTHMS_BATCH_MAX_AGE_S", 0.5),
+            ),
+            datadog=DatadogSettings.from_env(env),
+            ml_app=env.get("DD_LLMOBS_ML_APP") or "logorhythms",
+            open_max_age_s=_float(env, "LOGORHYTHMS_DATADOG_OPEN_MAX_AGE_S", 900.0),
+        )
+
+
+def tracing_configured(env: Mapping[str, str]) -> bool:
+    """APM is on when an agent is configured and DD_TRACE_ENABLED does not say otherwise."""
+    agent = env.get("DD_AGENT_HOST") or env.get("DD_TRACE_AGENT_URL")
+    return bool(agent) and env.get("DD_TRACE_ENABLED", "true").lower() not in {"false", "0"}
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None

@@ -28,6 +28,7 @@ class Record:
     key: bytes | None
     value: bytes
     event: Decoded
+    headers: tuple[tuple[str, bytes], ...] = ()  # Kafka headers (trace context)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +52,15 @@ class Batch:
         return Batch(records, hashlib.sha256(spec.encode()).hexdigest()[:32])
 
 
+Committed = tuple[int, str]  # (next offset to read, commit metadata)
+
+
 @dataclass(slots=True)
 class WriteResult:
     rejected: list[Rejected] = field(default_factory=list)
+    # Per (topic, partition): commit this instead of "everything in the batch". A sink that holds
+    # state across batches commits less, so a restart re-reads what the state was built from.
+    commit: dict[tuple[str, int], Committed] = field(default_factory=dict)
 
 
 class Sink(Protocol):
@@ -67,3 +74,11 @@ class Sink(Protocol):
         """Deliver the batch, rejecting records that can never be delivered; raise SinkError
         (retriable) when the whole batch should be tried again later."""
         ...
+
+
+class StatefulSink(Sink, Protocol):
+    """A sink that keeps state across batches (see ``WriteResult.commit``). On every assignment
+    it is told what is committed for its partitions, metadata included, and must drop any state
+    it holds for them: the consumer re-reads them from the committed offset."""
+
+    async def assigned(self, committed: dict[tuple[str, int], Committed]) -> None: ...

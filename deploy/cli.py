@@ -26,6 +26,25 @@ def _load_clickhouse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _forward_datadog(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    from urllib.parse import urlsplit
+
+    from consumers.datadog.llmobs import prepare_environment
+
+    prepare_environment()  # before anything imports ddtrace
+    from consumers.datadog.forwarder import run_forwarder
+    from consumers.settings import ForwarderSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    url = urlsplit(os.environ.get("DD_TRACE_AGENT_URL", ""))
+    host = url.hostname or os.environ.get("DD_AGENT_HOST") or "localhost"
+    port = url.port or int(os.environ.get("DD_TRACE_AGENT_PORT") or 8126)
+    asyncio.run(run_forwarder(ForwarderSettings.from_env(), trace_agent=(host, port)))
+    return 0
+
+
 def _sql(args: argparse.Namespace) -> int:
     from consumers.clickhouse import sqlclient
     from consumers.settings import LoaderSettings
@@ -90,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
         "embedded engine under ./data/clickhouse) and serve read-only SQL when embedded.",
     )
     load.set_defaults(func=_load_clickhouse)
+
+    forward = commands.add_parser(
+        "forward-datadog",
+        help="run the Datadog forwarder (metrics + LLM Observability)",
+        description="Consume the exchange topic in its own group (LOGORHYTHMS_DATADOG_GROUP, "
+        "default logorhythms-datadog) and send DogStatsD metrics (DD_AGENT_HOST, "
+        "DD_DOGSTATSD_PORT) and one LLM Observability span per exchange to the Datadog agent "
+        "(DD_TRACE_AGENT_URL or DD_AGENT_HOST). Keeps running without an agent.",
+    )
+    forward.set_defaults(func=_forward_datadog)
 
     sql = commands.add_parser(
         "sql",

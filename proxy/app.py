@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from proxy import telemetry
 from proxy.errors import openai_error_body
 from proxy.forward import Forwarder
 from proxy.guard import HTTP_SERVER_LOG, REJECTION, Guard
@@ -49,6 +50,16 @@ def create_app(settings: ProxySettings) -> web.Application:
     app[GUARD] = Guard(settings)
     app.cleanup_ctx.append(_publisher_ctx)
     app.cleanup_ctx.append(_forwarder_ctx)
+    if settings.tracing:
+        telemetry.enable_tracing(app)
+    if settings.dogstatsd_host:
+        app.cleanup_ctx.append(
+            telemetry.metrics_context(
+                host=settings.dogstatsd_host,
+                port=settings.dogstatsd_port,
+                counters=lambda: _counters(app),
+            )
+        )
     for endpoint in ENDPOINTS:
         app.router.add_post(endpoint.path, _endpoint_handler(endpoint))
     app.router.add_get("/healthz", _healthz)
@@ -131,6 +142,17 @@ async def _statsz(request: web.Request) -> web.Response:
         "rejected_invalid": request.app[GUARD].stats.rejected_invalid,
     }
     return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+def _counters(app: web.Application) -> dict[str, int]:
+    stats = app[PUBLISHER].stats
+    return {
+        "logorhythms.proxy.served": app[FORWARDER].served,
+        "logorhythms.proxy.publish.enqueued": stats.enqueued,
+        "logorhythms.proxy.publish.failed": stats.failed,
+        "logorhythms.proxy.publish.dropped": stats.dropped,
+        "logorhythms.proxy.publish.in_flight": stats.in_flight,
+    }
 
 
 async def _not_found(request: web.Request) -> web.Response:

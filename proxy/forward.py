@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from proxy import capture
+from proxy import capture, telemetry
 from proxy.errors import error_body
 from proxy.forwarded import resolve_client_ip
 from proxy.guard import REJECTION
@@ -74,14 +74,20 @@ class Forwarder:
         self._max_event_payload = settings.max_event_bytes - 4096  # room for the other fields
         self.served = 0
 
-    def _emit(self, event_type: EventType, key: bytes, record: dict[str, Any]) -> None:
+    def _emit(
+        self,
+        event_type: EventType,
+        key: bytes,
+        record: dict[str, Any],
+        headers: telemetry.Headers | None = None,
+    ) -> None:
         try:
             value = self._codec.encode(event_type, record)
         except Exception:  # a capture bug must never break the client's response
             log.exception("could not encode a %s event; it is lost", event_type.value)
             self._publisher.stats.dropped += 1
             return
-        self._publisher.publish(key, value)
+        self._publisher.publish(key, value, headers)
 
     async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         started = time.monotonic_ns()
@@ -89,6 +95,8 @@ class Forwarder:
         request_id = capture.new_request_id()
         key = request_id.encode()
         self.served += 1
+        # Trace context for the request and completed events (None unless tracing is on).
+        trace = telemetry.trace_headers()
         raw_headers = [
             (k.decode("latin-1"), v.decode("utf-8", "backslashreplace"))
             for k, v in request.raw_headers
@@ -143,6 +151,7 @@ class Forwarder:
                     request.content_length or 0 if state.error_type == "body_too_large" else None
                 ),
             ),
+            trace,
         )
         response: web.StreamResponse | None = None
         try:
@@ -212,6 +221,7 @@ class Forwarder:
                     chunk_count=state.chunks,
                     fingerprinter=self._fingerprinter,
                 ),
+                trace,
             )
 
     async def _forward(

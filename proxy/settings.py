@@ -81,6 +81,11 @@ class ProxySettings:
     rate_limit_per_s: float = 0.0
     rate_limit_burst: int = 60
     rate_limit_max_clients: int = 100_000
+    # Datadog (docs/OPERATIONS.md#datadog): DogStatsD metrics when an agent host is configured,
+    # APM tracing when that or a trace agent URL is (and DD_TRACE_ENABLED is not false).
+    dogstatsd_host: str | None = None
+    dogstatsd_port: int = 8125
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -134,6 +139,10 @@ class ProxySettings:
             kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
             topic=env.get("LOGORHYTHMS_TOPIC", "logorhythms.exchanges"),
             fingerprint_key=Secret(fingerprint_key or secrets.token_hex(32)),
+            dogstatsd_host=env.get("DD_AGENT_HOST") or None,
+            dogstatsd_port=_int(env, "DD_DOGSTATSD_PORT", 8125),
+            tracing=bool(env.get("DD_AGENT_HOST") or env.get("DD_TRACE_AGENT_URL"))
+            and env.get("DD_TRACE_ENABLED", "true").lower() not in {"false", "0"},
             trusted_proxies=tuple(
                 ipaddress.ip_network(cidr.strip(), strict=False)
                 for cidr in env.get("LOGORHYTHMS_TRUSTED_PROXIES", "").split(",")

@@ -10,6 +10,8 @@ import signal
 from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.sink import ClickHouseSink
 from consumers.clickhouse.sqlservice import serve_sql
+from consumers.datadog.statsd import StatsdEmitter, StatsdRunnerMetrics
+from consumers.datadog.tracing import ConsumerTracing
 from consumers.runner import Runner
 from consumers.settings import LoaderSettings, is_embedded
 
@@ -24,8 +26,17 @@ async def run_loader(
 ) -> None:
     """Load until ``stop`` is set (by default: SIGINT/SIGTERM), then finish the batch in hand,
     commit, and return."""
+    metrics = None
+    if settings.datadog is not None:
+        emitter = StatsdEmitter(
+            host=settings.datadog.agent_host, port=settings.datadog.dogstatsd_port
+        )
+        metrics = StatsdRunnerMetrics(emitter)
     runner = Runner(
-        settings=settings.consumer, sink=ClickHouseSink(ClickHouse(settings.clickhouse_url))
+        settings=settings.consumer,
+        sink=ClickHouseSink(ClickHouse(settings.clickhouse_url)),
+        metrics=metrics,
+        tracing=ConsumerTracing(service="logorhythms-clickhouse") if settings.tracing else None,
     )
     if stop is None:
         stop = asyncio.Event()

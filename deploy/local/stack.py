@@ -1,6 +1,7 @@
 """`logorhythms up`: the whole pipeline on one machine, started and stopped in the right order.
 
-Start: Kafka broker → topic → (fake upstream when no provider key is set) → loader → proxy.
+Start: Kafka broker → topic → (fake upstream when no provider key is set) → loader → Datadog
+forwarder → proxy.
 Stop (Ctrl-C or SIGTERM): proxy first (it drains in-flight exchanges and flushes its events to
 Kafka), then the consumers (they finish and commit their batch), then the broker. Every child
 runs in its own session, so a terminal's Ctrl-C reaches only this supervisor, which keeps the
@@ -131,6 +132,8 @@ def up(*, data_dir: str = "data") -> int:
         loader = _spawn("clickhouse loader", ["load-clickhouse"], env)
         children.append(loader)
         _wait_port(sql_port, loader)
+        # Runs with or without a Datadog agent (it says once when none is reachable).
+        children.append(_spawn("datadog forwarder", ["forward-datadog"], env))
         proxy_port = int(env.setdefault("LOGORHYTHMS_PORT", "8080"))
         proxy = _spawn("proxy", ["proxy"], env)
         children.append(proxy)

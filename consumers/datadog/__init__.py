@@ -1,0 +1,1 @@
+"""Datadog forwarder: DogStatsD metrics, LLM Observability spans and APM trace context."""
