@@ -8,6 +8,7 @@ slows the upstream read and memory stays bounded.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import socket
@@ -291,7 +292,9 @@ class Forwarder:
                     request.method,
                     route.upstream_url,
                     params=upstream_query(request.query_string, route.provider),
-                    data=sent_body,
+                    # A file-like body is written in pieces (bytes above 1 MiB would block
+                    # the event loop while being sent, and aiohttp warns about it).
+                    data=io.BytesIO(sent_body),
                     headers=upstream_headers(raw_headers, route.provider),
                     allow_redirects=False,  # a redirect must never steer us to another host
                 ) as upstream,

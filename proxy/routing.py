@@ -63,16 +63,24 @@ class Router:
                     f"No upstream provider speaking the {endpoint.dialect} API is set up."
                 )
             return Route(default, upstream_url(default, path), None)
-        provider, model_sent = (
-            self._explicit.get(model) or self._prefixed(model, endpoint.dialect) or (None, model)
+        unknown = NoRoute(
+            f"The model {model!r} does not exist or is not served here. "
+            "GET /v1/models lists the models you can use."
         )
-        if provider is None and default is not None and default.serves(model):
-            provider = default
+        provider: Provider | None
+        explicit = self._explicit.get(model)
+        if explicit is not None:
+            provider, model_sent = explicit
+        else:
+            provider, model_sent = self._prefixed(model, endpoint.dialect), model
+            if provider is not None:
+                model_sent = model.partition("/")[2]
+                if not provider.serves(model_sent):
+                    return unknown
+            elif default is not None and default.serves(model):
+                provider = default
         if provider is None:
-            return NoRoute(
-                f"The model {model!r} does not exist or is not served here. "
-                "GET /v1/models lists the models you can use."
-            )
+            return unknown
         if provider.dialect != endpoint.dialect:
             return NoRoute(
                 f"The model {model!r} is served by {provider.name}, which speaks the "
@@ -80,14 +88,12 @@ class Router:
             )
         return Route(provider, upstream_url(provider, path), model_sent)
 
-    def _prefixed(self, model: str, dialect: str) -> tuple[Provider, str] | None:
+    def _prefixed(self, model: str, dialect: str) -> Provider | None:
         # Model names may hold slashes themselves (OpenRouter's "anthropic/claude-…"), so a
-        # prefix counts only when it names a provider of this dialect that serves the rest.
+        # prefix counts only when it names a provider of this dialect.
         name, sep, rest = model.partition("/")
         provider = self._providers.get(name) if sep and rest else None
-        if provider is None or provider.dialect != dialect or not provider.serves(rest):
-            return None
-        return provider, rest
+        return provider if provider is not None and provider.dialect == dialect else None
 
 
 def upstream_url(provider: Provider, path: str) -> str:
