@@ -123,7 +123,11 @@ def _anthropic_message(doc: dict[str, Any], out: Assembled) -> None:
     out.text = "".join(texts)
     out.choices = [out.text]
     out.finish_reason = _str(doc.get("stop_reason"))
-    _anthropic_usage(doc.get("usage"), out.usage)
+    # A count_tokens answer is {"input_tokens": n}: the prompt's size, with nothing generated.
+    usage = doc.get(
+        "usage", {"input_tokens": doc["input_tokens"]} if "input_tokens" in doc else None
+    )
+    _anthropic_usage(usage, out.usage)
 
 
 def _responses_object(doc: dict[str, Any], out: Assembled) -> None:
