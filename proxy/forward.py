@@ -370,7 +370,8 @@ class Forwarder:
             state.fail(
                 "connect_error",
                 type(exc).__name__,
-                f"cannot connect to upstream {route.provider.name}: {exc.os_error}",
+                f"cannot connect to upstream {route.provider.name} at {exc.host}:{exc.port}: "
+                f"{exc.os_error.strerror or exc.os_error}",
             )
             return await self._upstream_failed(request, request_id, endpoint, response, state, 502)
         except (

@@ -173,6 +173,15 @@ async def _maybe_fail(request: web.Request, dialect: str) -> web.Response | None
 # --- streaming with faults ----------------------------------------------------------------------
 
 
+async def _pause(request: web.Request, seconds: float) -> None:
+    """Sleep, but stop once the client has gone (so a stalled handler never outlives it)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if request.transport is None or request.transport.is_closing():
+            raise asyncio.CancelledError
+        await asyncio.sleep(min(0.05, deadline - time.monotonic()))
+
+
 def _sse(doc: Json, event: str | None = None) -> bytes:
     head = f"event: {event}\n".encode() if event else b""
     return head + b"data: " + orjson.dumps(doc) + b"\n\n"
@@ -201,14 +210,17 @@ async def _stream(
     reset_after = _header_int(request, "x-fake-reset-after")
     for sent, frame in enumerate(frames):
         if stall_after is not None and sent >= stall_after:
-            await asyncio.sleep(3600)
+            await _pause(request, 3600)
         if reset_after is not None and sent >= reset_after:
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError
         if sent and delay:
             await asyncio.sleep(delay)
-        await response.write(frame)
+        try:
+            await response.write(frame)
+        except ConnectionResetError:  # the proxy cancelled the request, as a client may
+            return response
     await response.write_eof()
     return response
 
@@ -557,7 +569,7 @@ async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
     )
     head_delay_ms = _header_int(request, "x-fake-head-delay-ms")
     if head_delay_ms:
-        await asyncio.sleep(head_delay_ms / 1000)
+        await _pause(request, head_delay_ms / 1000)
     return await handler(request)
 
 

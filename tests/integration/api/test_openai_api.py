@@ -255,10 +255,11 @@ async def test_upstream_errors_pass_through_with_provider_body(
         assert row["outcome"] == "upstream_http_error"
         assert row["error_type"] == f"http_{status}"
         assert row["chunk_count"] >= 1
+        count = row["chunk_count"]
         chunks = await api.wait_for(
-            "SELECT data FROM chunks_raw FINAL WHERE request_id = {id:String}",
+            "SELECT data FROM chunks_raw FINAL WHERE request_id = {id:String} ORDER BY seq",
             {"id": response.headers[REQUEST_ID]},
-            lambda rows: len(rows) == row["chunk_count"],
+            lambda rows, count=count: len(rows) == count,
             binary_columns=("data",),
         )
         assert orjson.loads(b"".join(c[0] for c in chunks)) == response.json()
