@@ -285,9 +285,10 @@ class Forwarder:
         phase = "first_byte"
         pending: tuple[int, bytes] | None = None  # read from upstream, not yet written
         sent_body = body if route.model_sent == model else with_model(body, route.model_sent)
+        deadline = asyncio.timeout(settings.upstream_first_byte_timeout_s)
         try:
             async with (
-                asyncio.timeout(settings.upstream_first_byte_timeout_s) as deadline,
+                deadline,
                 self._session.request(
                     request.method,
                     route.upstream_url,
@@ -349,6 +350,9 @@ class Forwarder:
         except TimeoutError as exc:  # ours, and aiohttp's connect and total timeouts
             if pending is not None:
                 self._chunk(key, request_id, state, *pending, delivered=False, redactor=redactor)
+            if not deadline.expired():  # aiohttp's own
+                connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
+                phase = "connect" if connecting else "total"
             if phase == "write" and response is not None:
                 state.fail(
                     "client_write_timeout",
@@ -358,12 +362,12 @@ class Forwarder:
                 if request.transport is not None:
                     request.transport.abort()  # a stalled client gets no more of our memory
                 return response
-            if isinstance(exc, aiohttp.ConnectionTimeoutError):
-                what = "timed out connecting to the upstream"
-            elif phase == "first_byte":
-                what = "the upstream did not answer in time"
-            else:
-                what = "the upstream stopped sending mid-response"
+            what = {
+                "connect": "timed out connecting to the upstream",
+                "first_byte": "the upstream did not answer in time",
+                "read": "the upstream stopped sending mid-response",
+                "total": "the upstream took longer than the total timeout",
+            }[phase]
             state.fail("upstream_timeout", f"{phase}_timeout", what)
             return await self._upstream_failed(request, request_id, endpoint, response, state, 504)
         except aiohttp.ClientConnectorError as exc:

@@ -255,3 +255,13 @@ async def test_slow_first_token_within_timeouts_is_not_cut(api_factory: ProxyFac
     row = await pipeline.exchange(got.request_id, "outcome, duration_ms")
     assert row["outcome"] == "ok"
     assert row["duration_ms"] > 1000  # longer than any single timeout
+
+
+async def test_a_configured_total_timeout_ends_the_stream(api_factory: ProxyFactory) -> None:
+    pipeline = await api_factory(upstream_total_timeout_s=0.6)
+    got = await call(pipeline, *STREAMS["chat"], delay_ms=200)
+    assert got.status == 200
+    assert got.body.rstrip().endswith(b"}")  # the SSE error event, not [DONE]
+    assert b"total timeout" in got.body
+    row = await pipeline.exchange(got.request_id, "outcome, error_type")
+    assert row == {"outcome": "upstream_timeout", "error_type": "total_timeout"}
