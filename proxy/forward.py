@@ -190,7 +190,7 @@ class Forwarder:
                 response = self._error(
                     request_id, endpoint, 404, kind, route.message, code="model_not_found"
                 )
-            elif routed is None:
+            elif routed is None:  # an endpoint the proxy answers itself
                 response = self._local(request_id, key, started, state)
             else:
                 response = await self._forward(

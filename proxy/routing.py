@@ -8,6 +8,7 @@ providers speaking the endpoint's dialect are considered: the proxy does not tra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import orjson
 
@@ -21,7 +22,7 @@ class Endpoint:
     path: str
     dialect: str
     # "forward": send upstream; "models": answer locally with the configured models.
-    kind: str = "forward"
+    kind: Literal["forward", "models"] = "forward"
 
 
 @dataclass(frozen=True, slots=True)
