@@ -137,10 +137,15 @@ def _dialect(request: web.Request) -> str:
 
 
 async def _models(request: web.Request) -> web.StreamResponse:
-    """OpenAI clients get the configured models; Anthropic's list comes from its provider."""
-    if _dialect(request) == "anthropic":
+    """OpenAI clients get the configured models; Anthropic's list comes from its provider.
+
+    With no model configured anywhere (say OPENAI_BASE_URL alone), the provider's own list is
+    the honest answer, so the request goes upstream like any other.
+    """
+    forwarder = request.app[FORWARDER]
+    if _dialect(request) == "anthropic" or not forwarder.lists_models:
         return await _passthrough(request)
-    return await request.app[FORWARDER].handle(request, MODELS)
+    return await forwarder.handle(request, MODELS)
 
 
 async def _passthrough(request: web.Request) -> web.StreamResponse:

@@ -74,6 +74,7 @@ class Forwarder:
         self._shield = capture.Redactor.masking(self._fingerprinter, self._service_secrets)
         self._max_event_payload = settings.max_event_bytes - 4096  # room for the other fields
         self._models_body = models_body(settings)
+        self.lists_models = any(p.models for p in settings.providers) or bool(settings.model_map)
         self.served = 0
 
     def _emit(

@@ -130,8 +130,8 @@ class ProxySettings:
         names = [p.name for p in self.providers]
         if self.default_provider not in names:
             raise ConfigError(
-                f"default provider {self.default_provider!r} is not configured; "
-                f"choose one of {', '.join(names)}"
+                f"default provider {self.default_provider!r} is not configured; set "
+                f"default_provider ([proxy] in the config file) to one of {', '.join(names)}"
             )
         if self.max_event_bytes >= 1024 * 1024:
             raise ConfigError("max_event_bytes must stay below Kafka's 1 MiB message limit")
@@ -167,7 +167,7 @@ class ProxySettings:
         values: dict[str, Any] = {}
         providers: dict[str, Provider] = {}
         if env.get(CONFIG_ENV):
-            from proxy.configfile import load_config_file
+            from proxy.configfile import load_config_file  # it builds on this module's types
 
             values, providers = load_config_file(Path(env[CONFIG_ENV]), env)
         else:

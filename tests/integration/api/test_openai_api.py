@@ -321,3 +321,13 @@ async def test_unrewritten_body_is_sent_byte_for_byte(api: Pipeline) -> None:
     assert row["request_body"] == body.decode()
     assert row["upstream_request_id"] == response.headers["x-request-id"]
     assert row["response_headers"]["x-ratelimit-remaining-requests"] == "999"
+
+
+async def test_models_come_from_upstream_when_none_are_configured(pipeline: Pipeline) -> None:
+    async with openai.AsyncOpenAI(
+        base_url=f"{pipeline.proxy_url}/v1", api_key=CLIENT_KEY, max_retries=0
+    ) as client:
+        raw = await client.models.with_raw_response.list()
+        assert [m.id async for m in raw.parse()] == ["fake-model"]
+    row = await pipeline.exchange(raw.headers[REQUEST_ID], "endpoint, upstream_url")
+    assert row == {"endpoint": "/v1/{tail}", "upstream_url": f"{pipeline.upstream.url}/v1/models"}
