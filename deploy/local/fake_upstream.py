@@ -209,14 +209,16 @@ async def _stream(
     stall_after = _header_int(request, "x-fake-stall-after")
     reset_after = _header_int(request, "x-fake-reset-after")
     for sent, frame in enumerate(frames):
+        if sent and delay:
+            await asyncio.sleep(delay)
         if stall_after is not None and sent >= stall_after:
             await _pause(request, 3600)
         if reset_after is not None and sent >= reset_after:
+            # A TCP reset: the peer's kernel drops whatever its reader has not taken yet, so a
+            # reader may see fewer than ``reset_after`` events, as with a real reset.
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError
-        if sent and delay:
-            await asyncio.sleep(delay)
         try:
             await response.write(frame)
         except ConnectionResetError:  # the proxy cancelled the request, as a client may

@@ -153,7 +153,9 @@ async def test_u2_u3_stream_stalls_or_resets_after_three_events(
         assert b"upstream_error" in error_frame
         if endpoint == "messages":
             assert error_frame.startswith(b"event: error\ndata: ")
-        assert before_error.count(b"data: ") == 3, endpoint  # the three events sent
+        events = before_error.count(b"data: ")
+        # A stall delivers all three events sent; a reset may lose the unread tail of them.
+        assert events == 3 if fault == "stall" else 1 <= events <= 3, (endpoint, events)
         row = await pipeline.exchange(
             got.request_id, "outcome, chunk_count, usage_estimated, status, prompt_tokens"
         )
