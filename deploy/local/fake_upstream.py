@@ -51,6 +51,7 @@ class ReceivedRequest:
     query: str
     headers: list[tuple[str, str]]
     body: bytes
+    peer_port: int = 0  # the proxy's side of the connection: equal ports mean a reused one
 
 
 RECEIVED = web.AppKey("received", list[ReceivedRequest])
@@ -567,6 +568,9 @@ async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
             request.query_string,
             list(request.headers.items()),
             await request.read(),
+            (request.transport.get_extra_info("peername") or ("", 0))[1]
+            if request.transport is not None
+            else 0,
         )
     )
     head_delay_ms = _header_int(request, "x-fake-head-delay-ms")

@@ -115,9 +115,11 @@ async def test_count_tokens(api: Pipeline, claude: anthropic.AsyncAnthropic) -> 
 async def test_models_come_from_the_anthropic_provider(
     api: Pipeline, claude: anthropic.AsyncAnthropic
 ) -> None:
-    page = await claude.models.list()
-    assert [m.id for m in page.data] == ["claude-fake"]
+    raw = await claude.models.with_raw_response.list()
+    assert [m.id async for m in await raw.parse()] == ["claude-fake"]
     assert api.upstream.received[-1].path == "/v1/models"
+    row = await api.exchange(raw.headers[REQUEST_ID], "dialect, provider, method, status")
+    assert row == {"dialect": "anthropic", "provider": "anthropic", "method": "GET", "status": 200}
 
 
 async def test_errors_in_anthropic_shape(api: Pipeline, claude: anthropic.AsyncAnthropic) -> None:

@@ -331,3 +331,14 @@ async def test_models_come_from_upstream_when_none_are_configured(pipeline: Pipe
         assert [m.id async for m in raw.parse()] == ["fake-model"]
     row = await pipeline.exchange(raw.headers[REQUEST_ID], "endpoint, upstream_url")
     assert row == {"endpoint": "/v1/{tail}", "upstream_url": f"{pipeline.upstream.url}/v1/models"}
+
+
+async def test_upstream_connections_are_pooled_and_kept_alive(
+    api: Pipeline, oai: openai.AsyncOpenAI
+) -> None:
+    before = len(api.upstream.received)
+    for _ in range(3):
+        await oai.embeddings.create(model="text-embedding-3-small", input="hi")
+    ports = {r.peer_port for r in api.upstream.received[before:]}
+    assert len(ports) == 1  # one connection, reused
+    assert ports != {0}
