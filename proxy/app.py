@@ -17,7 +17,7 @@ from proxy.errors import openai_error_body
 from proxy.forward import Forwarder
 from proxy.guard import HTTP_SERVER_LOG, REJECTION, Guard
 from proxy.publisher import Publisher
-from proxy.routing import Endpoint, Router
+from proxy.routing import Endpoint, Router, passthrough_path_ok
 from proxy.settings import ProxySettings
 from proxy.upstream import create_session
 from schemas import Codec
@@ -149,6 +149,8 @@ async def _models(request: web.Request) -> web.StreamResponse:
 
 
 async def _passthrough(request: web.Request) -> web.StreamResponse:
+    if not passthrough_path_ok(request.raw_path):
+        return await _not_found(request)
     return await request.app[FORWARDER].handle(request, PASSTHROUGH[_dialect(request)])
 
 

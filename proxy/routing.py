@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import unquote
 
 import orjson
 
@@ -95,6 +96,22 @@ class Router:
         name, sep, rest = model.partition("/")
         provider = self._providers.get(name) if sep and rest else None
         return provider if provider is not None and provider.dialect == dialect else None
+
+
+def passthrough_path_ok(raw_path: str) -> bool:
+    """Whether a pass-through path stays under the provider's base URL once resolved.
+
+    ``/v1/../admin`` (dot segments, raw or percent-encoded, or an encoded slash or backslash)
+    would otherwise leave the API prefix on the upstream host, with the service's key attached.
+    """
+    path = raw_path.partition("?")[0]
+    decoded = unquote(path)
+    return (
+        "\\" not in decoded
+        and "//" not in decoded
+        and "%2f" not in path.lower()
+        and not any(segment in {".", ".."} for segment in decoded.split("/"))
+    )
 
 
 def upstream_url(provider: Provider, path: str) -> str:

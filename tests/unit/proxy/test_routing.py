@@ -4,7 +4,15 @@ import orjson
 import pytest
 
 from proxy.errors import ConfigError
-from proxy.routing import Endpoint, NoRoute, Route, Router, models_body, with_model
+from proxy.routing import (
+    Endpoint,
+    NoRoute,
+    Route,
+    Router,
+    models_body,
+    passthrough_path_ok,
+    with_model,
+)
 from proxy.settings import Provider, ProxySettings
 
 CHAT = Endpoint("/v1/chat/completions", "openai")
@@ -118,3 +126,22 @@ def test_provider_fields_are_checked() -> None:
         Provider(name="g", base_url="ftp://x")
     with pytest.raises(ConfigError, match="without '/'"):
         Provider(name="a/b", base_url="https://x")
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "ok"),
+    [
+        ("/v1/files", True),
+        ("/v1/files/file-abc/content?limit=2", True),
+        ("/v1/responses/resp_1/input_items", True),
+        ("/v1/../admin", False),
+        ("/v1/chat/%2e%2e/%2e%2e/admin", False),
+        ("/v1/chat/completions/..%2f..%2fadmin", False),
+        ("/v1/chat/completions%2f..", False),
+        ("/v1/./files", False),
+        ("/v1//files", False),
+        ("/v1/files%5c..%5cadmin", False),
+    ],
+)
+def test_pass_through_paths_cannot_leave_the_api_prefix(raw_path: str, ok: bool) -> None:
+    assert passthrough_path_ok(raw_path) is ok
