@@ -24,6 +24,14 @@ _PROXY_KEYS = {
     "topic": str,
     "max_body_bytes": int,
     "trusted_proxies": list,
+    # Abuse limits: docs/OPERATIONS.md, "Security and abuse".
+    "header_timeout_s": float,
+    "max_header_count": int,
+    "max_header_bytes": int,
+    "max_in_flight": int,
+    "rate_limit_per_s": float,
+    "rate_limit_burst": int,
+    "rate_limit_max_clients": int,
 }
 _TIMEOUT_KEYS = {
     "connect_s": "upstream_connect_timeout_s",

@@ -36,6 +36,8 @@ def test_the_documented_example_loads() -> None:
     assert settings.upstream_total_timeout_s is None
     assert settings.upstream_read_timeout_s == 120.0
     assert ipaddress.ip_network("10.0.0.0/8") in settings.trusted_proxies
+    assert settings.rate_limit_per_s == 5.0
+    assert settings.max_in_flight == 4096
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
