@@ -238,7 +238,12 @@ class _StreamState:
             message = doc.get("message") or {}
             self.out.model = _str(message.get("model"))
             self.out.response_id = _str(message.get("id"))
-            _anthropic_usage(message.get("usage"), self.out.usage)
+            # Its output_tokens is a placeholder (usually 1): the count comes in message_delta,
+            # so a stream cut before that has no output count rather than a wrong one.
+            usage = message.get("usage")
+            if isinstance(usage, dict):
+                usage = {k: v for k, v in usage.items() if k != "output_tokens"}
+            _anthropic_usage(usage, self.out.usage)
         elif kind == "content_block_start":
             block = doc.get("content_block") or {}
             if block.get("type") == "tool_use":

@@ -43,3 +43,22 @@ def test_legacy_completions_with_n_choices() -> None:
     )  # fmt: skip
     assert out.choices == ["a", "b"]
     assert out.finish_reason == "stop"
+
+
+def test_anthropic_stream_cut_before_message_delta_has_no_output_count() -> None:
+    events = [
+        ("message_start", {"message": {"id": "msg_1", "model": "claude", "content": [],
+                                       "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+        ("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+    ]  # fmt: skip
+    data = b"".join(
+        f"event: {kind}\n".encode() + b"data: " + orjson.dumps({"type": kind, **doc}) + b"\n\n"
+        for kind, doc in events
+    )
+    out = assemble(
+        [ChunkIn(1, 1000, data)], endpoint="/v1/messages", dialect="anthropic", stream=True
+    )
+    assert out.text == "Hi"
+    assert out.usage.prompt_tokens == 9
+    assert out.usage.completion_tokens is None
