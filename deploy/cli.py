@@ -70,7 +70,7 @@ def _fake_upstream(args: argparse.Namespace) -> int:
 
     from deploy.local.fake_upstream import create_fake_upstream
 
-    print(f"fake OpenAI-compatible upstream on http://{args.host}:{args.port}/v1", flush=True)
+    print(f"fake OpenAI/Anthropic upstream on http://{args.host}:{args.port}", flush=True)
     web.run_app(create_fake_upstream(), host=args.host, port=args.port, access_log=None, print=None)
     return 0
 
@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         "proxy",
         help="run the capture proxy",
         description="Serve the OpenAI/Anthropic-compatible API and publish every exchange to "
-        "Kafka. Configured by OPENAI_BASE_URL, OPENAI_API_KEY, KAFKA_BOOTSTRAP_SERVERS, "
-        "LOGORHYTHMS_PORT and the other variables in docs/OPERATIONS.md.",
+        "Kafka. Configured by the TOML file named by LOGORHYTHMS_CONFIG (see "
+        "deploy/config.example.toml), OPENAI_BASE_URL, OPENAI_API_KEY, ANTHROPIC_BASE_URL, "
+        "ANTHROPIC_API_KEY, KAFKA_BOOTSTRAP_SERVERS, LOGORHYTHMS_PORT; see docs/CLIENTS.md.",
     )
     proxy.add_argument("--host", help="address to listen on (default LOGORHYTHMS_HOST)")
     proxy.add_argument("--port", type=int, help="port to listen on (default LOGORHYTHMS_PORT)")
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fake = commands.add_parser(
         "fake-upstream",
-        help="run a fake OpenAI-compatible upstream for trying the pipeline offline",
+        help="run a fake OpenAI- and Anthropic-compatible upstream for trying things offline",
     )
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=8090)

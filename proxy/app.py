@@ -17,14 +17,29 @@ from proxy.errors import openai_error_body
 from proxy.forward import Forwarder
 from proxy.guard import HTTP_SERVER_LOG, REJECTION, Guard
 from proxy.publisher import Publisher
-from proxy.routing import Endpoint, Router
+from proxy.routing import Endpoint, Router, passthrough_path_ok
 from proxy.settings import ProxySettings
 from proxy.upstream import create_session
 from schemas import Codec
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = (Endpoint("/v1/chat/completions", "openai"),)
+# Each endpoint streams when the request asks it to; all are captured alike.
+ENDPOINTS = (
+    Endpoint("/v1/chat/completions", "openai"),
+    Endpoint("/v1/completions", "openai"),
+    Endpoint("/v1/embeddings", "openai"),
+    Endpoint("/v1/responses", "openai"),
+    Endpoint("/v1/messages", "anthropic"),
+    Endpoint("/v1/messages/count_tokens", "anthropic"),
+)
+MODELS = Endpoint("/v1/models", "openai", kind="models")
+# Any other /v1 path (files, batches, stored responses, ...) goes to the dialect's default
+# provider as it is. Anthropic clients always send anthropic-version, which tells them apart.
+PASSTHROUGH = {
+    "openai": Endpoint("/v1/{tail}", "openai"),
+    "anthropic": Endpoint("/v1/{tail}", "anthropic"),
+}
 
 SETTINGS = web.AppKey("settings", ProxySettings)
 PUBLISHER = web.AppKey("publisher", Publisher)
@@ -62,6 +77,8 @@ def create_app(settings: ProxySettings) -> web.Application:
         )
     for endpoint in ENDPOINTS:
         app.router.add_post(endpoint.path, _endpoint_handler(endpoint))
+    app.router.add_get(MODELS.path, _models)
+    app.router.add_route("*", "/v1/{tail:.*}", _passthrough)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/statsz", _statsz)
@@ -115,6 +132,28 @@ def _endpoint_handler(
     return handler
 
 
+def _dialect(request: web.Request) -> str:
+    return "anthropic" if "anthropic-version" in request.headers else "openai"
+
+
+async def _models(request: web.Request) -> web.StreamResponse:
+    """OpenAI clients get the configured models; Anthropic's list comes from its provider.
+
+    With no model configured anywhere (say OPENAI_BASE_URL alone), the provider's own list is
+    the honest answer, so the request goes upstream like any other.
+    """
+    forwarder = request.app[FORWARDER]
+    if _dialect(request) == "anthropic" or not forwarder.lists_models:
+        return await _passthrough(request)
+    return await forwarder.handle(request, MODELS)
+
+
+async def _passthrough(request: web.Request) -> web.StreamResponse:
+    if not passthrough_path_ok(request.raw_path):
+        return await _not_found(request)
+    return await request.app[FORWARDER].handle(request, PASSTHROUGH[_dialect(request)])
+
+
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -160,7 +199,7 @@ async def _not_found(request: web.Request) -> web.Response:
         status=404,
         body=openai_error_body(
             f"Logorhythms does not serve {request.method} {request.path}. "
-            "Supported: POST /v1/chat/completions.",
+            "It serves the OpenAI and Anthropic APIs under /v1/ (see docs/CLIENTS.md).",
             error_type="invalid_request_error",
             code="unknown_url",
         ),

@@ -8,6 +8,7 @@ slows the upstream read and memory stays bounded.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import socket
@@ -23,7 +24,7 @@ from proxy.errors import error_body
 from proxy.forwarded import resolve_client_ip
 from proxy.guard import REJECTION
 from proxy.publisher import Publisher
-from proxy.routing import Endpoint, Router
+from proxy.routing import Endpoint, NoRoute, Route, Router, models_body, with_model
 from proxy.settings import ProxySettings
 from proxy.upstream import response_headers, upstream_headers, upstream_query
 from schemas import Codec, EventType
@@ -72,6 +73,8 @@ class Forwarder:
         # anonymous client: that one secret is masked in what the client receives too.
         self._shield = capture.Redactor.masking(self._fingerprinter, self._service_secrets)
         self._max_event_payload = settings.max_event_bytes - 4096  # room for the other fields
+        self._models_body = models_body(settings)
+        self.lists_models = any(p.models for p in settings.providers) or bool(settings.model_map)
         self.served = 0
 
     def _emit(
@@ -121,7 +124,12 @@ class Forwarder:
                 # The client went away mid-upload: still one exchange with a terminal event.
                 state.fail("client_disconnect", "client_reset", "the client left mid-body")
         model, stream = capture.peek_json(body)
-        route = self._router.route(endpoint, request.path, model) if not state.error_type else None
+        route = (
+            self._router.route(endpoint, request.path, model)
+            if not state.error_type and endpoint.kind == "forward"
+            else None
+        )
+        routed = route if isinstance(route, Route) else None
         self._emit(
             EventType.REQUEST,
             key,
@@ -142,9 +150,9 @@ class Forwarder:
                 stream=stream,
                 endpoint=endpoint.path,
                 dialect=endpoint.dialect,
-                provider=route.provider.name if route else "",
-                upstream_url=route.upstream_url if route else "",
-                model_sent=route.model_sent if route else None,
+                provider=routed.provider.name if routed else "",
+                upstream_url=routed.upstream_url if routed else "",
+                model_sent=routed.model_sent if routed else None,
                 proxy_instance=_INSTANCE,
                 redactor=redactor,
                 refused_size=(
@@ -173,29 +181,23 @@ class Forwarder:
                     "request_too_large",
                     f"Request body is larger than {limit} bytes; send a smaller request.",
                 )
-            elif route is None:
-                state.fail("rejected", "no_provider", "no provider serves this API")
-                response = self._error(
-                    request_id,
-                    endpoint,
-                    404,
-                    "not_found_error",
-                    f"No upstream provider is configured for {endpoint.path}.",
+            elif isinstance(route, NoRoute):
+                state.fail("rejected", "unknown_model", route.message)
+                kind = (
+                    "not_found_error"
+                    if endpoint.dialect == "anthropic"
+                    else "invalid_request_error"
                 )
+                response = self._error(
+                    request_id, endpoint, 404, kind, route.message, code="model_not_found"
+                )
+            elif routed is None:  # an endpoint the proxy answers itself
+                response = self._local(request_id, key, started, state)
             else:
                 response = await self._forward(
-                    request,
-                    endpoint,
-                    route.upstream_url,
-                    route.provider,
-                    raw_headers,
-                    body,
-                    key,
-                    started,
-                    state,
-                    request_id,
-                    redactor,
-                )
+                    request, endpoint, routed, raw_headers, body, model, key, started, state,
+                    request_id, redactor,
+                )  # fmt: skip
             return response
         except asyncio.CancelledError:
             state.fail("client_disconnect", "cancelled", "the client went away")
@@ -224,30 +226,81 @@ class Forwarder:
                 trace,
             )
 
+    def _chunk(
+        self,
+        key: bytes,
+        request_id: str,
+        state: _Outcome,
+        offset: int,
+        data: bytes,
+        delivered: bool,
+        redactor: capture.Redactor | None = None,
+    ) -> None:
+        self._emit(
+            EventType.CHUNK,
+            key,
+            capture.chunk_event(
+                request_id=request_id,
+                seq=state.chunks,
+                offset_ns=offset,
+                data=data,
+                max_bytes=self._max_event_payload,
+                delivered=delivered,
+                redactor=redactor,
+            ),
+        )
+
+    def _local(self, request_id: str, key: bytes, started: int, state: _Outcome) -> web.Response:
+        """GET /v1/models, answered by the proxy itself and captured like any other exchange."""
+        body = self._models_body
+        state.ttfb_ns = time.monotonic_ns() - started
+        state.chunks, state.bytes_out = 1, len(body)
+        self._chunk(key, request_id, state, state.ttfb_ns, body, delivered=True)
+        return web.Response(
+            body=body, content_type="application/json", headers={REQUEST_ID_HEADER: request_id}
+        )
+
     async def _forward(
         self,
         request: web.Request,
         endpoint: Endpoint,
-        url: str,
-        provider: Any,
+        route: Route,
         raw_headers: list[tuple[str, str]],
         body: bytes,
+        model: str | None,
         key: bytes,
         started: int,
         state: _Outcome,
         request_id: str,
         redactor: capture.Redactor,
     ) -> web.StreamResponse:
+        """Stream one upstream response to the client, every read timed and reported.
+
+        One deadline is moved along as the exchange goes: the response head must arrive within
+        the first-byte timeout, each later read within the between-chunks timeout, and each
+        write to the client within the client write timeout. ``phase`` says which one ran out.
+        """
+        settings = self._settings
+        loop = asyncio.get_running_loop()
         response: web.StreamResponse | None = None
+        phase = "first_byte"
+        pending: tuple[int, bytes] | None = None  # read from upstream, not yet written
+        sent_body = body if route.model_sent == model else with_model(body, route.model_sent)
+        deadline = asyncio.timeout(settings.upstream_first_byte_timeout_s)
         try:
-            async with self._session.request(
-                request.method,
-                url,
-                params=upstream_query(request.query_string, provider),
-                data=body,
-                headers=upstream_headers(raw_headers, provider),
-                allow_redirects=False,  # a redirect must never steer us to another host
-            ) as upstream:
+            async with (
+                deadline,
+                self._session.request(
+                    request.method,
+                    route.upstream_url,
+                    params=upstream_query(request.query_string, route.provider),
+                    # A file-like body is written in pieces (bytes above 1 MiB would block
+                    # the event loop while being sent, and aiohttp warns about it).
+                    data=io.BytesIO(sent_body),
+                    headers=upstream_headers(raw_headers, route.provider),
+                    allow_redirects=False,  # a redirect must never steer us to another host
+                ) as upstream,
+            ):
                 state.upstream_status = upstream.status
                 response = web.StreamResponse(
                     status=upstream.status,
@@ -255,53 +308,75 @@ class Forwarder:
                     headers=response_headers(upstream.headers),
                 )
                 response.headers[REQUEST_ID_HEADER] = request_id
+                phase = "write"
+                deadline.reschedule(loop.time() + settings.client_write_timeout_s)
                 await response.prepare(request)
                 state.status = upstream.status
                 if upstream.status >= 400:
                     state.fail(
                         "upstream_http_error", f"http_{upstream.status}", upstream.reason or ""
                     )
-                max_payload = self._max_event_payload
-                async for data in upstream.content.iter_any():
+                while True:
+                    phase = "read"
+                    deadline.reschedule(loop.time() + settings.upstream_read_timeout_s)
+                    data = await upstream.content.readany()
+                    if not data:
+                        break
                     offset = time.monotonic_ns() - started
                     if state.ttfb_ns is None:
                         state.ttfb_ns = offset
                     state.chunks += 1
-                    delivered = True
+                    pending = (offset, data)
+                    phase = "write"
+                    deadline.reschedule(loop.time() + settings.client_write_timeout_s)
                     try:
                         await response.write(self._shield.known(data))
                     except ConnectionResetError:
-                        delivered = False
-                    self._emit(
-                        EventType.CHUNK,
-                        key,
-                        capture.chunk_event(
-                            request_id=request_id,
-                            seq=state.chunks,
-                            offset_ns=offset,
-                            data=data,
-                            max_bytes=max_payload,
-                            delivered=delivered,
-                            redactor=redactor,
-                        ),
-                    )
-                    if not delivered:
+                        # Policy: stop reading the upstream (leaving the block cancels the
+                        # upstream request, so no more tokens are generated and billed).
+                        self._chunk(
+                            key, request_id, state, offset, data, delivered=False, redactor=redactor
+                        )
                         state.fail(
                             "client_disconnect", "client_reset", "the client closed the connection"
                         )
                         return response
+                    pending = None
+                    self._chunk(
+                        key, request_id, state, offset, data, delivered=True, redactor=redactor
+                    )
                     state.bytes_out += len(data)
                 await response.write_eof()
                 return response
-        except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors
-            where = "connecting to" if response is None else "reading from"
-            state.fail("upstream_timeout", type(exc).__name__, f"timed out {where} the upstream")
+        except TimeoutError as exc:  # ours, and aiohttp's connect and total timeouts
+            if pending is not None:
+                self._chunk(key, request_id, state, *pending, delivered=False, redactor=redactor)
+            if not deadline.expired():  # aiohttp's own
+                connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
+                phase = "connect" if connecting else "total"
+            if phase == "write" and response is not None:
+                state.fail(
+                    "client_write_timeout",
+                    "client_write_timeout",
+                    f"the client read nothing for {settings.client_write_timeout_s}s",
+                )
+                if request.transport is not None:
+                    request.transport.abort()  # a stalled client gets no more of our memory
+                return response
+            what = {
+                "connect": "timed out connecting to the upstream",
+                "first_byte": "the upstream did not answer in time",
+                "read": "the upstream stopped sending mid-response",
+                "total": "the upstream took longer than the total timeout",
+            }[phase]
+            state.fail("upstream_timeout", f"{phase}_timeout", what)
             return await self._upstream_failed(request, request_id, endpoint, response, state, 504)
         except aiohttp.ClientConnectorError as exc:
             state.fail(
                 "connect_error",
                 type(exc).__name__,
-                f"cannot connect to upstream {provider.name}: {exc.os_error}",
+                f"cannot connect to upstream {route.provider.name} at {exc.host}:{exc.port}: "
+                f"{exc.os_error.strerror or exc.os_error}",
             )
             return await self._upstream_failed(request, request_id, endpoint, response, state, 502)
         except (
@@ -341,20 +416,28 @@ class Forwarder:
                 else b"data: " + body + b"\n\n"
             )
             try:
-                await response.write(frame)
-                await response.write_eof()
-            except ConnectionResetError:
+                async with asyncio.timeout(self._settings.client_write_timeout_s):
+                    await response.write(frame)
+                    await response.write_eof()
+                return response
+            except (ConnectionResetError, TimeoutError):
                 pass
-        elif request.transport is not None:
+        if request.transport is not None:
             request.transport.close()  # a truncated body must not look complete
         return response
 
     def _error(
-        self, request_id: str, endpoint: Endpoint, status: int, error_type: str, message: str
+        self,
+        request_id: str,
+        endpoint: Endpoint,
+        status: int,
+        error_type: str,
+        message: str,
+        code: str | None = None,
     ) -> web.Response:
         return web.Response(
             status=status,
-            body=error_body(endpoint.dialect, message, error_type=error_type),
+            body=error_body(endpoint.dialect, message, error_type=error_type, code=code),
             content_type="application/json",
             headers={REQUEST_ID_HEADER: request_id},
         )

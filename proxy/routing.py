@@ -1,8 +1,17 @@
-"""Which provider serves a request, and where upstream it goes."""
+"""Which provider serves a request, where upstream it goes, and which model name it is sent.
+
+Order: the explicit model map (aliases, and each provider's own model list), then a
+``provider/model`` prefix, then the dialect's default provider if it takes any model. Only
+providers speaking the endpoint's dialect are considered: the proxy does not translate APIs.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote
+
+import orjson
 
 from proxy.settings import Provider, ProxySettings
 
@@ -13,7 +22,8 @@ class Endpoint:
 
     path: str
     dialect: str
-    streams: bool = True
+    # "forward": send upstream; "models": answer locally with the configured models.
+    kind: Literal["forward", "models"] = "forward"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,21 +33,85 @@ class Route:
     model_sent: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class NoRoute:
+    """Why a request cannot be routed, as a message the client can act on."""
+
+    message: str
+
+
 class Router:
     def __init__(self, settings: ProxySettings) -> None:
-        self._settings = settings
+        self._providers = {p.name: p for p in settings.providers}
         self._default_by_dialect: dict[str, Provider] = {}
         for provider in settings.providers:
             self._default_by_dialect.setdefault(provider.dialect, provider)
         default = settings.provider(settings.default_provider)
         self._default_by_dialect[default.dialect] = default
+        self._explicit: dict[str, tuple[Provider, str]] = {}
+        for provider in settings.providers:
+            for model in provider.models:
+                self._explicit.setdefault(model, (provider, model))
+        for alias, target in settings.model_map.items():
+            name, _, model = target.partition("/")
+            self._explicit[alias] = (self._providers[name], model)
 
-    def route(self, endpoint: Endpoint, path: str, model: str | None) -> Route | None:
-        """The route for a request, or None when no provider speaks the endpoint's dialect."""
-        provider = self._default_by_dialect.get(endpoint.dialect)
+    def route(self, endpoint: Endpoint, path: str, model: str | None) -> Route | NoRoute:
+        """The route for a request, or why there is none (nothing is sent upstream then)."""
+        default = self._default_by_dialect.get(endpoint.dialect)
+        if model is None:
+            if default is None:
+                return NoRoute(
+                    f"No upstream provider speaking the {endpoint.dialect} API is set up."
+                )
+            return Route(default, upstream_url(default, path), None)
+        unknown = NoRoute(
+            f"The model {model!r} does not exist or is not served here. "
+            "GET /v1/models lists the models you can use."
+        )
+        provider: Provider | None
+        explicit = self._explicit.get(model)
+        if explicit is not None:
+            provider, model_sent = explicit
+        else:
+            provider, model_sent = self._prefixed(model, endpoint.dialect), model
+            if provider is not None:
+                model_sent = model.partition("/")[2]
+                if not provider.serves(model_sent):
+                    return unknown
+            elif default is not None and default.serves(model):
+                provider = default
         if provider is None:
-            return None
-        return Route(provider, upstream_url(provider, path), model)
+            return unknown
+        if provider.dialect != endpoint.dialect:
+            return NoRoute(
+                f"The model {model!r} is served by {provider.name}, which speaks the "
+                f"{provider.dialect} API; call it through that API's endpoints."
+            )
+        return Route(provider, upstream_url(provider, path), model_sent)
+
+    def _prefixed(self, model: str, dialect: str) -> Provider | None:
+        # Model names may hold slashes themselves (OpenRouter's "anthropic/claude-…"), so a
+        # prefix counts only when it names a provider of this dialect.
+        name, sep, rest = model.partition("/")
+        provider = self._providers.get(name) if sep and rest else None
+        return provider if provider is not None and provider.dialect == dialect else None
+
+
+def passthrough_path_ok(raw_path: str) -> bool:
+    """Whether a pass-through path stays under the provider's base URL once resolved.
+
+    ``/v1/../admin`` (dot segments, raw or percent-encoded, or an encoded slash or backslash)
+    would otherwise leave the API prefix on the upstream host, with the service's key attached.
+    """
+    path = raw_path.partition("?")[0]
+    decoded = unquote(path)
+    return (
+        "\\" not in decoded
+        and "//" not in decoded
+        and "%2f" not in path.lower()
+        and not any(segment in {".", ".."} for segment in decoded.split("/"))
+    )
 
 
 def upstream_url(provider: Provider, path: str) -> str:
@@ -45,3 +119,33 @@ def upstream_url(provider: Provider, path: str) -> str:
     if provider.dialect == "openai" and path.startswith("/v1/"):
         path = path[3:]
     return provider.base_url + path
+
+
+def with_model(body: bytes, model: str | None) -> bytes:
+    """The request body with its model field replaced: only called when routing renamed it.
+
+    Bodies that need no rewrite are sent as the exact bytes the client sent.
+    """
+    doc = orjson.loads(body)  # routing found a model in it, so it is a JSON object
+    doc["model"] = model
+    return orjson.dumps(doc)
+
+
+def models_body(settings: ProxySettings) -> bytes:
+    """GET /v1/models: every configured model and alias, in OpenAI's list shape."""
+    seen: dict[str, str] = {}
+    for provider in settings.providers:
+        for model in provider.models:
+            seen.setdefault(model, provider.name)
+            seen.setdefault(f"{provider.name}/{model}", provider.name)
+    for alias, target in settings.model_map.items():
+        seen.setdefault(alias, target.partition("/")[0])
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": [
+                {"id": model, "object": "model", "created": 0, "owned_by": owner}
+                for model, owner in seen.items()
+            ],
+        }
+    )

@@ -1,4 +1,4 @@
-"""The proxy's one frozen settings object, built from the environment in one place."""
+"""The proxy's one frozen settings object, built in one place from the TOML file and environment."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from proxy.errors import ConfigError
+
+DIALECTS = ("openai", "anthropic")
+CONFIG_ENV = "LOGORHYTHMS_CONFIG"
 
 
 class Secret:
@@ -42,8 +47,28 @@ class Provider:
     base_url: str
     dialect: str = "openai"
     api_key: Secret | None = None
+    # The models this provider serves. Empty means "any model": the provider is a catch-all for
+    # its dialect, and unknown names are left for it to reject.
     models: tuple[str, ...] = ()
+    # Forward the client's own key (when it sends one) instead of the service's.
     bring_your_own_key: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dialect not in DIALECTS:
+            raise ConfigError(
+                f"provider {self.name!r}: dialect {self.dialect!r} is not one of "
+                f"{', '.join(DIALECTS)}"
+            )
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"provider {self.name!r}: base_url {self.base_url!r} must start with "
+                "http:// or https://"
+            )
+        if "/" in self.name or not self.name:
+            raise ConfigError(f"provider name {self.name!r} must be non-empty and without '/'")
+
+    def serves(self, model: str) -> bool:
+        return not self.models or model in self.models
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,7 +76,11 @@ class ProxySettings:
     host: str = "127.0.0.1"
     port: int = 8080
     providers: tuple[Provider, ...] = ()
+    # The provider a request goes to when neither the model map nor a `provider/` prefix names
+    # one. For the other dialect, the first provider speaking it is the default.
     default_provider: str = "openai"
+    # Model aliases: the name a client sends -> "provider/model" sent upstream.
+    model_map: Mapping[str, str] = field(default_factory=dict)
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     topic: str = "logorhythms.exchanges"
     # Keyed fingerprints of credentials: the same key gives the same fingerprint, so analysts can
@@ -61,9 +90,15 @@ class ProxySettings:
     # Kafka's default message.max.bytes is 1 MiB; events stay under it with room for headers.
     max_event_bytes: int = 900 * 1024
     upstream_connect_timeout_s: float = 10.0
-    # Time allowed between two reads from the upstream. There is deliberately no total timeout:
-    # a healthy stream may run for many minutes.
+    # From sending the request to the upstream's response head. A non-streamed answer arrives
+    # whole, so this is how long a slow generation may take.
+    upstream_first_byte_timeout_s: float = 600.0
+    # Time allowed between two reads from the upstream.
     upstream_read_timeout_s: float = 120.0
+    # None means no total timeout, the default: a healthy stream may run for many minutes.
+    upstream_total_timeout_s: float | None = None
+    # How long one write to the client may wait for it to read before the client is dropped.
+    client_write_timeout_s: float = 60.0
     upstream_pool_size: int = 1000
     publish_queue_max: int = 100_000
     publish_shutdown_timeout_s: float = 10.0
@@ -95,8 +130,8 @@ class ProxySettings:
         names = [p.name for p in self.providers]
         if self.default_provider not in names:
             raise ConfigError(
-                f"default provider {self.default_provider!r} is not configured; "
-                f"choose one of {', '.join(names)}"
+                f"default provider {self.default_provider!r} is not configured; set "
+                f"default_provider ([proxy] in the config file) to one of {', '.join(names)}"
             )
         if self.max_event_bytes >= 1024 * 1024:
             raise ConfigError("max_event_bytes must stay below Kafka's 1 MiB message limit")
@@ -104,6 +139,15 @@ class ProxySettings:
             raise ConfigError("header_timeout_s must be positive: it is the slowloris defence")
         if self.rate_limit_per_s > 0 and self.rate_limit_burst < 1:
             raise ConfigError("rate_limit_burst must be at least 1 when rate limiting is on")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"provider names must be unique; got {', '.join(names)}")
+        for alias, target in self.model_map.items():
+            provider, sep, model = target.partition("/")
+            if not sep or not model or provider not in names:
+                raise ConfigError(
+                    f"model_map[{alias!r}] = {target!r} must be 'provider/model' with one of the "
+                    f"configured providers: {', '.join(names)}"
+                )
 
     def provider(self, name: str) -> Provider:
         for provider in self.providers:
@@ -113,42 +157,68 @@ class ProxySettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ProxySettings:
+        """Settings from the TOML file named by LOGORHYTHMS_CONFIG (if any), then the environment.
+
+        The conventional variables win over the file: OPENAI_BASE_URL / OPENAI_API_KEY and
+        ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY override (or add) the providers named openai and
+        anthropic, so a single-provider setup needs no file at all.
+        """
         env = os.environ if env is None else env
-        providers = [
-            Provider(
-                name="openai",
-                base_url=env.get("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/"),
-                dialect="openai",
-                api_key=_secret(env.get("OPENAI_API_KEY")),
+        values: dict[str, Any] = {}
+        providers: dict[str, Provider] = {}
+        if env.get(CONFIG_ENV):
+            from proxy.configfile import load_config_file  # it builds on this module's types
+
+            values, providers = load_config_file(Path(env[CONFIG_ENV]), env)
+        else:
+            providers["openai"] = Provider(name="openai", base_url="https://api.openai.com/v1")
+        for name, dialect, default_url in (
+            ("openai", "openai", "https://api.openai.com/v1"),
+            ("anthropic", "anthropic", "https://api.anthropic.com"),
+        ):
+            prefix = name.upper()
+            base_url, api_key = env.get(f"{prefix}_BASE_URL"), _secret(env.get(f"{prefix}_API_KEY"))
+            if base_url is None and api_key is None:
+                continue
+            provider = providers.get(name) or Provider(
+                name=name, base_url=default_url, dialect=dialect
             )
-        ]
-        if "ANTHROPIC_BASE_URL" in env or "ANTHROPIC_API_KEY" in env:
-            providers.append(
-                Provider(
-                    name="anthropic",
-                    base_url=env.get("ANTHROPIC_BASE_URL", "https://api.anthropic.com").rstrip("/"),
-                    dialect="anthropic",
-                    api_key=_secret(env.get("ANTHROPIC_API_KEY")),
-                )
+            providers[name] = replace(
+                provider,
+                base_url=(base_url or provider.base_url).rstrip("/"),
+                api_key=api_key or provider.api_key,
             )
         fingerprint_key = env.get("LOGORHYTHMS_FINGERPRINT_KEY")
-        return cls(
-            host=env.get("LOGORHYTHMS_HOST", "127.0.0.1"),
-            port=_int(env, "LOGORHYTHMS_PORT", 8080),
-            providers=tuple(providers),
-            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-            topic=env.get("LOGORHYTHMS_TOPIC", "logorhythms.exchanges"),
-            fingerprint_key=Secret(fingerprint_key or secrets.token_hex(32)),
-            dogstatsd_host=env.get("DD_AGENT_HOST") or None,
-            dogstatsd_port=_int(env, "DD_DOGSTATSD_PORT", 8125),
-            tracing=bool(env.get("DD_AGENT_HOST") or env.get("DD_TRACE_AGENT_URL"))
-            and env.get("DD_TRACE_ENABLED", "true").lower() not in {"false", "0"},
-            trusted_proxies=tuple(
-                ipaddress.ip_network(cidr.strip(), strict=False)
-                for cidr in env.get("LOGORHYTHMS_TRUSTED_PROXIES", "").split(",")
-                if cidr.strip()
-            ),
+        if fingerprint_key:
+            values["fingerprint_key"] = Secret(fingerprint_key)
+        for name, key in (("LOGORHYTHMS_HOST", "host"), ("KAFKA_BOOTSTRAP_SERVERS",
+                          "kafka_bootstrap_servers"), ("LOGORHYTHMS_TOPIC", "topic")):  # fmt: skip
+            if env.get(name):
+                values[key] = env[name]
+        # Datadog's own variables (DogStatsD metrics, APM tracing).
+        values["dogstatsd_host"] = env.get("DD_AGENT_HOST") or None
+        values["dogstatsd_port"] = _int(env, "DD_DOGSTATSD_PORT", 8125)
+        values["tracing"] = bool(env.get("DD_AGENT_HOST") or env.get("DD_TRACE_AGENT_URL")) and (
+            env.get("DD_TRACE_ENABLED", "true").lower() not in {"false", "0"}
         )
+        if env.get("LOGORHYTHMS_PORT"):
+            values["port"] = _int(env, "LOGORHYTHMS_PORT", 8080)
+        if env.get("LOGORHYTHMS_TRUSTED_PROXIES"):
+            values["trusted_proxies"] = parse_networks(
+                env["LOGORHYTHMS_TRUSTED_PROXIES"].split(","), "LOGORHYTHMS_TRUSTED_PROXIES"
+            )
+        return cls(providers=tuple(providers.values()), **values)
+
+
+def parse_networks(
+    cidrs: list[str], where: str
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(
+            ipaddress.ip_network(cidr.strip(), strict=False) for cidr in cidrs if cidr.strip()
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}; give addresses or CIDR networks") from None
 
 
 def _secret(value: str | None) -> Secret | None:

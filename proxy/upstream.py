@@ -47,10 +47,12 @@ def create_session(settings: ProxySettings) -> aiohttp.ClientSession:
         ttl_dns_cache=300,
         keepalive_timeout=60,
     )
+    # Only connect and the optional total are aiohttp's: the forwarder times the response head
+    # (first byte) and each read (between chunks) itself, so the two can differ and be told apart.
     timeout = aiohttp.ClientTimeout(
-        total=None,  # never cut a healthy long stream
+        total=settings.upstream_total_timeout_s,  # None by default: never cut a healthy stream
         connect=settings.upstream_connect_timeout_s,
-        sock_read=settings.upstream_read_timeout_s,
+        sock_read=None,
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -64,7 +66,10 @@ def create_session(settings: ProxySettings) -> aiohttp.ClientSession:
 def upstream_headers(
     client_headers: Iterable[tuple[str, str]], provider: Provider
 ) -> CIMultiDict[str]:
-    """The client's headers minus hop-by-hop and credentials, plus the provider's own key."""
+    """The client's headers minus hop-by-hop and credentials, plus the provider's own key.
+
+    A bring-your-own-key provider gets the client's key when the client sent one, else ours.
+    """
     client_headers = list(client_headers)
     # Headers the client named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
     nominated = {
@@ -87,14 +92,14 @@ def upstream_headers(
         out.add(name, value)
     # Ask for identity encoding so what is captured is what an analyst can read.
     out["Accept-Encoding"] = "identity"
-    if provider.api_key is not None:
+    if provider.bring_your_own_key and client_key is not None:
+        out.add(*client_key)
+    elif provider.api_key is not None:
         key = provider.api_key.reveal()
         if provider.dialect == "anthropic":
             out["x-api-key"] = key
         else:
             out["Authorization"] = f"Bearer {key}"
-    elif provider.bring_your_own_key and client_key is not None:
-        out.add(*client_key)
     return out
 
 

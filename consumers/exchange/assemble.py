@@ -123,7 +123,11 @@ def _anthropic_message(doc: dict[str, Any], out: Assembled) -> None:
     out.text = "".join(texts)
     out.choices = [out.text]
     out.finish_reason = _str(doc.get("stop_reason"))
-    _anthropic_usage(doc.get("usage"), out.usage)
+    # A count_tokens answer is {"input_tokens": n}: the prompt's size, with nothing generated.
+    usage = doc.get(
+        "usage", {"input_tokens": doc["input_tokens"]} if "input_tokens" in doc else None
+    )
+    _anthropic_usage(usage, out.usage)
 
 
 def _responses_object(doc: dict[str, Any], out: Assembled) -> None:
@@ -234,7 +238,12 @@ class _StreamState:
             message = doc.get("message") or {}
             self.out.model = _str(message.get("model"))
             self.out.response_id = _str(message.get("id"))
-            _anthropic_usage(message.get("usage"), self.out.usage)
+            # Its output_tokens is a placeholder (usually 1): the count comes in message_delta,
+            # so a stream cut before that has no output count rather than a wrong one.
+            usage = message.get("usage")
+            if isinstance(usage, dict):
+                usage = {k: v for k, v in usage.items() if k != "output_tokens"}
+            _anthropic_usage(usage, self.out.usage)
         elif kind == "content_block_start":
             block = doc.get("content_block") or {}
             if block.get("type") == "tool_use":

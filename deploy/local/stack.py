@@ -1,6 +1,6 @@
 """`logorhythms up`: the whole pipeline on one machine, started and stopped in the right order.
 
-Start: Kafka broker → topic → (fake upstream when no provider key is set) → loader → Datadog
+Start: Kafka broker → topic → (fake upstream when no provider is configured) → loader → Datadog
 forwarder → proxy.
 Stop (Ctrl-C or SIGTERM): proxy first (it drains in-flight exchanges and flushes its events to
 Kafka), then the consumers (they finish and commit their batch), then the broker. Every child
@@ -116,16 +116,20 @@ def up(*, data_dir: str = "data") -> int:
         env.setdefault("CLICKHOUSE_URL", f"chdb://{root / 'clickhouse'}")
         env.setdefault("LOGORHYTHMS_FINGERPRINT_KEY", _fingerprint_key(root))
 
-        if not env.get("OPENAI_API_KEY") and not env.get("OPENAI_BASE_URL"):
+        configured = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LOGORHYTHMS_CONFIG")
+        if not any(env.get(name) for name in configured):
             fake_port = _free_port()
             fake = _spawn("fake upstream", ["fake-upstream", "--port", str(fake_port)], env)
             children.append(fake)
             _wait_port(fake_port, fake)
             env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{fake_port}/v1"
             env["OPENAI_API_KEY"] = "sk-demo-not-a-real-key"
+            if not env.get("ANTHROPIC_API_KEY") and not env.get("ANTHROPIC_BASE_URL"):
+                env["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{fake_port}"
+                env["ANTHROPIC_API_KEY"] = "sk-ant-demo-not-a-real-key"
             _say(
                 "OPENAI_API_KEY is not set: answering with the built-in fake upstream "
-                f"(echoes your last message) at {env['OPENAI_BASE_URL']}"
+                f"(speaks OpenAI and Anthropic, echoes your last message) on port {fake_port}"
             )
 
         sql_port = int(env.setdefault("LOGORHYTHMS_SQL_PORT", "8124"))
@@ -144,6 +148,7 @@ def up(*, data_dir: str = "data") -> int:
             "",
             "Logorhythms is up.",
             f"  Point any OpenAI SDK at it:  OPENAI_BASE_URL={base}/v1",
+            f"  or any Anthropic SDK:        ANTHROPIC_BASE_URL={base}   (docs/CLIENTS.md)",
             f"  Or curl:  curl {base}/v1/chat/completions -H 'Content-Type: application/json' \\",
             """    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'""",
             "  Query what was captured:",

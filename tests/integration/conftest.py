@@ -114,13 +114,13 @@ ProxyFactory = Callable[..., Awaitable[Pipeline]]
 async def pipeline_factory(
     kafka_bootstrap: str, unique_topic: str, fake_upstream: FakeUpstream, clickhouse_url: str
 ) -> AsyncIterator[ProxyFactory]:
-    """Builds a pipeline; keyword arguments override ProxySettings fields."""
+    """Builds a pipeline; keyword arguments override ProxySettings fields (providers too)."""
     await create_topic(kafka_bootstrap, unique_topic, partitions=3)
     stack = contextlib.AsyncExitStack()
 
     async def build(**overrides: Any) -> Pipeline:
-        settings = ProxySettings(
-            providers=(
+        values: dict[str, Any] = {
+            "providers": (
                 Provider(
                     name="openai",
                     base_url=f"{fake_upstream.url}/v1",
@@ -128,11 +128,11 @@ async def pipeline_factory(
                     api_key=Secret(SERVICE_KEY),
                 ),
             ),
-            kafka_bootstrap_servers=kafka_bootstrap,
-            topic=unique_topic,
-            fingerprint_key=Secret("test-fingerprint-key"),
-            **overrides,
-        )
+            "kafka_bootstrap_servers": kafka_bootstrap,
+            "topic": unique_topic,
+            "fingerprint_key": Secret("test-fingerprint-key"),
+        }
+        settings = ProxySettings(**{**values, **overrides})
         app = create_app(settings)
         proxy_runner, proxy_url = await serve(app)
         stack.push_async_callback(proxy_runner.cleanup)
