@@ -86,6 +86,8 @@ class ProxySettings:
     dogstatsd_host: str | None = None
     dogstatsd_port: int = 8125
     tracing: bool = False
+    # Off only to price the capture in benchmarks (LOGORHYTHMS_CAPTURE=off): nothing is published.
+    capture: bool = True
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -148,11 +150,23 @@ class ProxySettings:
                 for cidr in env.get("LOGORHYTHMS_TRUSTED_PROXIES", "").split(",")
                 if cidr.strip()
             ),
+            capture=_on_off(env, "LOGORHYTHMS_CAPTURE", True),
         )
 
 
 def _secret(value: str | None) -> Secret | None:
     return Secret(value) if value else None
+
+
+def _on_off(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in {"on", "true", "1"}:
+        return True
+    if raw in {"off", "false", "0"}:
+        return False
+    raise ConfigError(f"{name}={raw!r} must be on or off")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
