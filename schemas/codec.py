@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -17,6 +17,8 @@ from typing import Any
 
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+
+from schemas.writer import compile_writer
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 MAGIC = b"\xc3\x01"
@@ -56,62 +58,6 @@ class _Writer:
     parsed: Any
 
 
-def _zigzag_varint(value: int) -> bytes:
-    """Avro's int/long encoding: zig-zag, then little-endian base-128 groups.
-
-    Unrolled up to six bytes (chunk offsets below ~18 minutes): a loop costs twice as much.
-    """
-    v = (value << 1) ^ (value >> 63)
-    if v < 0x80:  # seq, small sizes: the common case
-        return _ONE_BYTE[v]
-    if v < 1 << 14:
-        return bytes((v & 0x7F | 0x80, v >> 7))
-    if v < 1 << 21:
-        return bytes((v & 0x7F | 0x80, v >> 7 & 0x7F | 0x80, v >> 14))
-    if v < 1 << 28:
-        return bytes((v & 0x7F | 0x80, v >> 7 & 0x7F | 0x80, v >> 14 & 0x7F | 0x80, v >> 21))
-    if v < 1 << 42:
-        head = (v & 0x7F | 0x80, v >> 7 & 0x7F | 0x80, v >> 14 & 0x7F | 0x80, v >> 21 & 0x7F | 0x80)
-        if v < 1 << 35:
-            return bytes((*head, v >> 28))
-        return bytes((*head, v >> 28 & 0x7F | 0x80, v >> 35))
-    out = bytearray()
-    while v >= 0x80:
-        out.append(v & 0x7F | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
-_FALSE, _TRUE = b"\x00", b"\x01"
-
-
-def encode_chunk_body(record: Mapping[str, Any]) -> bytes:
-    """The Avro body of a chunk event, byte for byte what fastavro writes, ~5x faster.
-
-    The proxy emits one chunk event per read from the upstream, so this is the capture's
-    hottest line. The chunk schema is fixed and flat (string, int, long, bytes, long, boolean,
-    boolean); tests/unit/schemas prove the output equals fastavro's. Adding a field to
-    chunk.avsc means adding it here too (the unit test fails until then).
-    """
-    request_id = record["request_id"].encode()
-    data = record["data"]
-    return b"".join(
-        (
-            _zigzag_varint(len(request_id)),
-            request_id,
-            _zigzag_varint(record["seq"]),
-            _zigzag_varint(record["offset_ns"]),
-            _zigzag_varint(len(data)),
-            data,
-            _zigzag_varint(record["size"]),
-            _TRUE if record.get("truncated", False) else _FALSE,
-            _TRUE if record.get("delivered", True) else _FALSE,
-        )
-    )
-
-
 def schema_fingerprint(schema: Mapping[str, Any] | str) -> bytes:
     """CRC-64-AVRO fingerprint of the schema's canonical form, in wire byte order."""
     plain = schema if isinstance(schema, str) else dict(schema)
@@ -130,6 +76,8 @@ class Codec:
 
     def __init__(self, extra_writer_schemas: Iterable[Mapping[str, Any]] = ()) -> None:
         self._current: dict[EventType, tuple[bytes, Any]] = {}
+        # Compiled writers: several times faster than fastavro's, and byte-identical.
+        self._fast: dict[EventType, Callable[[Mapping[str, Any]], bytes] | None] = {}
         self._readers: dict[EventType, Any] = {}
         self._writers: dict[bytes, _Writer] = {}
         for event_type in EventType:
@@ -137,6 +85,7 @@ class Codec:
             parsed = parse_schema(schema)
             header = MAGIC + schema_fingerprint(schema)
             self._current[event_type] = (header, parsed)
+            self._fast[event_type] = compile_writer(schema)
             self._readers[event_type] = parsed
             self._writers[header[2:]] = _Writer(event_type, parsed)
         for path in sorted((SCHEMA_DIR / "history").glob("*.avsc")):
@@ -154,8 +103,9 @@ class Codec:
 
     def encode(self, event_type: EventType, record: Mapping[str, Any]) -> bytes:
         header, parsed = self._current[event_type]
-        if event_type is EventType.CHUNK:
-            return header + encode_chunk_body(record)
+        fast = self._fast[event_type]
+        if fast is not None:
+            return header + fast(record)
         buffer = io.BytesIO()
         buffer.write(header)
         fastavro.schemaless_writer(buffer, parsed, record)
