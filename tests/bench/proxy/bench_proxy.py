@@ -129,6 +129,24 @@ async def streams(url: str, count: int, concurrency: int, pid: int | None) -> di
     }
 
 
+async def paced_streams(url: str, count: int, pid: int | None) -> dict[str, Any]:
+    """All streams at once; a target that cannot finish them in 120 s is reported as stalled."""
+    try:
+        async with asyncio.timeout(120):
+            return await streams(url, count, count, pid)
+    except TimeoutError:
+        nan = float("nan")
+        return {
+            "ttft_p50_ms": nan,
+            "gap_p50_ms": nan,
+            "gap_p99_ms": nan,
+            "gap_max_ms": 120_000,
+            "frames": 0,
+            "peak_rss_mb": rss_mb(pid) if pid else nan,
+            "stalled": True,
+        }
+
+
 def sql(url: str, query: str) -> str:
     request = urllib.request.Request(  # noqa: S310
         f"{url}/sql?format=TSV", data=query.encode(), method="POST"
@@ -146,23 +164,18 @@ def capture_lag(stack: Stack, rate: int, seconds: float) -> dict[str, Any]:
     async def paced() -> int:
         sent = 0
         async with aiohttp.ClientSession() as session:
+
+            async def one() -> None:
+                async with session.post(f"{url}/v1/chat/completions", data=body) as response:
+                    await response.read()
+
             start = time.perf_counter()
-            pending: set[asyncio.Task[Any]] = set()
+            tasks = []
             while time.perf_counter() - start < seconds:
-                due = start + sent / rate
-                await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                pending.add(
-                    asyncio.create_task(
-                        session.post(
-                            f"{url}/v1/chat/completions",
-                            data=body,
-                            headers={"Content-Type": "application/json"},
-                        ).__aenter__()
-                    )
-                )
+                await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+                tasks.append(asyncio.create_task(one()))
                 sent += 1
-            for response in await asyncio.gather(*pending):
-                response.release()
+            await asyncio.gather(*tasks)
         return sent
 
     with pinned(LOAD_CPU):
@@ -202,6 +215,9 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--paced-streams", type=int, default=512)
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--workers", type=int, default=2, help="processes for the on-xN target")
+    parser.add_argument("--no-pin", action="store_true", help="let the kernel place the proxy")
+    parser.add_argument("--lag-rate", type=int, default=50, help="req/s for the capture-lag run")
     parser.add_argument("--out", default="bench-results.json")
     parser.add_argument("--workdir", help="keep logs and data here (default: a new temp dir)")
     args = parser.parse_args()
@@ -227,7 +243,12 @@ def main() -> None:
         bodies[label] = workdir / f"body-{label}.json"
         bodies[label].write_bytes(request_body(SIZES[label]))
     with Stack(
-        workdir, chunks=args.chunks, delay_ms=args.delay_ms, litellm=not args.no_litellm
+        workdir,
+        chunks=args.chunks,
+        delay_ms=args.delay_ms,
+        litellm=not args.no_litellm,
+        workers=args.workers,
+        pin=not args.no_pin,
     ) as stack:
         targets = list(stack.services)
         print(f"services up: {targets}; load {load_average()}", flush=True)
@@ -277,9 +298,7 @@ def main() -> None:
             service = stack.services[name]
             cpu0 = cpu_seconds(service.pid)
             with pinned(LOAD_CPU):
-                many = asyncio.run(
-                    streams(service.url, args.paced_streams, args.paced_streams, service.pid)
-                )
+                many = asyncio.run(paced_streams(service.url, args.paced_streams, service.pid))
             many |= {
                 "target": name,
                 "concurrency": args.paced_streams,
@@ -293,7 +312,7 @@ def main() -> None:
                 f"rss {many['peak_rss_mb']:.0f} MB",
                 flush=True,
             )
-        results["capture_lag"] = capture_lag(stack, rate=200, seconds=10)
+        results["capture_lag"] = capture_lag(stack, rate=args.lag_rate, seconds=10)
         print(f"capture lag: {results['capture_lag']}", flush=True)
         results["proxy_rss_end_mb"] = rss_mb(stack.services["on"].pid)
     results["load_after"] = load_average()

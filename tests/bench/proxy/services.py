@@ -93,8 +93,12 @@ def rss_mb(pid: int) -> float:
 class Stack:
     """All services of one benchmark run; ``with Stack(...) as stack:`` stops them all."""
 
-    def __init__(self, workdir: Path, *, chunks: int, delay_ms: float, litellm: bool) -> None:
+    def __init__(
+        self, workdir: Path, *, chunks: int, delay_ms: float, litellm: bool, workers: int, pin: bool
+    ) -> None:
         self.workdir = workdir
+        self.workers = workers  # > 1: also run "on-xN", N capture-on proxies on one port
+        self.proxy_cpu = PROXY_CPU if pin else None
         self.chunks, self.delay_ms, self.want_litellm = chunks, delay_ms, litellm
         self.services: dict[str, Service] = {}
         self.sql_url = ""
@@ -127,7 +131,7 @@ class Stack:
         return self
 
     def _start(self) -> None:
-        upstream_port, on_port, off_port, litellm_port, sql_port = free_ports(5)
+        upstream_port, on_port, off_port, litellm_port, sql_port, multi_port = free_ports(6)
         self.broker = KafkaBroker(self.workdir / "kafka", libs_dir=ensure_kafka_jars())
         self.broker.start()
         bootstrap = self.broker.bootstrap_servers
@@ -164,10 +168,23 @@ class Stack:
         upstream_url = f"http://127.0.0.1:{upstream_port}"
         _wait_http(f"{upstream_url}/v1/chat/completions", upstream, 30, "POST", b"{}")
         self.services["direct"] = Service(name="direct", url=upstream_url, pid=upstream.pid)
-        for name, port, capture in (("on", on_port, "on"), ("off", off_port, "off")):
+        proxies = [
+            ("on", on_port, "on", ["deploy.cli", "proxy"]),
+            ("off", off_port, "off", ["deploy.cli", "proxy"]),
+        ]
+        if self.workers > 1:
+            proxies.append(
+                (
+                    f"on-x{self.workers}",
+                    multi_port,
+                    "on",
+                    ["tests.bench.proxy.multiproxy", "--workers", str(self.workers)],
+                )
+            )
+        for name, port, capture, module in proxies:
             proc = self._spawn(
                 f"proxy-{name}",
-                [py, "-m", "deploy.cli", "proxy"],
+                [py, "-m", *module],
                 {
                     "LOGORHYTHMS_PORT": str(port),
                     "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -176,7 +193,7 @@ class Stack:
                     "LOGORHYTHMS_TOPIC": TOPIC,
                     "LOGORHYTHMS_CAPTURE": capture,
                 },
-                PROXY_CPU,
+                None if name.startswith("on-x") else self.proxy_cpu,  # N processes: every core
             )
             _wait_http(f"http://127.0.0.1:{port}/readyz", proc, 60)
             self.services[name] = Service(name=name, url=f"http://127.0.0.1:{port}", pid=proc.pid)
@@ -227,7 +244,7 @@ class Stack:
                 "LITELLM_TELEMETRY": "False",
                 "NO_DOCS": "True",
             },
-            PROXY_CPU,
+            self.proxy_cpu,
         )
         url = f"http://127.0.0.1:{port}"
         body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
