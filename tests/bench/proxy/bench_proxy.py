@@ -205,6 +205,83 @@ def capture_lag(stack: Stack, rate: int, seconds: float) -> dict[str, Any]:
     }
 
 
+def measured(stack: Stack, name: str, run: Any, **extra: Any) -> dict[str, Any]:
+    """Run ``run()`` (a wrk run or a stream test) against one target, adding its CPU and load."""
+    pid = stack.services[name].pid
+    cpu0 = cpu_seconds(pid)
+    result: dict[str, Any] = run()
+    return (
+        result
+        | extra
+        | {"target": name, "cpu_s": cpu_seconds(pid) - cpu0, "load1": load_average()[0]}
+    )
+
+
+def http_runs(
+    stack: Stack, round_no: int, conc: int, label: str, body: Path, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """One wrk run per target, in a fresh random order."""
+    runs = []
+    for name in random.sample(list(stack.services), len(stack.services)):
+        url = stack.services[name].url
+        run = measured(
+            stack,
+            name,
+            lambda url=url: run_wrk(url, body, conc, args.duration_s),
+            round=round_no,
+            concurrency=conc,
+            size=label,
+        )
+        print(
+            f"r{round_no} c={conc:<3} {label:>5} {name:>7}: {run['rps']:8.0f} rps  "
+            f"p50 {run['p50_us'] / 1000:7.2f} ms  p99 {run['p99_us'] / 1000:7.2f} ms  "
+            f"cpu {run['cpu_s']:.2f}s errors {run['status'] + run['read'] + run['timeout']}",
+            flush=True,
+        )
+        runs.append(run)
+    return runs
+
+
+def stream_runs(stack: Stack, round_no: int) -> list[dict[str, Any]]:
+    """Ten streams one after the other per target: TTFT and inter-frame gaps."""
+    runs = []
+    for name in random.sample(list(stack.services), len(stack.services)):
+        url = stack.services[name].url
+
+        def ten(url: str = url) -> dict[str, Any]:
+            with pinned(LOAD_CPU):
+                return asyncio.run(streams(url, 10, 1, None))
+
+        run = measured(stack, name, ten, round=round_no, concurrency=1)
+        print(
+            f"r{round_no} stream {name:>7}: ttft {run['ttft_p50_ms']:.2f} ms, "
+            f"gap p50 {run['gap_p50_ms']:.2f} ms",
+            flush=True,
+        )
+        runs.append(run)
+    return runs
+
+
+def paced_runs(stack: Stack, count: int) -> list[dict[str, Any]]:
+    """``count`` streams at once per target: stalls and peak memory."""
+    runs = []
+    for name in random.sample(list(stack.services), len(stack.services)):
+        service = stack.services[name]
+
+        def many(service: Any = service) -> dict[str, Any]:
+            with pinned(LOAD_CPU):
+                return asyncio.run(paced_streams(service.url, count, service.pid))
+
+        run = measured(stack, name, many, concurrency=count)
+        print(
+            f"{count} paced streams {name:>7}: gap p99 {run['gap_p99_ms']:.1f} ms "
+            f"max {run['gap_max_ms']:.1f} ms rss {run['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
+        runs.append(run)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -255,63 +332,9 @@ def main() -> None:
         for round_no in range(args.rounds):
             for conc in [int(c) for c in args.concurrency.split(",")]:
                 for label in args.sizes.split(","):
-                    order = random.sample(targets, len(targets))
-                    for name in order:
-                        service = stack.services[name]
-                        cpu0 = cpu_seconds(service.pid)
-                        run = run_wrk(service.url, bodies[label], conc, args.duration_s)
-                        run |= {
-                            "round": round_no,
-                            "target": name,
-                            "concurrency": conc,
-                            "size": label,
-                            "load1": load_average()[0],
-                            "cpu_s": cpu_seconds(service.pid) - cpu0,
-                        }
-                        results["http"].append(run)
-                        print(
-                            f"r{round_no} c={conc:<3} {label:>5} {name:>7}: "
-                            f"{run['rps']:8.0f} rps  p50 {run['p50_us'] / 1000:7.2f} ms  "
-                            f"p99 {run['p99_us'] / 1000:7.2f} ms  cpu {run['cpu_s']:.2f}s "
-                            f"errors {run['status'] + run['read'] + run['timeout']}",
-                            flush=True,
-                        )
-            for name in random.sample(targets, len(targets)):
-                service = stack.services[name]
-                cpu0 = cpu_seconds(service.pid)
-                with pinned(LOAD_CPU):
-                    one = asyncio.run(streams(service.url, 10, 1, None))
-                one |= {
-                    "round": round_no,
-                    "target": name,
-                    "concurrency": 1,
-                    "cpu_s": cpu_seconds(service.pid) - cpu0,
-                    "load1": load_average()[0],
-                }
-                results["streams"].append(one)
-                print(
-                    f"r{round_no} stream {name:>7}: ttft {one['ttft_p50_ms']:.2f} ms, "
-                    f"gap p50 {one['gap_p50_ms']:.2f} ms",
-                    flush=True,
-                )
-        for name in random.sample(targets, len(targets)):
-            service = stack.services[name]
-            cpu0 = cpu_seconds(service.pid)
-            with pinned(LOAD_CPU):
-                many = asyncio.run(paced_streams(service.url, args.paced_streams, service.pid))
-            many |= {
-                "target": name,
-                "concurrency": args.paced_streams,
-                "cpu_s": cpu_seconds(service.pid) - cpu0,
-                "load1": load_average()[0],
-            }
-            results["paced"].append(many)
-            print(
-                f"{args.paced_streams} paced streams {name:>7}: gap p99 "
-                f"{many['gap_p99_ms']:.1f} ms max {many['gap_max_ms']:.1f} ms "
-                f"rss {many['peak_rss_mb']:.0f} MB",
-                flush=True,
-            )
+                    results["http"] += http_runs(stack, round_no, conc, label, bodies[label], args)
+            results["streams"] += stream_runs(stack, round_no)
+        results["paced"] = paced_runs(stack, args.paced_streams)
         results["capture_lag"] = capture_lag(stack, rate=args.lag_rate, seconds=10)
         print(f"capture lag: {results['capture_lag']}", flush=True)
         results["proxy_rss_end_mb"] = rss_mb(stack.services["on"].pid)
