@@ -56,8 +56,16 @@ RESPONSE_HEADERS = {
 }
 
 
+PROSE = (
+    "Summarise the following report in three bullet points, keeping numbers exact. "
+    "Revenue grew 12.5% to $4.2M in Q3; churn fell from 3.1% to 2.4% (see table 2). "
+)
+
+
 def body_of(size: int) -> bytes:
-    text = "x" * max(0, size - 80)
+    """A chat request of about ``size`` bytes whose text looks like text (not one repeated
+    byte, which makes substring searches pathological)."""
+    text = (PROSE * (size // len(PROSE) + 1))[: max(0, size - 80)]
     doc = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
     return json.dumps(doc).encode()
 
@@ -82,13 +90,16 @@ class Steps:
         self.body = body_of(body_size)
         self.publisher = Publisher(bootstrap_servers="127.0.0.1:1", topic="bench")
         self.headers = [(k, v) for k, v in CLIENT_HEADERS]
+        self.redactor = self.fingerprinter.redactor(self.headers, "", ("sk-bench-service",))
         self.chunk_parsed = self.codec._current[EventType.CHUNK][1]
         self.request_record = self.build_request()
         self.chunk_record = self.build_chunk()
         self.completed_record = self.build_completed()
 
     def build_request(self) -> dict[str, Any]:
+        """Everything the forwarder does per exchange for the request event (as in forward.py)."""
         headers, client_key = self.fingerprinter.headers(self.headers)
+        redactor = self.fingerprinter.redactor(self.headers, "", ("sk-bench-service",))
         model, stream = capture.peek_json(self.body)
         return capture.request_event(
             request_id=REQUEST_ID,
@@ -111,6 +122,7 @@ class Steps:
             upstream_url="http://127.0.0.1:9/v1/chat/completions",
             model_sent=model,
             proxy_instance="bench:1",
+            redactor=redactor,
         )
 
     def build_chunk(self) -> dict[str, Any]:
@@ -121,6 +133,7 @@ class Steps:
             data=SSE_FRAME,
             max_bytes=900 * 1024 - 4096,
             delivered=True,
+            redactor=self.redactor,
         )
 
     def build_completed(self) -> dict[str, Any]:

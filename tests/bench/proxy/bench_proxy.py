@@ -28,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from tests.bench.proxy.bench_capture_cost import PROSE
 from tests.bench.proxy.services import CLIENT_KEY, LOAD_CPU, Stack, cpu_seconds, pinned, rss_mb
 
 HERE = Path(__file__).resolve().parent
@@ -38,7 +39,8 @@ def request_body(size: int, *, stream: bool = False) -> bytes:
     head = b'{"model":"gpt-4o-mini","stream":' + (b"true" if stream else b"false")
     head += b',"messages":[{"role":"user","content":"'
     tail = b'"}]}'
-    return head + b"x" * max(0, size - len(head) - len(tail)) + tail
+    filler = max(0, size - len(head) - len(tail))
+    return head + (PROSE.encode() * (filler // len(PROSE) + 1))[:filler] + tail
 
 
 def run_wrk(url: str, body_file: Path, connections: int, duration_s: int) -> dict[str, Any]:
