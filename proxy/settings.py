@@ -121,6 +121,8 @@ class ProxySettings:
     dogstatsd_host: str | None = None
     dogstatsd_port: int = 8125
     tracing: bool = False
+    # Off only to price the capture in benchmarks (LOGORHYTHMS_CAPTURE=off): nothing is published.
+    capture: bool = True
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -201,6 +203,8 @@ class ProxySettings:
         values["tracing"] = bool(env.get("DD_AGENT_HOST") or env.get("DD_TRACE_AGENT_URL")) and (
             env.get("DD_TRACE_ENABLED", "true").lower() not in {"false", "0"}
         )
+        if env.get("LOGORHYTHMS_CAPTURE"):
+            values["capture"] = _on_off(env, "LOGORHYTHMS_CAPTURE", True)
         if env.get("LOGORHYTHMS_PORT"):
             values["port"] = _int(env, "LOGORHYTHMS_PORT", 8080)
         if env.get("LOGORHYTHMS_TRUSTED_PROXIES"):
@@ -223,6 +227,17 @@ def parse_networks(
 
 def _secret(value: str | None) -> Secret | None:
     return Secret(value) if value else None
+
+
+def _on_off(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in {"on", "true", "1"}:
+        return True
+    if raw in {"off", "false", "0"}:
+        return False
+    raise ConfigError(f"{name}={raw!r} must be on or off")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
