@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS exchanges_per_minute
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(minute)
-ORDER BY (minute, provider, model, endpoint, status_class, outcome, stream);
+ORDER BY (minute, provider, model, endpoint, status_class, outcome, stream)
+-- The view's blocks carry tokens derived from the exchanges insert's: dedup needs a window here too.
+SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS exchanges_per_minute_mv TO exchanges_per_minute AS
 SELECT
