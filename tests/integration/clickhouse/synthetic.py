@@ -239,9 +239,7 @@ async def produce(bootstrap: str, topic: str, messages: Sequence[tuple[str, byte
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
-        futures = [
-            await producer.send(topic, value, key=key.encode()) for key, value in messages
-        ]
+        futures = [await producer.send(topic, value, key=key.encode()) for key, value in messages]
         for future in futures:
             await future
     finally:

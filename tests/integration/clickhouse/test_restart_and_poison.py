@@ -51,7 +51,9 @@ async def test_a_row_clickhouse_rejects_is_dead_lettered_and_the_rest_loaded(
     kafka_bootstrap: str, topic: str, start_loader: LoaderFactory, clickhouse: ClickHouse
 ) -> None:
     now = _now_ms()
-    good = [Exchange(request_id=uuid7(now + i, f"good{i}"), received_at_ms=now + i) for i in range(6)]
+    good = [
+        Exchange(request_id=uuid7(now + i, f"good{i}"), received_at_ms=now + i) for i in range(6)
+    ]
     # A producer bug: an id that is no UUID. Avro takes any string; the tables' CHECK refuses it.
     bad = Exchange(request_id="not-a-uuid", received_at_ms=now, stream=False)
     messages = encoded([*good[:3], bad, *good[3:]])
