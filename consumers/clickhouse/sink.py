@@ -14,7 +14,6 @@ replay of the topic from offset 0) would otherwise insert a second row: Replacin
 collapse it at merge time, but the per-minute rollup view would already have counted it twice.
 """
 
-
 from __future__ import annotations
 
 import collections
