@@ -57,7 +57,7 @@ def captured_mix(now_ms: int) -> list[Exchange]:
             error_message="rate limited",
             usage=None,
             tool_call=None,
-        ),  # fmt: skip
+        ),
     ]
     starts = [today + i * 1000 for i in range(len(kinds))]
     starts[4] = today - 24 * HOUR_MS  # the stalled stream was yesterday
@@ -177,7 +177,7 @@ def _expected() -> dict[int, Check]:
                 ("gpt-4o-mini", 1, 17, 0),
                 ("gpt-4o-mini", 4, 68, 0),
             ]
-        ),  # fmt: skip
+        ),
         13: lambda rows, _: (
             rows == [{"model": "gpt-4o-mini", "cached": 8, "prompt": 24, "cached_share": 0.333}]
         ),
@@ -188,7 +188,7 @@ def _expected() -> dict[int, Check]:
                 ("You are a research agent.", 2, 3, 110),
                 ("You are Claude.", 0, 2, 80),
             ]
-        ),  # fmt: skip
+        ),
         15: lambda rows, _: (
             rows
             == [
@@ -208,7 +208,7 @@ def _expected() -> dict[int, Check]:
                 ("gpt-4o", "tool_calls", 2),
                 ("gpt-4o-mini", "stop", 5),
             ]
-        ),  # fmt: skip
+        ),
         17: lambda rows, _: (
             _pick(rows, "temperature", "max_tokens", "exchanges")
             == [(None, None, 5), (0.2, 256, 3), (0.7, 1024, 2)]
