@@ -159,7 +159,10 @@ def _expected() -> dict[int, Check]:
             == [(mix[9].request_id, 429), (mix[6].request_id, 200), (mix[5].request_id, 200)]
         ),
         6: lambda rows, _: rows == [{"exchanges": 7, "clients": 3}],
-        7: lambda rows, _: _pick(rows, "model_requested", "prompt_chars") == [("gpt-4o", 55)] * 3,
+        7: lambda rows, _: (
+            _pick(rows, "model_requested", "prompt_chars", "prompt_tokens")
+            == [("gpt-4o", 55, 40), ("gpt-4o", 55, 40), ("claude-3-5-sonnet", 20, 30)]
+        ),
         8: lambda rows, _: (
             _pick(rows, "model", "offered_tools", "called_tools", "tool_use_share")
             == [("claude-3-5-sonnet", 0, 0, 0), ("gpt-4o", 3, 2, 0.667), ("gpt-4o-mini", 0, 0, 0)]
