@@ -181,6 +181,10 @@ class ClickHouseSink:
 
     async def _not_yet_loaded(self, completed: list[Record]) -> list[Record]:
         """The completed events whose exchange row is not in ClickHouse yet (see the module doc)."""
+        # A producer that re-published (e.g. replaying its journal) can put one exchange's
+        # completed event twice into the same batch: assemble it once.
+        completed = list({r.event.record["request_id"]: r for r in reversed(completed)}.values())
+        completed.reverse()
         if not completed:
             return []
         ids = [r.event.record["request_id"] for r in completed]

@@ -110,3 +110,24 @@ async def test_replay_from_offset_zero_with_a_new_group_changes_nothing(
     assert (await clickhouse.rows("SELECT count() FROM exchanges"))[0][0] == 20
     assert await _rollup_total(clickhouse) == 20
     assert replay.sink.stats.already_loaded == 20
+
+
+async def test_a_completed_event_published_twice_in_one_batch_loads_one_exchange(
+    clickhouse: ClickHouse, database_url: str
+) -> None:
+    codec = Codec()
+    messages = encoded(_exchanges(2, "republished"), codec)
+    messages.append(messages[-1])  # the proxy's journal re-published the last completed event
+    records = [
+        Record("topic", 0, offset, key.encode(), value, codec.decode(value))
+        for offset, (key, value) in enumerate(messages)
+    ]
+    sink = ClickHouseSink(ClickHouse(database_url))
+    await sink.start()
+    try:
+        assert not (await sink.write(Batch.of(records))).rejected
+    finally:
+        await sink.stop()
+    assert (await clickhouse.rows("SELECT count() FROM exchanges"))[0][0] == 2
+    assert await _rollup_total(clickhouse) == 2
+    assert (await clickhouse.rows("SELECT count() FROM completions_raw FINAL"))[0][0] == 2

@@ -87,7 +87,8 @@ async def test_undecodable_bytes_are_dead_lettered_and_the_partition_moves_on(
     await loader.wait_records(len(messages))
 
     dead = await read_deadletters(kafka_bootstrap, topic, 2)
-    assert [value for value, _ in dead] == [value for _, value in garbage]
+    # Keyed like the source records, so they may sit on different dead-letter partitions.
+    assert sorted(value for value, _ in dead) == sorted(value for _, value in garbage)
     assert all(headers["reason"].startswith(b"undecodable") for _, headers in dead)
     rows = await clickhouse.rows("SELECT count() FROM exchanges")
     assert rows == [(2,)]
