@@ -4,7 +4,8 @@
 -- nearly monotonic inside each part; a minmax index on them prunes granules for time ranges.
 -- chunks_raw has no wall-clock column of its own: its index is on the time inside the UUIDv7.
 -- Lookups: bloom filters answer "all exchanges of this client / key / upstream request id"
--- without reading every granule.
+-- without reading every granule. ADD INDEX covers parts written from then on; a database that
+-- already held data needs `ALTER TABLE t MATERIALIZE INDEX name` once (a background mutation).
 --
 -- request_id must be a UUID: the raw tables partition by the time inside it, and a non-UUID id
 -- (a foreign or buggy producer) would land in a 1970 partition and break time order. ClickHouse
