@@ -132,6 +132,9 @@ class Runner:
             enable_idempotence=True,
         )
         async with contextlib.AsyncExitStack() as stack:
+            # Closes the consumer object even when a start-up step below fails (e.g. the sink
+            # refuses a too-new schema); stop() is idempotent, so the later push stays in charge.
+            stack.push_async_callback(self._consumer.stop)
             await self._start_with_retry(self._deadletter.start, "dead-letter producer")
             stack.push_async_callback(self._deadletter.stop)
             await self._sink.start()

@@ -22,13 +22,20 @@ def is_embedded(url: str) -> bool:
 
 
 def embedded_path(url: str) -> Path:
-    """The directory of a ``chdb://`` URL, absolute: ``chdb://data/x`` and ``chdb:///abs/x``."""
-    return Path(url[len(_EMBEDDED) :] or "data/clickhouse").resolve()
+    """The directory of a ``chdb://`` URL, absolute: ``chdb://data/x`` and ``chdb:///abs/x``.
+
+    A query string (``?database=name``, passed on to clickhouse-connect) is not part of the path.
+    """
+    path = url[len(_EMBEDDED) :].partition("?")[0]
+    return Path(path or "data/clickhouse").resolve()
 
 
 def normalize_clickhouse_url(url: str) -> str:
     """Embedded URLs with an absolute path, which is the only form clickhouse-connect parses."""
-    return f"{_EMBEDDED}{embedded_path(url)}" if is_embedded(url) else url
+    if not is_embedded(url):
+        return url
+    query = url.partition("?")[2]
+    return f"{_EMBEDDED}{embedded_path(url)}" + (f"?{query}" if query else "")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -35,6 +35,7 @@ _DATA_ERROR_CODES = frozenset(
         321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
         349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
         407,  # DECIMAL_OVERFLOW
+        469,  # VIOLATED_CONSTRAINT (a CHECK constraint of the table refuses the row)
     }
 )
 _OWN_FORMAT = re.compile(r"\bFORMAT\s+[A-Za-z][A-Za-z0-9]*\s*$", re.IGNORECASE)

@@ -8,6 +8,7 @@ import logging
 import signal
 
 from consumers.clickhouse.client import ClickHouse
+from consumers.clickhouse.migrate import SchemaTooNewError
 from consumers.clickhouse.sink import ClickHouseSink
 from consumers.clickhouse.sqlservice import serve_sql
 from consumers.datadog.statsd import StatsdEmitter, StatsdRunnerMetrics
@@ -65,4 +66,8 @@ async def run_loader(
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_loader(LoaderSettings.from_env()))
+    try:
+        asyncio.run(run_loader(LoaderSettings.from_env()))
+    except SchemaTooNewError as exc:
+        # Not a crash: an operator decision (upgrade the loader). Say so without a traceback.
+        raise SystemExit(f"logorhythms loader refuses to start: {exc}") from None

@@ -7,11 +7,17 @@ sub-batch tokens) and rejected alone; the rest of the batch is inserted.
 Exchange assembly needs the request and every chunk of the exchange. They usually arrived in this
 or a recent batch and are still in memory; otherwise (a restart mid-stream, a long stream) they
 are read back from the raw tables, which always hold everything committed so far.
+
+An exchange already present in `exchanges` is not loaded again. A redelivery with the same batch
+boundaries is deduplicated by its token anyway, but one with different boundaries (a rebalance, a
+replay of the topic from offset 0) would otherwise insert a second row: ReplacingMergeTree would
+collapse it at merge time, but the per-minute rollup view would already have counted it twice.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +53,7 @@ _READ_BACK_REQUESTS = (
     "SELECT " + ", ".join(_REQUEST_FIELDS) + " FROM requests_raw FINAL "  # noqa: S608 (constant columns)
     "WHERE request_id IN {ids:Array(String)}"
 )
+_LOADED = "SELECT DISTINCT request_id FROM exchanges WHERE request_id IN {ids:Array(String)}"
 _READ_BACK_CHUNKS = (
     "SELECT request_id, seq, offset_ns, data FROM chunks_raw FINAL "
     "WHERE request_id IN {ids:Array(String)} ORDER BY request_id, seq"
@@ -66,6 +73,7 @@ class _Open:
 class SinkStats:
     inserted_rows: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
     readbacks: int = 0
+    already_loaded: int = 0
     rejected: int = 0
     last_insert_ms: float = 0.0
 
@@ -107,10 +115,16 @@ class ClickHouseSink:
             r for r in by_type.get(EventType.COMPLETED, [])
             if r.event.record["request_id"] not in rejected_ids
         ]  # fmt: skip
+        completed = await self._not_yet_loaded(completed)
         if completed:
             rows = await self._exchange_rows(completed)
+            # Which exchanges are skipped can differ between two attempts at the same batch, so
+            # the token names the exact set: the same rows always get the same token, and a
+            # different set never inherits a token (or bisection sub-tokens) of another.
+            ids = "\n".join(sorted(r.event.record["request_id"] for r in completed))
+            digest = hashlib.sha256(ids.encode()).hexdigest()[:16]
             result.rejected += await self._insert(
-                "exchanges", EXCHANGE_COLUMNS, rows, completed, f"{batch.token}:exchanges"
+                "exchanges", EXCHANGE_COLUMNS, rows, completed, f"{batch.token}:exchanges:{digest}"
             )
         self.stats.rejected += len(result.rejected)
         return result
@@ -164,6 +178,26 @@ class ClickHouseSink:
         if entry is not None:
             self._open_bytes -= entry.bytes
         return entry
+
+    async def _not_yet_loaded(self, completed: list[Record]) -> list[Record]:
+        """The completed events whose exchange row is not in ClickHouse yet (see the module doc)."""
+        # A producer that re-published (e.g. replaying its journal) can put one exchange's
+        # completed event twice into the same batch: assemble it once.
+        completed = list({r.event.record["request_id"]: r for r in reversed(completed)}.values())
+        completed.reverse()
+        if not completed:
+            return []
+        ids = [r.event.record["request_id"] for r in completed]
+        try:
+            loaded = {row[0] for row in await self.clickhouse.rows(_LOADED, {"ids": ids})}
+        except ClickHouseError as exc:
+            raise SinkError(f"cannot check which exchanges are already loaded: {exc}") from exc
+        if not loaded:
+            return completed
+        self.stats.already_loaded += len(loaded)
+        for request_id in loaded:
+            self._take(request_id)  # a redelivered stream's parts are not needed again
+        return [r for r in completed if r.event.record["request_id"] not in loaded]
 
     async def _exchange_rows(self, completed: list[Record]) -> list[tuple[Any, ...]]:
         parts: dict[str, tuple[dict[str, Any] | None, list[ChunkIn]]] = {}

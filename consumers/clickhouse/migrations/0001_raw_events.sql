@@ -2,16 +2,18 @@
 -- identity collapses redeliveries that slip past insert deduplication (e.g. after a rebalance the
 -- batch boundaries, and so the tokens, differ); insert tokens stop ordinary retries from writing
 -- a second part at all. request_id is a UUIDv7 kept as text: its text order is time order, so the
--- primary key serves both point lookups and time ranges.
+-- primary key serves both point lookups and time ranges. Retention is indefinite: no TTL.
+-- Every column that carries payload bytes (bodies, chunk data, headers) is ZSTD-compressed; event
+-- times use Delta+ZSTD because they arrive nearly sorted.
 
 CREATE TABLE IF NOT EXISTS requests_raw
 (
     request_id String,
-    received_at DateTime64(6, 'UTC'),
+    received_at DateTime64(6, 'UTC') CODEC(Delta, ZSTD(1)),
     method LowCardinality(String),
     path String,
     query String,
-    headers Array(Tuple(name String, value String)),
+    headers Array(Tuple(name LowCardinality(String), value String)) CODEC(ZSTD(3)),
     peer_ip String,
     forwarded_for Nullable(String),
     client_ip String,
@@ -49,7 +51,9 @@ CREATE TABLE IF NOT EXISTS chunks_raw
     delivered Bool,
     kafka_partition UInt32,
     kafka_offset UInt64,
-    inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)
+    inserted_at DateTime64(3, 'UTC') DEFAULT now64(3),
+    -- The exchange's start, decoded from its UUIDv7: lets analysts filter chunks by time.
+    started_at DateTime64(3, 'UTC') ALIAS UUIDv7ToDateTime(toUUIDOrZero(request_id))
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(UUIDv7ToDateTime(toUUIDOrZero(request_id)))
@@ -59,13 +63,13 @@ SETTINGS non_replicated_deduplication_window = 10000;
 CREATE TABLE IF NOT EXISTS completions_raw
 (
     request_id String,
-    completed_at DateTime64(6, 'UTC'),
+    completed_at DateTime64(6, 'UTC') CODEC(Delta, ZSTD(1)),
     status UInt16,
     outcome LowCardinality(String),
-    error_type Nullable(String),
+    error_type LowCardinality(Nullable(String)),
     error_message Nullable(String),
     upstream_status UInt16,
-    response_headers Array(Tuple(name String, value String)),
+    response_headers Array(Tuple(name LowCardinality(String), value String)) CODEC(ZSTD(3)),
     ttfb_ns Nullable(UInt64),
     duration_ns UInt64,
     bytes_in UInt64,

@@ -1,11 +1,17 @@
 -- Exchange layer: one row per exchange with everything an analyst asks about, assembled by the
 -- loader from the raw events once the exchange's completed event arrives.
+--
+-- ReplacingMergeTree(loaded_at): should an exchange ever be loaded twice (the loader skips
+-- exchanges already present, so only a race can do it), the latest assembly wins at merge time and
+-- FINAL shows exactly one row per request_id. ORDER BY request_id (UUIDv7 text = time order) makes
+-- both "this exchange" and "this time range" cheap; received_at follows the key, so its minmax
+-- skip index (migration 0003) prunes granules for time filters.
 
 CREATE TABLE IF NOT EXISTS exchanges
 (
     request_id String,
-    received_at DateTime64(6, 'UTC'),
-    completed_at DateTime64(6, 'UTC'),
+    received_at DateTime64(6, 'UTC') CODEC(Delta, ZSTD(1)),
+    completed_at DateTime64(6, 'UTC') CODEC(Delta, ZSTD(1)),
     method LowCardinality(String),
     path String,
     endpoint LowCardinality(String),
@@ -17,12 +23,12 @@ CREATE TABLE IF NOT EXISTS exchanges
     model_responded LowCardinality(String),
     stream Bool,
     peer_ip String,
-    forwarded_for String,
+    forwarded_for String CODEC(ZSTD(1)),
     client_ip String,
-    user_agent String,
+    user_agent LowCardinality(String),
     client_key_fingerprint String,
-    request_headers Map(String, String),
-    response_headers Map(String, String),
+    request_headers Map(LowCardinality(String), String) CODEC(ZSTD(3)),
+    response_headers Map(LowCardinality(String), String) CODEC(ZSTD(3)),
     upstream_request_id String,
     request_body String CODEC(ZSTD(3)),
     request_body_size UInt64,
@@ -55,8 +61,8 @@ CREATE TABLE IF NOT EXISTS exchanges
     status UInt16,
     upstream_status UInt16,
     outcome LowCardinality(String),
-    error_type String,
-    error_message String,
+    error_type LowCardinality(String),
+    error_message String CODEC(ZSTD(3)),
     ttfb_ms Nullable(Float64),
     ttft_ms Nullable(Float64),
     duration_ms Float64,
@@ -70,9 +76,14 @@ CREATE TABLE IF NOT EXISTS exchanges
     sse_events UInt32,
     sse_parse_errors UInt32,
     done_marker Bool,
-    loaded_at DateTime64(3, 'UTC') DEFAULT now64(3)
+    loaded_at DateTime64(3, 'UTC') DEFAULT now64(3),
+    -- Derived, stored once at insert, never sent by the loader (not part of SELECT *).
+    client_ip_addr IPv6 MATERIALIZED toIPv6OrDefault(client_ip),
+    status_class UInt8 MATERIALIZED intDiv(status, 100),
+    model LowCardinality(String) MATERIALIZED
+        if(model_responded != '', model_responded, if(model_sent != '', model_sent, model_requested))
 )
-ENGINE = ReplacingMergeTree
+ENGINE = ReplacingMergeTree(loaded_at)
 PARTITION BY toYYYYMM(received_at)
 ORDER BY request_id
 SETTINGS non_replicated_deduplication_window = 10000;
