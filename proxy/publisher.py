@@ -48,6 +48,7 @@ class PublishStats:
     replayed: int = 0  # journal records acknowledged by Kafka
     dropped: int = 0
     send_failures: int = 0  # sends that failed or timed out and were journaled or retried
+    resent: int = 0  # journaled after a missed deadline, yet acknowledged later: sent twice
     spills: int = 0  # times the publisher switched from memory to the journal
 
     @property
@@ -84,7 +85,9 @@ class Publisher:
         self._idle = asyncio.Event()  # set whenever ``idle`` became true
         self._producer: AIOKafkaProducer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._in_flight: dict[asyncio.Future[object], _Event] = {}
+        # Handed to aiokafka, not yet acknowledged, in send order, with the time it was sent.
+        self._in_flight: dict[asyncio.Future[object], tuple[_Event, float]] = {}
+        self._producer_broken = False
         self._connected = False
         self._spilling = True  # until Kafka answers, events are safest on disk
         self._started = False
@@ -142,13 +145,14 @@ class Publisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        await self._close_producer()
+        await self._close_producer(flush=True)
         # What Kafka did not acknowledge is journaled: at worst re-sent once, never lost.
-        unacked = [event for future, event in self._in_flight.items() if not _succeeded(future)]
+        unacked = [sent[0] for future, sent in self._in_flight.items() if not _succeeded(future)]
+        self.stats.delivered += len(self._in_flight) - len(unacked)
         self._in_flight.clear()
-        for event in [*unacked, *self._queue]:
-            self._append(event)
-        self._queue.clear()
+        self._queue.extendleft(reversed(unacked))
+        if self._queue:
+            self._spill("shutting down before Kafka acknowledged everything")
         self.journal.close()
         self._connected = False
         self._started = False
@@ -167,6 +171,7 @@ class Publisher:
         self.stats.published += 1
         if not self._spilling and len(self._queue) + len(self._in_flight) < self._queue_max:
             self._queue.append((key, value, headers))
+            self._idle.clear()
             self._wakeup.set()
             return
         if not self._spilling:
@@ -186,23 +191,35 @@ class Publisher:
                     self.stats.dropped,
                 )
 
-    def _spill(self, reason: str, first: _Event | None = None) -> None:
+    def _spill(self, reason: str) -> None:
         """Switch to the journal; what still waits in memory goes first, to keep the order."""
         if not self._spilling:
             self._spilling = True
+            self._idle.clear()
             self.stats.spills += 1
             log.warning("Kafka is not keeping up (%s): journaling events to disk", reason)
-        if first is not None:
-            self._append(first)
         while self._queue:
             self._append(self._queue.popleft())
         self._wakeup.set()
+
+    def _abandon_in_flight(self, reason: str) -> None:
+        """Kafka did not confirm in time: journal every unconfirmed event (in send order, ahead of
+        the queue) and drop the producer, so its buffered batches are not sent a second time."""
+        unconfirmed = [event for event, _ in self._in_flight.values()]
+        self._in_flight.clear()
+        self._queue.extendleft(reversed(unconfirmed))
+        self._producer_broken = True
+        self._connected = False
+        self.stats.send_failures += 1
+        self._spill(reason)
 
     # -- the pump --------------------------------------------------------------------------------
 
     async def _run(self) -> None:
         delay = 0.2
         while True:
+            if self._producer_broken:
+                await self._close_producer(flush=False)
             if self._producer is None:
                 await self._connect()
             ok = await self._replay() if self._spilling else await self._send_from_memory()
@@ -230,12 +247,12 @@ class Publisher:
                     await producer.start()
             except (KafkaError, TimeoutError) as exc:
                 log.warning("Kafka not reachable at %s (%r); retrying", self._bootstrap, exc)
-                await _stop_producer(producer, self._kafka_timeout_s)
+                await _stop_producer(producer, flush_s=0)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             else:
                 self._producer = producer
-                self._connected = True
+                self._producer_broken = False
                 log.info("publishing to Kafka %s topic %s", self._bootstrap, self.topic)
                 return
 
@@ -251,36 +268,48 @@ class Publisher:
 
     async def _send_from_memory(self) -> bool:
         if not self._queue:
+            # Idle, or waiting for acknowledgements: wake up for new events, or when the oldest
+            # unacknowledged send passes its deadline (an idempotent aiokafka producer retries
+            # forever while the broker is away, so only our deadline notices).
+            oldest = next(iter(self._in_flight.values()), None)
             self._wakeup.clear()
-            await self._wakeup.wait()
-            return True
+            if oldest is None:
+                await self._wakeup.wait()
+                return True
+            overdue_in = oldest[1] + self._kafka_timeout_s - time.monotonic()
+            if overdue_in > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(overdue_in):
+                        await self._wakeup.wait()
+                return True
+            self._abandon_in_flight(f"no acknowledgement within {self._kafka_timeout_s:.1f}s")
+            return False
         event = self._queue.popleft()
         try:
             future = await self._send(event)
         except (KafkaError, TimeoutError) as exc:
-            self.stats.send_failures += 1
-            self._connected = False
-            self._spill(f"send failed: {exc!r}", first=event)
+            self._queue.appendleft(event)
+            self._abandon_in_flight(f"send failed: {exc!r}")
             return False
-        self._in_flight[future] = event
+        self._in_flight[future] = (event, time.monotonic())
         future.add_done_callback(self._on_delivery)
         return True
 
     def _on_delivery(self, future: asyncio.Future[object]) -> None:
-        event = self._in_flight.pop(future, None)
-        if event is None:
-            return  # stop() already journaled it
-        if _succeeded(future):
-            self.stats.delivered += 1
-            self._connected = True
-            if self.idle:
-                self._idle.set()
+        if future not in self._in_flight:
+            if _succeeded(future):
+                # Journaled when its deadline passed, yet Kafka took it after all: the replay
+                # will send it again (the raw tables' replacing keys absorb the copy).
+                self.stats.resent += 1
             return
-        self.stats.send_failures += 1
-        self._connected = False
-        # Only events already handed to aiokafka can end up here, so only they can land after a
-        # newer event of the same exchange (see docs/OPERATIONS.md, "ordering").
-        self._spill(f"delivery failed: {_failure(future)!r}", first=event)
+        if not _succeeded(future):
+            self._abandon_in_flight(f"delivery failed: {_failure(future)!r}")
+            return
+        del self._in_flight[future]
+        self.stats.delivered += 1
+        self._connected = True
+        if self.idle:
+            self._idle.set()
 
     async def _replay(self) -> bool:
         """Send the journal to Kafka in order; stop spilling once all of it is acknowledged.
@@ -288,15 +317,14 @@ class Publisher:
         Returns False after a failure (the caller backs off); the journal is rewound to the last
         acknowledged record, so nothing is skipped (a record may be sent twice, never lost).
         """
-        sent: collections.deque[tuple[Position, asyncio.Future[object]]] = collections.deque()
+        sent: collections.deque[tuple[Position, float, asyncio.Future[object]]] = (
+            collections.deque()
+        )
         cursor_saved = time.monotonic()
-        # The memory path's last sends must be acknowledged first, or replayed events overtake them.
-        while self._in_flight:
-            await asyncio.wait(set(self._in_flight))
         try:
             while True:
-                while sent and sent[0][1].done():
-                    position, future = sent.popleft()
+                while sent and sent[0][2].done():
+                    position, _, future = sent.popleft()
                     if not _succeeded(future):
                         raise _ReplayFailed(_failure(future))
                     self.journal.ack(position, 1)
@@ -311,15 +339,19 @@ class Publisher:
                 batch = self.journal.read(window - len(sent)) if len(sent) < window else []
                 for position, record in batch:
                     future = await self._send((record.key, record.value, record.headers))
-                    sent.append((position, future))
+                    sent.append((position, time.monotonic(), future))
                 if sent:
                     if not batch or len(sent) >= window:
-                        await asyncio.wait({sent[0][1]})
+                        overdue_in = sent[0][1] + self._kafka_timeout_s - time.monotonic()
+                        if overdue_in <= 0:
+                            raise _ReplayFailed(TimeoutError("no acknowledgement in time"))
+                        await asyncio.wait({sent[0][2]}, timeout=overdue_in)
                     continue
                 if not self.journal.has_unacked:
                     self._spilling = False
-                    self._idle.set()
                     self.journal.save_cursor()
+                    if self.idle:
+                        self._idle.set()
                     log.info("journal replayed into Kafka; publishing straight from memory again")
                     return True
                 self._wakeup.clear()
@@ -329,6 +361,7 @@ class Publisher:
         except (KafkaError, TimeoutError, _ReplayFailed) as exc:
             self.stats.send_failures += 1
             self._connected = False
+            self._producer_broken = True  # its buffered batches must not go out after the rewind
             log.warning("replaying the journal failed (%r); will retry from the last ack", exc)
             self.journal.rewind()
             return False
@@ -342,24 +375,43 @@ class Publisher:
             except OSError as exc:
                 log.error("journal fsync failed: %s", exc)
 
-    async def _close_producer(self) -> None:
+    async def _close_producer(self, *, flush: bool) -> None:
+        """Close the producer. ``flush``: give aiokafka a short chance to deliver what it holds
+        (at shutdown); without it (after a missed deadline, when those events are journaled
+        already) its buffered batches are discarded, so they cannot arrive twice."""
         producer, self._producer = self._producer, None
+        self._producer_broken = False
         if producer is not None:
-            # Give aiokafka a short chance to deliver what it holds, never more than the budget.
-            await _stop_producer(producer, min(2.0, self._stop_timeout_s))
+            await _stop_producer(producer, flush_s=min(2.0, self._stop_timeout_s) if flush else 0)
 
 
 class _ReplayFailed(Exception):
     pass
 
 
-async def _stop_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
-    # aiokafka's stop() can hang while the broker is away (aiokafka #1101); bound it ourselves.
+async def _stop_producer(producer: AIOKafkaProducer, *, flush_s: float) -> None:
+    """Stop a producer within ``flush_s``, then abort whatever it still holds.
+
+    aiokafka's ``stop()`` waits until every buffered batch is delivered, which never happens while
+    the broker is away (aiokafka #1101); and once interrupted, its sender task keeps retrying in
+    the background and would deliver those batches later. aiokafka has no public abort, so we
+    cancel its sender first; ``stop()`` then has nothing left to wait for.
+    """
+    if flush_s > 0:
+        try:
+            async with asyncio.timeout(flush_s):
+                await producer.stop()
+            return
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("Kafka producer did not flush within %.1fs (%r): aborting it", flush_s, exc)
+    sender = getattr(producer, "_sender", None)
     try:
-        async with asyncio.timeout(timeout_s):
-            await producer.stop()
+        async with asyncio.timeout(5.0):
+            if sender is not None:
+                await sender.close()
+            await producer.stop()  # with the sender gone it only closes the connections
     except (TimeoutError, KafkaError) as exc:
-        log.warning("Kafka producer did not stop cleanly within %.1fs: %r", timeout_s, exc)
+        log.error("could not abort the Kafka producer cleanly: %r", exc)
 
 
 def _succeeded(future: asyncio.Future[object]) -> bool:

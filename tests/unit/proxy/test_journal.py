@@ -114,7 +114,7 @@ def test_flipped_bit_ends_the_segment_and_later_segments_still_replay(tmp_path: 
     for i in range(30):
         journal.append(b"k", f"{i:02d}".encode() * 40)
     journal.close()
-    first, *rest = segment_paths(tmp_path)
+    first = segment_paths(tmp_path)[0]
     damaged = bytearray(first.read_bytes())
     damaged[97 + 50] ^= 0xFF  # inside the second record's payload (records are 97 bytes)
     first.write_bytes(bytes(damaged))
