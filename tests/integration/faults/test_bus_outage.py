@@ -4,7 +4,7 @@ One broker SIGKILL + restart for the whole scenario (the costly part on this mac
 - proxy A runs, with 8 slow SSE streams in flight, when the broker is SIGKILLed (B2);
 - proxy B is started *while* the broker is down (B1);
 - proxy C has a 4 MiB journal and gets more than that during the outage (B6);
-- traffic goes to all three during the outage, one request carries a body larger than an event may be (B9);
+- traffic goes to all three during the outage; one body is larger than an event may be (B9);
 - the broker comes back on the same port: the journals replay, the oracle must be exact for
   A and B, and for C exactly the events its ``dropped`` counter admits are missing.
 """
@@ -23,7 +23,7 @@ from deploy.local.kafka import KafkaBroker
 from proxy.app import PUBLISHER, SETTINGS, create_app
 from tests.integration.conftest import Pipeline, ProxyFactory, serve
 from tests.integration.faults.oracle import wait_reconciled
-from tests.integration.faults.traffic import Served, burst, call, get_json
+from tests.integration.faults.traffic import Served, burst, call, eventually, get_json
 
 pytestmark = pytest.mark.slow
 
@@ -54,8 +54,7 @@ async def test_kafka_outage_serves_clients_and_replays_everything_once(
             asyncio.create_task(call(session, p.proxy_url, stream=True, words=28, delay_ms=100))
             for _ in range(8)
         ]
-        while len(p.upstream.received) < 9:  # every stream has started
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(p.upstream.received) >= 9, what="all streams started")
 
         await asyncio.to_thread(kafka_broker.kill)
         kill_at = time.monotonic()

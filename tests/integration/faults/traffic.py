@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -83,3 +84,17 @@ async def wait_http_ok(url: str, *, timeout_s: float = 30.0) -> None:
 async def get_json(url: str) -> tuple[int, dict[str, object]]:
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         return response.status, orjson.loads(await response.read())
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], *, what: str, timeout_s: float = 30.0
+) -> None:
+    """Deadline-bounded poll: wait until ``check()`` is true, or fail saying what never happened."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result if isinstance(result, bool) else await result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s}s")
+        await asyncio.sleep(0.02)
