@@ -59,11 +59,13 @@ class Reconciliation:
 
     @property
     def dup_rows_raw(self) -> int:
-        return self.raw_rows - 2 * self.expected + self.chunk_dups_raw
+        """Rows beyond one per event, before ReplacingMergeTree collapses them."""
+        return self.raw_rows - self.with_request - self.with_terminal + self.chunk_dups_raw
 
     @property
     def dup_rows_final(self) -> int:
-        return self.final_rows - 2 * self.expected
+        """Rows beyond one per event even with FINAL: must be 0."""
+        return self.final_rows - self.with_request - self.with_terminal
 
     @property
     def exact(self) -> bool:

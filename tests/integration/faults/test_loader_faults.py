@@ -1,0 +1,171 @@
+"""The loader against poison records, a refusing ClickHouse and a full replay (P1, C1/C4, P4),
+and the negative control proving the oracle can fail."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+
+from consumers.clickhouse.client import ClickHouse
+from consumers.clickhouse.sink import ClickHouseSink
+from consumers.runner import Runner
+from consumers.settings import ConsumerSettings
+from schemas.codec import MAGIC
+from tests.integration.conftest import Pipeline
+from tests.integration.faults.oracle import reconcile, wait_reconciled
+from tests.integration.faults.traffic import burst, eventually
+
+CANARY = b"POISON-CANARY-5d1e"
+
+
+async def _dead_letters(p: Pipeline, count: int) -> list[ConsumerRecord[bytes, bytes]]:
+    consumer = AIOKafkaConsumer(
+        f"{p.topic}.deadletter", bootstrap_servers=p.bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    found: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(found) < count:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    found.extend(records)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def _committed(p: Pipeline) -> dict[TopicPartition, OffsetAndMetadata]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=p.bootstrap)
+    await admin.start()
+    try:
+        offsets: dict[TopicPartition, OffsetAndMetadata] = await admin.list_consumer_group_offsets(
+            f"{p.topic}-clickhouse"
+        )
+        return offsets
+    finally:
+        await admin.close()
+
+
+async def test_poison_records_are_dead_lettered_and_partitions_continue(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """P1: garbage, a wrong marker, an unknown schema and a corrupt body, in every partition."""
+    poison = [
+        b"\x00garbage " + CANARY,
+        b"XY" + os.urandom(8) + CANARY,
+        MAGIC + b"\xee" * 8 + CANARY,  # a schema fingerprint nobody knows
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=pipeline.bootstrap)
+    await producer.start()
+    sent: dict[tuple[int, int], bytes] = {}
+    try:
+        for partition in range(3):
+            for value in poison:
+                meta = await producer.send_and_wait(
+                    pipeline.topic, value, key=b"poison", partition=partition
+                )
+                sent[(meta.partition, meta.offset)] = value
+    finally:
+        await producer.stop()
+    served = await burst(pipeline.proxy_url, 12)  # after the poison, in every partition
+
+    result = await wait_reconciled(pipeline.clickhouse, [s.request_id for s in served])
+    assert result.exact, result
+    letters = await _dead_letters(pipeline, len(sent))
+    assert len(letters) == len(sent)
+    for letter in letters:
+        headers = {k: v.decode() for k, v in letter.headers}
+        position = (int(headers["source_partition"]), int(headers["source_offset"]))
+        assert letter.value == sent[position]  # the original bytes
+        assert headers["source_topic"] == pipeline.topic
+        assert headers["reason"].startswith("undecodable")
+    assert pipeline.runner.stats.deadlettered == len(sent)
+    assert CANARY.decode() not in caplog.text  # payloads never reach the logs
+
+
+async def test_clickhouse_refusing_inserts_pauses_without_commit_then_catches_up(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """C1/C4: the table is gone (DETACH) while events arrive: retry, no commit, no DLQ."""
+    warm = await burst(pipeline.proxy_url, 3)
+    assert (await wait_reconciled(pipeline.clickhouse, [s.request_id for s in warm])).exact
+    committed_before = await _committed(pipeline)
+    retries_before = pipeline.runner.stats.retries
+
+    await pipeline.clickhouse.command("DETACH TABLE completions_raw")
+    try:
+        served = await burst(pipeline.proxy_url, 10)
+        await eventually(
+            lambda: pipeline.runner.stats.retries >= retries_before + 3,
+            what="the loader retried the refused batch",
+        )
+        assert await _committed(pipeline) == committed_before  # nothing committed meanwhile
+    finally:
+        await pipeline.clickhouse.command("ATTACH TABLE completions_raw")
+
+    result = await wait_reconciled(pipeline.clickhouse, [s.request_id for s in [*warm, *served]])
+    assert result.exact, result
+    assert pipeline.runner.stats.deadlettered == 0
+    assert "paused, retrying the same batch" in caplog.text
+
+
+async def test_replay_from_offset_zero_with_a_new_group_changes_nothing(
+    pipeline: Pipeline, clickhouse_url: str
+) -> None:
+    """P4: a backfill re-reads the whole topic into tables that hold it already."""
+    served = [
+        *await burst(pipeline.proxy_url, 10),
+        *await burst(pipeline.proxy_url, 5, stream=True),
+    ]
+    ids = [s.request_id for s in served]
+    first = await wait_reconciled(pipeline.clickhouse, ids)
+    assert first.exact, first
+
+    replay = Runner(
+        settings=ConsumerSettings(
+            kafka_bootstrap_servers=pipeline.bootstrap,
+            topic=pipeline.topic,
+            group_id=f"{pipeline.topic}-backfill",
+            deadletter_topic=f"{pipeline.topic}.deadletter",
+            batch_max_age_s=0.2,
+        ),
+        sink=ClickHouseSink(ClickHouse(clickhouse_url)),
+    )
+    task = asyncio.create_task(replay.run())
+    try:
+        await eventually(
+            lambda: replay.stats.records >= pipeline.runner.stats.records,
+            what="the backfill read the whole topic",
+            timeout_s=60,
+        )
+    finally:
+        replay.request_stop()
+        await asyncio.wait_for(task, 30)
+    again = await reconcile(pipeline.clickhouse, ids)
+    print(f"after backfill: {again}; raw dup rows {again.dup_rows_raw}")
+    assert again.exact, again
+    assert again.with_terminal == first.with_terminal
+
+
+async def test_negative_control_the_oracle_sees_loss_and_duplicates(
+    pipeline: Pipeline,
+) -> None:
+    """The same batch inserted twice under two tokens is seen raw; a missing terminal is loss."""
+    ch = pipeline.clickhouse
+    ids = ["00000000-0000-7000-8000-00000000c0de", "00000000-0000-7000-8000-00000000c0df"]
+    requests = [(i, "POST", "/v1/chat/completions") for i in ids]
+    await ch.insert("requests_raw", requests, ("request_id", "method", "path"), dedup_token="nc-r")
+    await ch.insert("completions_raw", [(ids[0], 200)], ("request_id", "status"), dedup_token="a")
+    await ch.insert("completions_raw", [(ids[0], 200)], ("request_id", "status"), dedup_token="b")
+    result = await reconcile(ch, ids)
+    assert result.loss == 1  # ids[1] has no terminal event
+    assert result.dup_rows_raw == 1  # ids[0]'s terminal twice, before FINAL collapses it
+    assert not result.exact
+    # And a retry with the *same* token adds nothing (C2): the dedup the loader relies on.
+    await ch.insert("completions_raw", [(ids[0], 200)], ("request_id", "status"), dedup_token="b")
+    assert (await reconcile(ch, ids)).raw_rows == result.raw_rows
