@@ -213,6 +213,7 @@ async def _statsz(request: web.Request) -> web.Response:
         "journal_bytes": publisher.journal.size_bytes,
         "journal_dropped_full": journal.dropped_full,
         "journal_dropped_io_error": journal.dropped_io_error,
+        "journal_lost_buffered": journal.lost_buffered,
         "journal_corrupt_segments": journal.corrupt_segments,
         "journal_corrupt_bytes": journal.corrupt_bytes,
         "journal_fsyncs": journal.fsyncs,

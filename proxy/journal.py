@@ -75,7 +75,8 @@ class JournalStats:
     appended: int = 0
     acknowledged: int = 0
     dropped_full: int = 0
-    dropped_io_error: int = 0
+    dropped_io_error: int = 0  # refused by a failing disk (append returned False)
+    lost_buffered: int = 0  # appended, then lost when the disk failed before they were written
     corrupt_segments: int = 0
     corrupt_bytes: int = 0
     fsyncs: int = 0
@@ -148,6 +149,10 @@ class Journal:
         self._segments: list[_Segment] = []  # oldest first; the last one may be the writer's
         self._writer: _Writer | None = None
         self._unsynced: list[BinaryIO] = []  # retired segment files not fsynced yet
+        # Record boundaries of the writer's segment not yet known to be in the file: after a
+        # failed write they tell exactly which records were lost and where to cut.
+        self._unflushed_ends: list[int] = []
+        self._flushed_end = 0
         self._lock = threading.Lock()  # between append/flush (loop) and sync (worker thread)
         self._lock_file: BinaryIO | None = None
         self._acked = Position(0, 0)
@@ -242,9 +247,11 @@ class Journal:
                 writer = self._writable(len(data))
                 writer.file.write(data)
             except OSError as exc:
+                self.stats.dropped_io_error += 1
                 self._failed_io(exc)
                 return False
             writer.segment.end += len(data)
+            self._unflushed_ends.append(writer.segment.end)
         self._io_failed = False
         self.stats.appended += 1
         return True
@@ -258,6 +265,7 @@ class Journal:
                 return writer  # a record bigger than a segment gets a segment of its own
             writer.file.flush()
             self._unsynced.append(writer.file)
+        self._unflushed_ends, self._flushed_end = [], 0
         path = self.directory / f"{self._next_id:020d}{_SEGMENT_SUFFIX}"
         file = path.open("xb", buffering=self._buffer_bytes)
         segment = _Segment(self._next_id, path, 0)
@@ -267,26 +275,29 @@ class Journal:
         return self._writer
 
     def _failed_io(self, exc: OSError) -> None:
-        """A full or failing disk: count the loss, and start a fresh segment next time."""
-        self.stats.dropped_io_error += 1
+        """A full or failing disk: cut the segment back to its last whole record that reached the
+        file, count the buffered records that did not, and start a fresh segment next time."""
         if not self._io_failed:
             log.error("journal write failed (%s): events are being dropped", exc)
         self._io_failed = True
         writer, self._writer = self._writer, None
         if writer is None:
             return
-        # What the buffer held is lost; cut the segment back to what surely reached the file so
-        # the reader never meets a torn record.
         with contextlib.suppress(OSError):
-            writer.file.close()
-        with contextlib.suppress(OSError):
+            writer.file.close()  # its buffer is lost with it
+        try:
             on_disk = writer.segment.path.stat().st_size
-            lost = writer.segment.end - on_disk
-            if lost > 0:
-                self.stats.dropped_io_error += 1  # at least one more record; bytes are exact
-                log.error("journal lost %d buffered bytes on a failed write", lost)
-            writer.segment.end = min(writer.segment.end, on_disk)
-            os.truncate(writer.segment.path, writer.segment.end)
+        except OSError:
+            on_disk = self._flushed_end
+        keep = max([self._flushed_end, *(e for e in self._unflushed_ends if e <= on_disk)])
+        lost = sum(1 for e in self._unflushed_ends if e > keep)
+        self._unflushed_ends, self._flushed_end = [], 0
+        writer.segment.end = keep
+        with contextlib.suppress(OSError):
+            os.truncate(writer.segment.path, keep)  # no torn record for the reader to meet
+        if lost:
+            self.stats.lost_buffered += lost
+            log.error("journal lost %d buffered events on the failed write", lost)
 
     def flush(self) -> None:
         """Hand buffered records to the OS (cheap; no fsync), so readers and crashes see them."""
@@ -298,6 +309,9 @@ class Journal:
                 writer.file.flush()
             except OSError as exc:
                 self._failed_io(exc)
+            else:
+                self._flushed_end = writer.segment.end
+                self._unflushed_ends = []
 
     def sync(self) -> None:
         """Make everything appended so far durable. Safe to call from a worker thread."""

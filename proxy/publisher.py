@@ -370,6 +370,7 @@ class Publisher:
         """fsync the journal every interval, off the event loop."""
         while True:
             await asyncio.sleep(self._fsync_interval_s)
+            self.journal.flush()  # in the loop, where a failed write is handled
             try:
                 await asyncio.to_thread(self.journal.sync)
             except OSError as exc:

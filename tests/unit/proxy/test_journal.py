@@ -145,3 +145,65 @@ def test_sync_makes_appends_visible_on_disk(tmp_path: Path) -> None:
     assert segment.stat().st_size > 100
     assert journal.stats.fsyncs == 1
     journal.close()
+
+
+_FULL_DISK_SCRIPT = """
+import resource, sys
+from pathlib import Path
+from proxy.journal import Journal
+
+limit = 20_000
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+journal = Journal(Path(sys.argv[1]), max_bytes=1 << 20, segment_bytes=1 << 16, buffer_bytes=4096)
+journal.open()
+# A per-file size limit makes the kernel refuse writes with EFBIG: a full disk, for real.
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+accepted = []
+unhealthy = False
+for i in range(200):
+    value = b"%04d" % i * 25
+    if journal.append(b"k", value):
+        accepted.append(value)
+    journal.flush()
+    unhealthy = unhealthy or not journal.healthy
+print("unhealthy", unhealthy)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space freed
+for i in range(200, 210):
+    value = b"%04d" % i * 25
+    assert journal.append(b"k", value)
+    accepted.append(value)
+journal.sync()
+lost = journal.stats.lost_buffered
+readable = [r.value for _, r in journal.read(10_000)]
+survivors = [v for v in accepted if v in set(readable)]
+print("dropped", journal.stats.dropped_io_error, "lost", lost)
+print("accepted", len(accepted), "readable", len(readable), "in_order", readable == survivors)
+print("all_accounted", len(accepted) - lost == len(readable))
+print("corrupt", journal.stats.corrupt_segments)
+journal.close()
+"""
+
+
+def test_full_disk_drops_are_counted_and_the_rest_replays_after_space_is_freed(
+    tmp_path: Path,
+) -> None:
+    """B7 on a real kernel refusal (EFBIG from RLIMIT_FSIZE in a child process)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_SCRIPT, str(tmp_path / "journal")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[3],
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert out["unhealthy"] == "True"
+    dropped, lost = int(out["dropped"].split()[0]), int(out["dropped"].split()[2])
+    assert dropped + lost > 0  # refusals and buffered losses were counted
+    assert out["all_accounted"] == "True"  # accepted - lost == replayable, exactly
+    assert out["accepted"].endswith("in_order True")
+    assert out["corrupt"] == "0"  # the torn tail was cut, never left for the reader
