@@ -208,6 +208,7 @@ async def _statsz(request: web.Request) -> web.Response:
         "events_replayed": stats.replayed,
         "events_dropped": stats.dropped,
         "events_in_memory": publisher.in_memory,
+        "events_resent": stats.resent,
         "kafka_send_failures": stats.send_failures,
         "journal_spills": stats.spills,
         "journal_bytes": publisher.journal.size_bytes,

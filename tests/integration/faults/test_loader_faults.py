@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -21,6 +23,7 @@ from tests.integration.faults.oracle import reconcile, wait_reconciled
 from tests.integration.faults.traffic import burst, eventually
 
 CANARY = b"POISON-CANARY-5d1e"
+OPERATIONS_DOC = Path(__file__).resolve().parents[3] / "docs" / "OPERATIONS.md"
 
 
 async def _dead_letters(p: Pipeline, count: int) -> list[ConsumerRecord[bytes, bytes]]:
@@ -158,8 +161,10 @@ async def test_negative_control_the_oracle_sees_loss_and_duplicates(
     """The same batch inserted twice under two tokens is seen raw; a missing terminal is loss."""
     ch = pipeline.clickhouse
     ids = ["00000000-0000-7000-8000-00000000c0de", "00000000-0000-7000-8000-00000000c0df"]
-    requests = [(i, "POST", "/v1/chat/completions") for i in ids]
-    await ch.insert("requests_raw", requests, ("request_id", "method", "path"), dedup_token="nc-r")
+    now = datetime.now(UTC)
+    requests = [(i, now, "POST", "/v1/chat/completions") for i in ids]
+    columns = ("request_id", "received_at", "method", "path")
+    await ch.insert("requests_raw", requests, columns, dedup_token=f"nc-{now}")
     await ch.insert("completions_raw", [(ids[0], 200)], ("request_id", "status"), dedup_token="a")
     await ch.insert("completions_raw", [(ids[0], 200)], ("request_id", "status"), dedup_token="b")
     result = await reconcile(ch, ids)
@@ -169,3 +174,12 @@ async def test_negative_control_the_oracle_sees_loss_and_duplicates(
     # And a retry with the *same* token adds nothing (C2): the dedup the loader relies on.
     await ch.insert("completions_raw", [(ids[0], 200)], ("request_id", "status"), dedup_token="b")
     assert (await reconcile(ch, ids)).raw_rows == result.raw_rows
+
+    # The reconciliation queries of docs/OPERATIONS.md run, and see these rows.
+    doc = await asyncio.to_thread(OPERATIONS_DOC.read_text)
+    block = doc.split("### Reconciliation")[1].split("```sql")[1].split("```")[0]
+    queries = [q for q in block.split(";") if q.strip()]
+    assert len(queries) == 3
+    orphans, duplicates, _ = [await ch.rows(q) for q in queries]
+    assert any(row[2] >= 1 for row in orphans)  # ids[1] has no completed event
+    assert dict(duplicates)["completions"] >= 1
