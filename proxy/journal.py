@@ -159,6 +159,7 @@ class Journal:
         self._read_at = Position(0, 0)
         self._reader: tuple[int, BinaryIO] | None = None
         self._next_id = 1
+        self._size = 0  # bytes in all segments, kept as a running total for the hot path
         self._io_failed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -187,6 +188,7 @@ class Journal:
         for path in sorted(self.directory.glob(f"*{_SEGMENT_SUFFIX}")):
             with contextlib.suppress(ValueError):
                 self._segments.append(_Segment(int(path.stem), path, path.stat().st_size))
+        self._size = sum(segment.end for segment in self._segments)
         self._read_at = self._acked = self._load_cursor()
         self._next_id = max([self._acked.segment, *(s.id for s in self._segments)]) + 1
         if self._segments:
@@ -220,7 +222,7 @@ class Journal:
 
     @property
     def size_bytes(self) -> int:
-        return sum(s.end for s in self._segments)
+        return self._size
 
     @property
     def has_unacked(self) -> bool:
@@ -239,7 +241,7 @@ class Journal:
     def append(self, key: bytes, value: bytes, headers: Headers | None = None) -> bool:
         """Add one record at the end. False (and counted) when the cap or the disk refuses it."""
         data = encode_record(key, value, headers)
-        if self.size_bytes + len(data) > self._max_bytes:
+        if self._size + len(data) > self._max_bytes:
             self.stats.dropped_full += 1
             return False
         with self._lock:
@@ -251,6 +253,7 @@ class Journal:
                 self._failed_io(exc)
                 return False
             writer.segment.end += len(data)
+            self._size += len(data)
             self._unflushed_ends.append(writer.segment.end)
         self._io_failed = False
         self.stats.appended += 1
@@ -292,6 +295,7 @@ class Journal:
         keep = max([self._flushed_end, *(e for e in self._unflushed_ends if e <= on_disk)])
         lost = sum(1 for e in self._unflushed_ends if e > keep)
         self._unflushed_ends, self._flushed_end = [], 0
+        self._size -= writer.segment.end - keep
         writer.segment.end = keep
         with contextlib.suppress(OSError):
             os.truncate(writer.segment.path, keep)  # no torn record for the reader to meet
@@ -441,6 +445,7 @@ class Journal:
         with contextlib.suppress(FileNotFoundError):
             segment.path.unlink()
         self._segments.remove(segment)
+        self._size -= segment.end
 
     def _close_reader(self) -> None:
         if self._reader is not None:
