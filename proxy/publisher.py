@@ -147,6 +147,8 @@ class Publisher:
         self._tasks.clear()
         await self._close_producer(flush=True)
         # What Kafka did not acknowledge is journaled: at worst re-sent once, never lost.
+        for future in self._in_flight:
+            future.remove_done_callback(self._on_delivery)  # settled here, once
         unacked = [sent[0] for future, sent in self._in_flight.items() if not _succeeded(future)]
         self.stats.delivered += len(self._in_flight) - len(unacked)
         self._in_flight.clear()
@@ -218,11 +220,18 @@ class Publisher:
     async def _run(self) -> None:
         delay = 0.2
         while True:
-            if self._producer_broken:
-                await self._close_producer(flush=False)
-            if self._producer is None:
-                await self._connect()
-            ok = await self._replay() if self._spilling else await self._send_from_memory()
+            try:
+                if self._producer_broken:
+                    await self._close_producer(flush=False)
+                if self._producer is None:
+                    await self._connect()
+                ok = await self._replay() if self._spilling else await self._send_from_memory()
+            except Exception:  # a bug here must not stop capture: start over with a new producer
+                log.exception("Kafka publisher failed unexpectedly; restarting it")
+                self.stats.send_failures += 1
+                self._abandon_in_flight("publisher error")
+                self.journal.rewind()  # records read but not acknowledged are read again
+                ok = False
             if ok:
                 delay = 0.2
                 continue
