@@ -1,23 +1,28 @@
-"""The loader against poison records, a refusing ClickHouse and a full replay (P1, C1/C4, P4),
-and the negative control proving the oracle can fail."""
+"""The loader against poison records, a refusing ClickHouse, a full replay and an older writer
+schema (P1, C1/C4, P4, P3), and the negative control proving the oracle can fail."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+import fastavro
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+from fastavro.schema import parse_schema
 
 from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.sink import ClickHouseSink
 from consumers.runner import Runner
 from consumers.settings import ConsumerSettings
-from schemas.codec import MAGIC
+from deploy.local.kafka import create_topic
+from schemas import Codec, EventType
+from schemas.codec import MAGIC, SCHEMA_DIR, load_schema, schema_fingerprint
 from tests.integration.conftest import Pipeline
 from tests.integration.faults.oracle import reconcile, wait_reconciled
 from tests.integration.faults.traffic import burst, eventually
@@ -183,3 +188,83 @@ async def test_negative_control_the_oracle_sees_loss_and_duplicates(
     orphans, duplicates, _ = [await ch.rows(q) for q in queries]
     assert any(row[2] >= 1 for row in orphans)  # ids[1] has no completed event
     assert dict(duplicates)["completions"] >= 1
+
+
+async def _exchange_events(
+    p: Pipeline, request_id: str, codec: Codec
+) -> list[ConsumerRecord[bytes, bytes]]:
+    consumer = AIOKafkaConsumer(
+        p.topic, bootstrap_servers=p.bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    found: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        async with asyncio.timeout(20):
+            while not any(codec.decode(r.value).type is EventType.COMPLETED for r in found):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    found += [r for r in records if r.key == request_id.encode()]
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_events_from_an_older_writer_schema_load_with_defaults(
+    pipeline: Pipeline, clickhouse_url: str
+) -> None:
+    """P3, consumer side: a producer still on an older chunk schema (before ``truncated`` and
+    ``delivered`` existed) while the loader runs the current one."""
+    [original] = await burst(pipeline.proxy_url, 1, stream=True, words=6)
+    current = load_schema(SCHEMA_DIR / "chunk.avsc")
+    old = {**current, "fields": [f for f in current["fields"]
+                                 if f["name"] not in ("truncated", "delivered")]}  # fmt: skip
+    old_parsed = parse_schema(old)
+    codec = Codec(extra_writer_schemas=[old])
+    new_id = "01900000-0000-7000-8000-000000000033"
+    replayed: list[tuple[bytes, bytes]] = []
+    for record in await _exchange_events(pipeline, original.request_id, codec):
+        event = codec.decode(record.value)
+        fields = {**event.record, "request_id": new_id}
+        if event.type is EventType.CHUNK:  # re-written by the old producer
+            body = io.BytesIO()
+            fastavro.schemaless_writer(body, old_parsed, fields)
+            value = MAGIC + schema_fingerprint(old) + body.getvalue()
+        else:
+            value = codec.encode(event.type, fields)
+        replayed.append((new_id.encode(), value))
+
+    topic = f"{pipeline.topic}-p3"
+    await create_topic(pipeline.bootstrap, topic, partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=pipeline.bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value in replayed:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+    runner = Runner(
+        settings=ConsumerSettings(
+            kafka_bootstrap_servers=pipeline.bootstrap,
+            topic=topic,
+            group_id=f"{topic}-clickhouse",
+            deadletter_topic=f"{topic}.deadletter",
+            batch_max_age_s=0.2,
+        ),
+        sink=ClickHouseSink(ClickHouse(clickhouse_url)),
+        codec=codec,
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        result = await wait_reconciled(pipeline.clickhouse, [new_id])
+    finally:
+        runner.request_stop()
+        await asyncio.wait_for(task, 30)
+    assert result.exact, result
+    assert runner.stats.deadlettered == 0
+    rows = await pipeline.clickhouse.rows(
+        "SELECT delivered, truncated, data FROM chunks_raw FINAL WHERE request_id = {id:String} "
+        "ORDER BY seq",
+        {"id": new_id},
+        binary_columns=("data",),
+    )
+    assert all(delivered and not truncated for delivered, truncated, _ in rows)  # the defaults
+    assert b"".join(data for _, _, data in rows) == original.body
