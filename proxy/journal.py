@@ -185,6 +185,7 @@ class Journal:
                 "give every proxy its own LOGORHYTHMS_JOURNAL_DIR"
             ) from None
         self._lock_file = lock_file
+        self._segments = []
         for path in sorted(self.directory.glob(f"*{_SEGMENT_SUFFIX}")):
             with contextlib.suppress(ValueError):
                 self._segments.append(_Segment(int(path.stem), path, path.stat().st_size))
@@ -204,14 +205,19 @@ class Journal:
         if self._lock_file is None:
             return
         self._close_reader()
-        with contextlib.suppress(OSError):
+        try:
             self.sync()
+        except OSError as exc:
+            log.error("journal fsync at close failed: %s; the last records may not be durable", exc)
         for file in self._unsynced:  # only left when the fsync above failed
             file.close()
         self._unsynced = []
         writer, self._writer = self._writer, None
         if writer is not None:
-            writer.file.close()
+            try:
+                writer.file.close()
+            except OSError as exc:  # the fsync above failed too, and said so
+                log.error("closing the journal segment %s failed: %s", writer.segment.path, exc)
             if writer.segment.end == 0:
                 self._delete(writer.segment)
         self._save_cursor()

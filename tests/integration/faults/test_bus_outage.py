@@ -27,10 +27,10 @@ from tests.integration.faults.traffic import Served, burst, call, eventually, ge
 
 pytestmark = pytest.mark.slow
 
-KAFKA_TIMEOUT_S = 2.0
+KAFKA_TIMEOUT_S = 3.0
 # Extra latency a client may see from capture while Kafka is down, on this shared 2-core machine
 # (the proxy never waits for Kafka, so a stall would show as >= KAFKA_TIMEOUT_S).
-LAT_BUDGET_S = 1.0
+LAT_BUDGET_S = 1.0  # over the same burst measured with Kafka healthy
 
 
 async def _events_in_clickhouse(p: Pipeline, ids: list[str]) -> int:
@@ -50,6 +50,7 @@ async def test_kafka_outage_serves_clients_and_replays_everything_once(
     settings = p.proxy_app[SETTINGS]
     async with aiohttp.ClientSession() as session:
         warm = await call(session, p.proxy_url)  # proxy A is connected and publishing
+        baseline = await burst(p.proxy_url, 30)  # the latency to compare with
         streams = [
             asyncio.create_task(call(session, p.proxy_url, stream=True, words=28, delay_ms=100))
             for _ in range(8)
@@ -104,15 +105,16 @@ async def test_kafka_outage_serves_clients_and_replays_everything_once(
             await runner_c.cleanup()
 
     # Clients: every call served normally, none waited for Kafka.
-    everything = [warm, *served_streams, *during, big, *flood]
+    everything = [warm, *baseline, *served_streams, *during, big, *flood]
     assert all(s.status == 200 for s in everything)
-    worst = max(s.ttfb_s for s in [*during, *flood])
-    assert worst < LAT_BUDGET_S, f"a client waited {worst:.2f}s during the outage"
+    before, worst = max(s.ttfb_s for s in baseline), max(s.ttfb_s for s in during)
+    print(f"worst TTFB with Kafka healthy {before:.3f}s, during the outage {worst:.3f}s")
+    assert worst < before + LAT_BUDGET_S, f"a client waited {worst:.2f}s during the outage"
     for s in served_streams:
         assert s.body.endswith(b"data: [DONE]\n\n")
 
     # ClickHouse: A and B exactly once, chunks contiguous, stream bytes as the clients got them.
-    ids = [s.request_id for s in [warm, *served_streams, *during, big]]
+    ids = [s.request_id for s in [warm, *baseline, *served_streams, *during, big]]
     result = await wait_reconciled(p.clickhouse, ids, timeout_s=60)
     print(f"outage {outage_s:.1f}s; {result}; raw dup rows {result.dup_rows_raw}")
     assert result.exact, result
