@@ -227,13 +227,22 @@ async def _statsz(request: web.Request) -> web.Response:
 
 
 def _counters(app: web.Application) -> dict[str, int]:
-    stats = app[PUBLISHER].stats
+    publisher = app[PUBLISHER]
+    stats, journal = publisher.stats, publisher.journal
     return {
         "logorhythms.proxy.served": app[FORWARDER].served,
-        "logorhythms.proxy.publish.enqueued": stats.enqueued,
-        "logorhythms.proxy.publish.failed": stats.failed,
+        "logorhythms.proxy.publish.enqueued": stats.published,
+        "logorhythms.proxy.publish.failed": stats.send_failures,
         "logorhythms.proxy.publish.dropped": stats.dropped,
-        "logorhythms.proxy.publish.in_flight": stats.in_flight,
+        "logorhythms.proxy.publish.in_flight": publisher.in_memory,
+        "logorhythms.proxy.publish.journaled": stats.journaled,
+        "logorhythms.proxy.publish.replayed": stats.replayed,
+        # Exact for what this process journaled; an earlier run's leftovers show in the bytes.
+        "logorhythms.proxy.journal.depth_events": max(
+            0, stats.journaled - stats.replayed - journal.stats.lost_buffered
+        ),
+        "logorhythms.proxy.journal.bytes": journal.size_bytes,
+        "logorhythms.proxy.journal.degraded": int(publisher.degraded),
     }
 
 
