@@ -100,6 +100,7 @@ async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
         Path(settings.journal_dir),
         max_bytes=settings.journal_max_bytes,
         segment_bytes=settings.journal_segment_bytes,
+        topic=settings.topic,
     )
     publisher = Publisher(
         bootstrap_servers=settings.kafka_bootstrap_servers,

@@ -42,6 +42,7 @@ _PAYLOAD_HEADER = struct.Struct(">HIH")  # key length, value length, header coun
 _HEADER_ITEM = struct.Struct(">HI")  # header name length, header value length
 _SEGMENT_SUFFIX = ".seg"
 _CURSOR = "cursor"
+_TOPIC = "topic"
 _LOCK = ".lock"
 # A record can never be larger than this; a bigger length field means the bytes are damaged.
 _MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -134,6 +135,7 @@ class Journal:
         max_bytes: int = 1024**3,
         segment_bytes: int = 64 * 1024**2,
         buffer_bytes: int = 256 * 1024,
+        topic: str = "",
     ) -> None:
         if segment_bytes > max_bytes:
             raise JournalError(
@@ -142,6 +144,7 @@ class Journal:
                 "LOGORHYTHMS_JOURNAL_MAX_BYTES"
             )
         self.directory = directory
+        self.topic = topic  # where the records are bound; a journal never replays elsewhere
         self.stats = JournalStats()
         self._max_bytes = max_bytes
         self._segment_bytes = segment_bytes
@@ -190,6 +193,7 @@ class Journal:
             with contextlib.suppress(ValueError):
                 self._segments.append(_Segment(int(path.stem), path, path.stat().st_size))
         self._size = sum(segment.end for segment in self._segments)
+        self._claim_topic()
         self._read_at = self._acked = self._load_cursor()
         self._next_id = max([self._acked.segment, *(s.id for s in self._segments)]) + 1
         if self._segments:
@@ -199,6 +203,25 @@ class Journal:
                 len(self._segments),
                 self.size_bytes,
             )
+
+    def _claim_topic(self) -> None:
+        """Records carry no topic: refuse to replay an earlier run's records into another one."""
+        path = self.directory / _TOPIC
+        try:
+            previous = path.read_text().strip()
+        except FileNotFoundError:
+            previous = self.topic
+        if self._segments and previous != self.topic:
+            self._segments = []
+            assert self._lock_file is not None
+            self._lock_file.close()
+            self._lock_file = None
+            raise JournalError(
+                f"journal directory {self.directory} holds events for topic {previous!r}, not "
+                f"{self.topic!r}: set LOGORHYTHMS_TOPIC={previous} until it has been replayed, or "
+                "give this proxy another LOGORHYTHMS_JOURNAL_DIR"
+            )
+        path.write_text(self.topic + "\n")
 
     def close(self) -> None:
         """Flush, fsync, remember the replay cursor and release the directory."""

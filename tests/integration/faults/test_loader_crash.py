@@ -107,25 +107,43 @@ async def test_rebalance_mid_stream_loses_nothing(pipeline: Pipeline, clickhouse
         batch_max_age_s=0.2,
     )
     second = Runner(settings=settings, sink=ClickHouseSink(ClickHouse(clickhouse_url)))
-    traffic = asyncio.create_task(_steady_traffic(pipeline.proxy_url, rounds=12))
-    await eventually(lambda: pipeline.runner.stats.records > 0, what="first loader busy")
+    traffic = _SteadyTraffic(pipeline.proxy_url)
+    traffic_task = asyncio.create_task(traffic.run())
     second_task = asyncio.create_task(second.run())
     try:
+        await eventually(lambda: pipeline.runner.stats.records > 0, what="first loader busy")
         await asyncio.wait_for(second.ready.wait(), 60)
-        await eventually(lambda: second.stats.records > 0, what="second loader got partitions")
+        # Traffic keeps flowing until the rebalance has handed partitions to the second loader.
+        await eventually(
+            lambda: second.stats.records > 0, what="second loader got partitions", timeout_s=60
+        )
         pipeline.runner.request_stop()  # the first leaves mid-stream (its partitions move)
-        served = await traffic
+        rounds = traffic.rounds
+        await eventually(lambda: traffic.rounds >= rounds + 3, what="traffic after the leave")
+        traffic.stop.set()
+        served = await traffic_task
         result = await wait_reconciled(pipeline.clickhouse, [s.request_id for s in served])
     finally:
+        traffic.stop.set()
         second.request_stop()
         await asyncio.wait_for(second_task, 30)
+        await asyncio.gather(traffic_task, return_exceptions=True)
     print(f"after rebalances: {result}; raw dup rows {result.dup_rows_raw}")
     assert result.exact, result
 
 
-async def _steady_traffic(url: str, *, rounds: int) -> list[Any]:
-    served = []
-    for _ in range(rounds):
-        served += await burst(url, 3)
-        served += await burst(url, 2, stream=True, words=6, delay_ms=20)
-    return served
+class _SteadyTraffic:
+    """Small bursts, non-streaming and streaming, until told to stop."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.stop = asyncio.Event()
+        self.rounds = 0
+
+    async def run(self) -> list[Any]:
+        served = []
+        while not self.stop.is_set():
+            served += await burst(self.url, 3)
+            served += await burst(self.url, 2, stream=True, words=6, delay_ms=20)
+            self.rounds += 1
+        return served

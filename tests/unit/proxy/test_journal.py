@@ -207,3 +207,21 @@ def test_full_disk_drops_are_counted_and_the_rest_replays_after_space_is_freed(
     assert out["all_accounted"] == "True"  # accepted - lost == replayable, exactly
     assert out["accepted"].endswith("in_order True")
     assert out["corrupt"] == "0"  # the torn tail was cut, never left for the reader
+
+
+def test_records_are_never_replayed_into_another_topic(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, topic="exchanges-a")
+    journal.open()
+    journal.append(b"k", b"for a")
+    journal.close()
+    other = Journal(tmp_path, topic="exchanges-b")
+    with pytest.raises(JournalError, match="holds events for topic 'exchanges-a'"):
+        other.open()
+    same = Journal(tmp_path, topic="exchanges-a")
+    same.open()  # the lock was released by the refusal
+    read = same.read(10)
+    same.ack(read[-1][0], len(read))
+    same.close()
+    drained = Journal(tmp_path, topic="exchanges-b")
+    drained.open()  # an empty journal may change hands
+    drained.close()
