@@ -89,7 +89,7 @@ class Publisher:
         self._in_flight: dict[asyncio.Future[object], tuple[_Event, float]] = {}
         self._producer_broken = False
         self._connected = False
-        self._spilling = True  # until Kafka answers, events are safest on disk
+        self._spilling = False
         self._started = False
 
     # -- state -----------------------------------------------------------------------------------
@@ -118,7 +118,10 @@ class Publisher:
         if self._started:
             return
         self.journal.open()
+        # Until Kafka answers, events are safest on disk (anything queued before start goes first).
         self._spilling = True
+        while self._queue:
+            self._append(self._queue.popleft())
         self._started = True
         for name, coro in (("kafka-publisher", self._run()), ("journal-sync", self._sync_loop())):
             task = asyncio.create_task(coro, name=name)
