@@ -217,20 +217,22 @@ async def test_events_from_an_older_writer_schema_load_with_defaults(
     current = load_schema(SCHEMA_DIR / "chunk.avsc")
     old = {**current, "fields": [f for f in current["fields"]
                                  if f["name"] not in ("truncated", "delivered")]}  # fmt: skip
-    old_parsed = parse_schema(old)
     codec = Codec(extra_writer_schemas=[old])
     new_id = "01900000-0000-7000-8000-000000000033"
     replayed: list[tuple[bytes, bytes]] = []
     for record in await _exchange_events(pipeline, original.request_id, codec):
         event = codec.decode(record.value)
         fields = {**event.record, "request_id": new_id}
-        if event.type is EventType.CHUNK:  # re-written by the old producer
-            body = io.BytesIO()
-            fastavro.schemaless_writer(body, old_parsed, fields)
-            value = MAGIC + schema_fingerprint(old) + body.getvalue()
-        else:
-            value = codec.encode(event.type, fields)
-        replayed.append((new_id.encode(), value))
+        # Chunks re-written by the old producer, the rest by the current schemas (fastavro, as
+        # the decoded records hold datetimes).
+        writer = (
+            old
+            if event.type is EventType.CHUNK
+            else load_schema(SCHEMA_DIR / f"{event.type.value}.avsc")
+        )
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, parse_schema(writer), fields)
+        replayed.append((new_id.encode(), MAGIC + schema_fingerprint(writer) + body.getvalue()))
 
     topic = f"{pipeline.topic}-p3"
     await create_topic(pipeline.bootstrap, topic, partitions=1)
