@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from consumers.faultpoint import fault_point
 from consumers.settings import ConsumerSettings
 from consumers.sink import (
     Batch,
@@ -217,12 +218,14 @@ class Runner:
         retries_before = self.stats.retries
         started = time.monotonic()
         started_ns = time.time_ns()
+        await fault_point("before_insert")
         # Written even when empty: a stateful sink then still says what may be committed.
         result = await self._write_with_retry(batch)
         write_ms = (time.monotonic() - started) * 1000
         poison.extend((_as_consumer_record(item.record), item.reason) for item in result.rejected)
         if poison:
             await self._dead_letter(poison)
+        await fault_point("before_commit")
         await self._commit(pending, result.commit)
         if self._tracing is not None:
             self._tracing.delivered(
@@ -367,13 +370,26 @@ class Runner:
             offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(offset, metadata)
         if not offsets:
             return
-        try:
-            await self._consumer.commit(offsets)
-            self._committed.update({tp: meta.offset for tp, meta in offsets.items()})
-        except CommitFailedError as exc:
-            # We lost these partitions in a rebalance; the new owner re-reads from the last
-            # commit and the raw tables' replacing keys absorb the overlap.
-            log.warning("commit after a rebalance failed, records will be redelivered: %s", exc)
+        delay = self._settings.retry_initial_backoff_s
+        while True:
+            try:
+                await self._consumer.commit(offsets)
+                self._committed.update({tp: meta.offset for tp, meta in offsets.items()})
+                return
+            except CommitFailedError as exc:
+                # We lost these partitions in a rebalance; the new owner re-reads from the last
+                # commit and the raw tables' replacing keys absorb the overlap.
+                log.warning("commit after a rebalance failed, records will be redelivered: %s", exc)
+                return
+            except KafkaError as exc:
+                # The broker or coordinator is away. The batch is in the sink already: retrying
+                # the commit keeps its redelivery (same batch, same insert token) unnecessary.
+                if not exc.retriable or self._stop.is_set():
+                    log.warning("could not commit (%r); the batch will be redelivered", exc)
+                    return
+                log.warning("commit failed (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.retry_max_backoff_s)
 
 
 def _as_consumer_record(record: Record) -> ConsumerRecord[bytes, bytes]:

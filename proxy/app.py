@@ -2,12 +2,16 @@
 
 Cleanup contexts unwind in reverse order *after* in-flight handlers have finished, so the Kafka
 producer is flushed and closed only once the last exchange has published its completed event.
+Shutdown (SIGTERM): readiness turns "draining", the listener closes, in-flight exchanges get
+``shutdown_timeout_s`` to finish, then the publisher gets ``publish_shutdown_timeout_s`` to hand
+everything to Kafka; what Kafka did not acknowledge by then is fsynced in the journal.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import orjson
 from aiohttp import web
@@ -16,6 +20,7 @@ from proxy import telemetry
 from proxy.errors import openai_error_body
 from proxy.forward import Forwarder
 from proxy.guard import HTTP_SERVER_LOG, REJECTION, Guard
+from proxy.journal import Journal
 from proxy.publisher import Publisher
 from proxy.routing import Endpoint, Router, passthrough_path_ok
 from proxy.settings import ProxySettings
@@ -45,6 +50,7 @@ SETTINGS = web.AppKey("settings", ProxySettings)
 PUBLISHER = web.AppKey("publisher", Publisher)
 FORWARDER = web.AppKey("forwarder", Forwarder)
 GUARD = web.AppKey("guard", Guard)
+DRAINING = web.AppKey("draining", list[bool])  # a one-element flag, set on shutdown
 
 
 def create_app(settings: ProxySettings) -> web.Application:
@@ -63,6 +69,8 @@ def create_app(settings: ProxySettings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[GUARD] = Guard(settings)
+    app[DRAINING] = [False]
+    app.on_shutdown.append(_drain)
     app.cleanup_ctx.append(_publisher_ctx)
     app.cleanup_ctx.append(_forwarder_ctx)
     if settings.tracing:
@@ -88,11 +96,20 @@ def create_app(settings: ProxySettings) -> web.Application:
 
 async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    journal = Journal(
+        Path(settings.journal_dir),
+        max_bytes=settings.journal_max_bytes,
+        segment_bytes=settings.journal_segment_bytes,
+        topic=settings.topic,
+    )
     publisher = Publisher(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topic=settings.topic,
+        journal=journal,
         queue_max=settings.publish_queue_max,
+        kafka_timeout_s=settings.kafka_timeout_s,
         stop_timeout_s=settings.publish_shutdown_timeout_s,
+        fsync_interval_s=settings.journal_fsync_interval_ms / 1000,
     )
     await publisher.start()
     app[PUBLISHER] = publisher
@@ -158,24 +175,51 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _drain(app: web.Application) -> None:
+    app[DRAINING][0] = True
+    log.info("shutting down: no new connections; finishing in-flight exchanges")
+
+
 async def _readyz(request: web.Request) -> web.Response:
+    """Ready, or degraded (Kafka away, events journaled: still serving, so still 200), or
+    draining (shutting down: 503 so a balancer stops sending)."""
     publisher = request.app[PUBLISHER]
-    ready = publisher.connected
+    if request.app[DRAINING][0]:
+        status = "draining"
+    else:
+        status = "degraded" if publisher.degraded else "ready"
     return web.json_response(
-        {"status": "ready" if ready else "degraded", "kafka_connected": ready},
-        status=200 if ready else 503,
+        {
+            "status": status,
+            "kafka_connected": publisher.connected,
+            "journal_healthy": publisher.journal.healthy,
+        },
+        status=503 if status == "draining" else 200,
     )
 
 
 async def _statsz(request: web.Request) -> web.Response:
-    stats = request.app[PUBLISHER].stats
+    publisher = request.app[PUBLISHER]
+    stats, journal = publisher.stats, publisher.journal.stats
     body = {
         "served": request.app[FORWARDER].served,
-        "events_enqueued": stats.enqueued,
+        "events_published": stats.published,
         "events_delivered": stats.delivered,
-        "events_failed": stats.failed,
+        "events_journaled": stats.journaled,
+        "events_replayed": stats.replayed,
         "events_dropped": stats.dropped,
-        "events_in_flight": stats.in_flight,
+        "events_in_memory": publisher.in_memory,
+        "events_resent": stats.resent,
+        "kafka_send_failures": stats.send_failures,
+        "journal_spills": stats.spills,
+        "journal_bytes": publisher.journal.size_bytes,
+        "journal_dropped_full": journal.dropped_full,
+        "journal_dropped_io_error": journal.dropped_io_error,
+        "journal_lost_buffered": journal.lost_buffered,
+        "journal_corrupt_segments": journal.corrupt_segments,
+        "journal_corrupt_bytes": journal.corrupt_bytes,
+        "journal_fsyncs": journal.fsyncs,
+        "degraded": publisher.degraded,
         "rejected_overload": request.app[GUARD].stats.rejected_overload,
         "rejected_rate_limit": request.app[GUARD].stats.rejected_rate_limit,
         "rejected_invalid": request.app[GUARD].stats.rejected_invalid,
@@ -184,13 +228,22 @@ async def _statsz(request: web.Request) -> web.Response:
 
 
 def _counters(app: web.Application) -> dict[str, int]:
-    stats = app[PUBLISHER].stats
+    publisher = app[PUBLISHER]
+    stats, journal = publisher.stats, publisher.journal
     return {
         "logorhythms.proxy.served": app[FORWARDER].served,
-        "logorhythms.proxy.publish.enqueued": stats.enqueued,
-        "logorhythms.proxy.publish.failed": stats.failed,
+        "logorhythms.proxy.publish.enqueued": stats.published,
+        "logorhythms.proxy.publish.failed": stats.send_failures,
         "logorhythms.proxy.publish.dropped": stats.dropped,
-        "logorhythms.proxy.publish.in_flight": stats.in_flight,
+        "logorhythms.proxy.publish.in_flight": publisher.in_memory,
+        "logorhythms.proxy.publish.journaled": stats.journaled,
+        "logorhythms.proxy.publish.replayed": stats.replayed,
+        # Exact for what this process journaled; an earlier run's leftovers show in the bytes.
+        "logorhythms.proxy.journal.depth_events": max(
+            0, stats.journaled - stats.replayed - journal.stats.lost_buffered
+        ),
+        "logorhythms.proxy.journal.bytes": journal.size_bytes,
+        "logorhythms.proxy.journal.degraded": int(publisher.degraded),
     }
 
 

@@ -100,9 +100,20 @@ class ProxySettings:
     # How long one write to the client may wait for it to read before the client is dropped.
     client_write_timeout_s: float = 60.0
     upstream_pool_size: int = 1000
+    # Events waiting for Kafka in memory; beyond this they spill to the journal.
     publish_queue_max: int = 100_000
+    # Deadline for every aiokafka call (start, send, delivery), which can hang without one.
+    kafka_timeout_s: float = 10.0
+    # After in-flight exchanges finished: how long Kafka may take to acknowledge the rest before
+    # it stays in the journal for the next start.
     publish_shutdown_timeout_s: float = 10.0
+    # How long in-flight exchanges may run after SIGTERM (aiohttp's shutdown_timeout).
     shutdown_timeout_s: float = 30.0
+    journal_dir: str = "./data/journal"
+    journal_max_bytes: int = 1024**3
+    journal_segment_bytes: int = 64 * 1024**2
+    # The journal is fsynced this often: a machine crash loses at most this much of the spill.
+    journal_fsync_interval_ms: int = 200
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # Abuse limits (docs/OPERATIONS.md, "Security and abuse"). A connection must deliver a whole
     # request head within header_timeout_s of opening (or of its previous response): slowloris.
@@ -134,6 +145,19 @@ class ProxySettings:
             raise ConfigError(
                 f"default provider {self.default_provider!r} is not configured; set "
                 f"default_provider ([proxy] in the config file) to one of {', '.join(names)}"
+            )
+        if self.journal_segment_bytes > self.journal_max_bytes:
+            raise ConfigError(
+                "LOGORHYTHMS_JOURNAL_SEGMENT_BYTES must not exceed LOGORHYTHMS_JOURNAL_MAX_BYTES"
+            )
+        if self.journal_segment_bytes < 2 * self.max_event_bytes:
+            raise ConfigError(
+                "LOGORHYTHMS_JOURNAL_SEGMENT_BYTES must hold at least two of the largest events "
+                f"({2 * self.max_event_bytes} bytes)"
+            )
+        if self.journal_fsync_interval_ms < 1 or self.kafka_timeout_s <= 0:
+            raise ConfigError(
+                "LOGORHYTHMS_JOURNAL_FSYNC_MS and LOGORHYTHMS_KAFKA_TIMEOUT_S must be positive"
             )
         if self.max_event_bytes >= 1024 * 1024:
             raise ConfigError("max_event_bytes must stay below Kafka's 1 MiB message limit")
@@ -203,6 +227,20 @@ class ProxySettings:
         values["tracing"] = bool(env.get("DD_AGENT_HOST") or env.get("DD_TRACE_AGENT_URL")) and (
             env.get("DD_TRACE_ENABLED", "true").lower() not in {"false", "0"}
         )
+        # Durability: the publisher's deadlines and the journal (docs/OPERATIONS.md, Guarantees).
+        for name, key, parse in (
+            ("LOGORHYTHMS_PUBLISH_QUEUE_MAX", "publish_queue_max", _int),
+            ("LOGORHYTHMS_KAFKA_TIMEOUT_S", "kafka_timeout_s", _float),
+            ("LOGORHYTHMS_PUBLISH_SHUTDOWN_TIMEOUT_S", "publish_shutdown_timeout_s", _float),
+            ("LOGORHYTHMS_SHUTDOWN_TIMEOUT_S", "shutdown_timeout_s", _float),
+            ("LOGORHYTHMS_JOURNAL_MAX_BYTES", "journal_max_bytes", _int),
+            ("LOGORHYTHMS_JOURNAL_SEGMENT_BYTES", "journal_segment_bytes", _int),
+            ("LOGORHYTHMS_JOURNAL_FSYNC_MS", "journal_fsync_interval_ms", _int),
+        ):
+            if env.get(name):
+                values[key] = parse(env, name, 0)
+        if env.get("LOGORHYTHMS_JOURNAL_DIR"):
+            values["journal_dir"] = env["LOGORHYTHMS_JOURNAL_DIR"]
         if env.get("LOGORHYTHMS_CAPTURE"):
             values["capture"] = _on_off(env, "LOGORHYTHMS_CAPTURE", True)
         if env.get("LOGORHYTHMS_PORT"):
@@ -248,3 +286,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None

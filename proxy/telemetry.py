@@ -30,11 +30,15 @@ PROXY_METRICS = {
     "logorhythms.proxy.publish.failed": "count",
     "logorhythms.proxy.publish.dropped": "count",
     "logorhythms.proxy.publish.in_flight": "gauge",
+    "logorhythms.proxy.publish.journaled": "count",
+    "logorhythms.proxy.publish.replayed": "count",
+    "logorhythms.proxy.journal.depth_events": "gauge",
+    "logorhythms.proxy.journal.bytes": "gauge",
+    "logorhythms.proxy.journal.degraded": "gauge",
 }
-# Named now, sent once the publisher reports acknowledgement times and the on-disk journal exists.
+# Named now, sent once the publisher reports acknowledgement times.
 RESERVED_PROXY_METRICS = {
     "logorhythms.proxy.publish.latency_ms": "distribution",
-    "logorhythms.proxy.journal.depth_events": "gauge",
 }
 
 _inject: Callable[[], Headers | None] | None = None

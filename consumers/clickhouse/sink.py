@@ -37,6 +37,7 @@ from consumers.clickhouse.rows import (
     request_row,
 )
 from consumers.exchange.assemble import ChunkIn
+from consumers.faultpoint import fault_point
 from consumers.sink import Batch, Record, Rejected, SinkError, WriteResult
 from schemas import EventType
 
@@ -109,6 +110,7 @@ class ClickHouseSink:
             result.rejected += await self._insert(
                 table, columns, rows, records, f"{batch.token}:{table}"
             )
+        await fault_point("mid_insert")
         rejected_ids = {r.record.event.record["request_id"] for r in result.rejected}
         self._remember(by_type.get(EventType.REQUEST, []), by_type.get(EventType.CHUNK, []))
         completed = [

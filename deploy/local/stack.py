@@ -114,6 +114,7 @@ def up(*, data_dir: str = "data") -> int:
         asyncio.run(create_topic(bootstrap, f"{topic}.deadletter", partitions=1))
         env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
         env.setdefault("CLICKHOUSE_URL", f"chdb://{root / 'clickhouse'}")
+        env.setdefault("LOGORHYTHMS_JOURNAL_DIR", str(root / "journal"))
         env.setdefault("LOGORHYTHMS_FINGERPRINT_KEY", _fingerprint_key(root))
 
         configured = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LOGORHYTHMS_CONFIG")

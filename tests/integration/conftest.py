@@ -112,14 +112,25 @@ ProxyFactory = Callable[..., Awaitable[Pipeline]]
 
 @pytest.fixture
 async def pipeline_factory(
-    kafka_bootstrap: str, unique_topic: str, fake_upstream: FakeUpstream, clickhouse_url: str
+    kafka_bootstrap: str,
+    unique_topic: str,
+    fake_upstream: FakeUpstream,
+    clickhouse_url: str,
+    tmp_path: Path,
 ) -> AsyncIterator[ProxyFactory]:
-    """Builds a pipeline; keyword arguments override ProxySettings fields (providers too)."""
+    """Builds a pipeline; keyword arguments override ProxySettings fields (providers too).
+
+    Each proxy gets its own journal directory under the test's tmp_path unless one is given.
+    """
     await create_topic(kafka_bootstrap, unique_topic, partitions=3)
     stack = contextlib.AsyncExitStack()
+    built = 0
 
     async def build(**overrides: Any) -> Pipeline:
+        nonlocal built
+        built += 1
         values: dict[str, Any] = {
+            "journal_dir": str(tmp_path / f"journal-{built}"),
             "providers": (
                 Provider(
                     name="openai",

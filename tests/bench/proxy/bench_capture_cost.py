@@ -13,13 +13,16 @@ import argparse
 import asyncio
 import io
 import json
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import fastavro
 
 from proxy import capture
+from proxy.journal import Journal
 from proxy.publisher import Publisher
 from schemas import Codec, EventType
 
@@ -88,7 +91,12 @@ class Steps:
         self.codec = Codec()
         self.fingerprinter = capture.Fingerprinter(b"k" * 32)
         self.body = body_of(body_size)
-        self.publisher = Publisher(bootstrap_servers="127.0.0.1:1", topic="bench")
+        # Never started: publish() measures the in-memory path (no journal file is written).
+        self.publisher = Publisher(
+            bootstrap_servers="127.0.0.1:1",
+            topic="bench",
+            journal=Journal(Path(tempfile.gettempdir()) / "logorhythms-bench-journal"),
+        )
         self.headers = [(k, v) for k, v in CLIENT_HEADERS]
         self.redactor = self.fingerprinter.redactor(self.headers, "", ("sk-bench-service",))
         self.chunk_parsed = self.codec._current[EventType.CHUNK][1]

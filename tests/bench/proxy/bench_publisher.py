@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from deploy.local.kafka import KafkaBroker, create_topic, ensure_kafka_jars
+from proxy.journal import Journal
 from proxy.publisher import Publisher
 from schemas import EventType
 from tests.bench.proxy.bench_capture_cost import Steps
@@ -166,7 +167,11 @@ def main() -> None:
                     topic = f"bench_pub_{round_no}_{len(results[name])}_{name[:4].strip()}"
                     asyncio.run(create_topic(bootstrap, topic, partitions=3))
                     publisher: Publisher | BatchingPublisher = (
-                        Publisher(bootstrap_servers=bootstrap, topic=topic)
+                        Publisher(
+                            bootstrap_servers=bootstrap,
+                            topic=topic,
+                            journal=Journal(Path(tmp) / f"journal-{topic}"),
+                        )
                         if name.startswith("Publisher")
                         else BatchingPublisher(bootstrap, topic)
                     )

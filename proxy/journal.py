@@ -1,0 +1,504 @@
+"""The proxy's durable spool: an append-only, checksummed, size-capped journal on local disk.
+
+Events go here when Kafka is down or slow, and are read back in order when it returns. This module
+is pure file I/O (no Kafka): the publisher decides when to spill, what to replay, and acknowledges
+what Kafka took.
+
+Layout: a directory of segment files ``<id:020d>.seg``; each is a sequence of records
+``[u32 length][u32 crc32(payload)][payload]`` with payload = key, value and headers,
+length-prefixed. A ``cursor`` file remembers how far replay has been acknowledged, so a restart
+does not re-send what Kafka already holds. A segment is deleted only once every record in it was
+acknowledged.
+
+Durability: ``append()`` writes into a user-space buffer on the caller's thread (microseconds, no
+syscall on most calls); ``sync()`` -- called by the publisher every ``fsync_interval`` from a worker
+thread -- hands the buffer to the OS and fsyncs. So a process crash (SIGKILL) loses only what was
+still in the buffer, and a machine crash loses at most the last fsync interval. Both windows are
+stated in docs/OPERATIONS.md.
+
+Damage: a record whose length or checksum does not match (a torn write at a crash, a bad disk)
+ends the readable part of its segment: the rest of that segment is counted as corrupt and skipped,
+never replayed. Appending never writes into an old segment: every start opens a fresh one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+log = logging.getLogger(__name__)
+
+_RECORD_HEADER = struct.Struct(">II")  # payload length, crc32 of payload
+_PAYLOAD_HEADER = struct.Struct(">HIH")  # key length, value length, header count
+_HEADER_ITEM = struct.Struct(">HI")  # header name length, header value length
+_SEGMENT_SUFFIX = ".seg"
+_CURSOR = "cursor"
+_TOPIC = "topic"
+_LOCK = ".lock"
+# A record can never be larger than this; a bigger length field means the bytes are damaged.
+_MAX_RECORD_BYTES = 64 * 1024 * 1024
+
+Headers = list[tuple[str, bytes]]
+
+
+class JournalError(Exception):
+    """The journal directory cannot be used; the message says what to fix."""
+
+    retriable = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalRecord:
+    key: bytes
+    value: bytes
+    headers: Headers | None
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """Where a record ends: acknowledging a position acknowledges everything before it."""
+
+    segment: int
+    offset: int
+
+
+@dataclass(slots=True)
+class JournalStats:
+    appended: int = 0
+    acknowledged: int = 0
+    dropped_full: int = 0
+    dropped_io_error: int = 0  # refused by a failing disk (append returned False)
+    lost_buffered: int = 0  # appended, then lost when the disk failed before they were written
+    corrupt_segments: int = 0
+    corrupt_bytes: int = 0
+    fsyncs: int = 0
+
+
+@dataclass(slots=True)
+class _Segment:
+    id: int
+    path: Path
+    end: int  # bytes of complete records written to the OS (or buffered, for the active one)
+    corrupt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Writer:
+    segment: _Segment
+    file: BinaryIO
+
+
+def encode_record(key: bytes, value: bytes, headers: Headers | None) -> bytes:
+    parts = [_PAYLOAD_HEADER.pack(len(key), len(value), len(headers or ())), key, value]
+    for name, data in headers or ():
+        raw = name.encode()
+        parts += [_HEADER_ITEM.pack(len(raw), len(data)), raw, data]
+    payload = b"".join(parts)
+    return _RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def decode_payload(payload: bytes) -> JournalRecord:
+    key_len, value_len, count = _PAYLOAD_HEADER.unpack_from(payload, 0)
+    at = _PAYLOAD_HEADER.size
+    key = payload[at : at + key_len]
+    at += key_len
+    value = payload[at : at + value_len]
+    at += value_len
+    headers: Headers = []
+    for _ in range(count):
+        name_len, data_len = _HEADER_ITEM.unpack_from(payload, at)
+        at += _HEADER_ITEM.size
+        name = payload[at : at + name_len].decode()
+        at += name_len
+        headers.append((name, payload[at : at + data_len]))
+        at += data_len
+    return JournalRecord(key=key, value=value, headers=headers if count else None)
+
+
+class Journal:
+    """One process's spool directory. Not thread-safe except ``sync()``, which may run in a worker
+    thread while the event loop appends."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int = 1024**3,
+        segment_bytes: int = 64 * 1024**2,
+        buffer_bytes: int = 256 * 1024,
+        topic: str = "",
+    ) -> None:
+        if segment_bytes > max_bytes:
+            raise JournalError(
+                f"journal segment size ({segment_bytes} bytes) exceeds the journal cap "
+                f"({max_bytes} bytes); lower LOGORHYTHMS_JOURNAL_SEGMENT_BYTES or raise "
+                "LOGORHYTHMS_JOURNAL_MAX_BYTES"
+            )
+        self.directory = directory
+        self.topic = topic  # where the records are bound; a journal never replays elsewhere
+        self.stats = JournalStats()
+        self._max_bytes = max_bytes
+        self._segment_bytes = segment_bytes
+        self._buffer_bytes = buffer_bytes
+        self._segments: list[_Segment] = []  # oldest first; the last one may be the writer's
+        self._writer: _Writer | None = None
+        self._unsynced: list[BinaryIO] = []  # retired segment files not fsynced yet
+        # Record boundaries of the writer's segment not yet known to be in the file: after a
+        # failed write they tell exactly which records were lost and where to cut.
+        self._unflushed_ends: list[int] = []
+        self._flushed_end = 0
+        self._lock = threading.Lock()  # between append/flush (loop) and sync (worker thread)
+        self._lock_file: BinaryIO | None = None
+        self._acked = Position(0, 0)
+        self._read_at = Position(0, 0)
+        self._reader: tuple[int, BinaryIO] | None = None
+        self._next_id = 1
+        self._size = 0  # bytes in all segments, kept as a running total for the hot path
+        self._io_failed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Take the directory (one proxy per journal) and find what an earlier run left."""
+        if self._lock_file is not None:
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            lock_file = (self.directory / _LOCK).open("ab")
+        except OSError as exc:
+            raise JournalError(
+                f"cannot use journal directory {self.directory}: {exc}; "
+                "set LOGORHYTHMS_JOURNAL_DIR to a writable local directory"
+            ) from exc
+        try:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.close()
+            raise JournalError(
+                f"journal directory {self.directory} is in use by another proxy process; "
+                "give every proxy its own LOGORHYTHMS_JOURNAL_DIR"
+            ) from None
+        self._lock_file = lock_file
+        self._segments = []
+        for path in sorted(self.directory.glob(f"*{_SEGMENT_SUFFIX}")):
+            with contextlib.suppress(ValueError):
+                self._segments.append(_Segment(int(path.stem), path, path.stat().st_size))
+        self._size = sum(segment.end for segment in self._segments)
+        self._claim_topic()
+        self._read_at = self._acked = self._load_cursor()
+        self._next_id = max([self._acked.segment, *(s.id for s in self._segments)]) + 1
+        if self._segments:
+            log.warning(
+                "journal %s holds %d segment(s), %d bytes from an earlier run: replaying them",
+                self.directory,
+                len(self._segments),
+                self.size_bytes,
+            )
+
+    def _claim_topic(self) -> None:
+        """Records carry no topic: refuse to replay an earlier run's records into another one."""
+        path = self.directory / _TOPIC
+        try:
+            previous = path.read_text().strip()
+        except FileNotFoundError:
+            previous = self.topic
+        if self._segments and previous != self.topic:
+            self._segments = []
+            assert self._lock_file is not None
+            self._lock_file.close()
+            self._lock_file = None
+            raise JournalError(
+                f"journal directory {self.directory} holds events for topic {previous!r}, not "
+                f"{self.topic!r}: set LOGORHYTHMS_TOPIC={previous} until it has been replayed, or "
+                "give this proxy another LOGORHYTHMS_JOURNAL_DIR"
+            )
+        path.write_text(self.topic + "\n")
+
+    def close(self) -> None:
+        """Flush, fsync, remember the replay cursor and release the directory."""
+        if self._lock_file is None:
+            return
+        self._close_reader()
+        try:
+            self.sync()
+        except OSError as exc:
+            log.error("journal fsync at close failed: %s; the last records may not be durable", exc)
+        for file in self._unsynced:  # only left when the fsync above failed
+            file.close()
+        self._unsynced = []
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.file.close()
+            except OSError as exc:  # the fsync above failed too, and said so
+                log.error("closing the journal segment %s failed: %s", writer.segment.path, exc)
+            if writer.segment.end == 0:
+                self._delete(writer.segment)
+        self._save_cursor()
+        self._lock_file.close()
+        self._lock_file = None
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    @property
+    def has_unacked(self) -> bool:
+        """True while the journal may hold a record Kafka has not acknowledged."""
+        acked = self._acked
+        return any(
+            s.end > (acked.offset if s.id == acked.segment else 0)
+            for s in reversed(self._segments)
+            if s.id >= acked.segment and not s.corrupt
+        )
+
+    @property
+    def healthy(self) -> bool:
+        return not self._io_failed
+
+    def append(self, key: bytes, value: bytes, headers: Headers | None = None) -> bool:
+        """Add one record at the end. False (and counted) when the cap or the disk refuses it."""
+        data = encode_record(key, value, headers)
+        if self._size + len(data) > self._max_bytes:
+            self.stats.dropped_full += 1
+            return False
+        with self._lock:
+            try:
+                writer = self._writable(len(data))
+                writer.file.write(data)
+            except OSError as exc:
+                self.stats.dropped_io_error += 1
+                self._failed_io(exc)
+                return False
+            writer.segment.end += len(data)
+            self._size += len(data)
+            self._unflushed_ends.append(writer.segment.end)
+        self._io_failed = False
+        self.stats.appended += 1
+        return True
+
+    def _writable(self, size: int) -> _Writer:
+        writer = self._writer
+        if writer is not None and writer.segment.end + size <= self._segment_bytes:
+            return writer
+        if writer is not None:
+            if writer.segment.end == 0:
+                return writer  # a record bigger than a segment gets a segment of its own
+            writer.file.flush()
+            self._unsynced.append(writer.file)
+        self._unflushed_ends, self._flushed_end = [], 0
+        path = self.directory / f"{self._next_id:020d}{_SEGMENT_SUFFIX}"
+        file = path.open("xb", buffering=self._buffer_bytes)
+        segment = _Segment(self._next_id, path, 0)
+        self._next_id += 1
+        self._segments.append(segment)
+        self._writer = _Writer(segment, file)
+        return self._writer
+
+    def _failed_io(self, exc: OSError) -> None:
+        """A full or failing disk: cut the segment back to its last whole record that reached the
+        file, count the buffered records that did not, and start a fresh segment next time."""
+        if not self._io_failed:
+            log.error("journal write failed (%s): events are being dropped", exc)
+        self._io_failed = True
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        with contextlib.suppress(OSError):
+            writer.file.close()  # its buffer is lost with it
+        try:
+            on_disk = writer.segment.path.stat().st_size
+        except OSError:
+            on_disk = self._flushed_end
+        keep = max([self._flushed_end, *(e for e in self._unflushed_ends if e <= on_disk)])
+        lost = sum(1 for e in self._unflushed_ends if e > keep)
+        self._unflushed_ends, self._flushed_end = [], 0
+        self._size -= writer.segment.end - keep
+        writer.segment.end = keep
+        with contextlib.suppress(OSError):
+            os.truncate(writer.segment.path, keep)  # no torn record for the reader to meet
+        if lost:
+            self.stats.lost_buffered += lost
+            log.error("journal lost %d buffered events on the failed write", lost)
+
+    def flush(self) -> None:
+        """Hand buffered records to the OS (cheap; no fsync), so readers and crashes see them."""
+        with self._lock:
+            writer = self._writer
+            if writer is None:
+                return
+            try:
+                writer.file.flush()
+            except OSError as exc:
+                self._failed_io(exc)
+            else:
+                self._flushed_end = writer.segment.end
+                self._unflushed_ends = []
+
+    def sync(self) -> None:
+        """Make everything appended so far durable. Safe to call from a worker thread."""
+        with self._lock:
+            retired, self._unsynced = self._unsynced, []
+            fd = None
+            if self._writer is not None:
+                self._writer.file.flush()
+                fd = self._writer.file.fileno()
+        # fsync outside the lock: appends keep going while the disk works.
+        for file in retired:
+            os.fsync(file.fileno())
+            file.close()
+        if fd is not None:
+            os.fsync(fd)
+        if retired or fd is not None:
+            self.stats.fsyncs += 1
+
+    # -- reading and acknowledging ---------------------------------------------------------------
+
+    def read(self, max_records: int) -> list[tuple[Position, JournalRecord]]:
+        """The next records after the read position, oldest first (at most ``max_records``)."""
+        out: list[tuple[Position, JournalRecord]] = []
+        self.flush()
+        while len(out) < max_records:
+            segment = self._segment(self._read_at.segment)
+            if segment is None:
+                break
+            if self._read_at.offset >= segment.end or segment.corrupt:
+                following = [s for s in self._segments if s.id > segment.id]
+                if (
+                    segment.corrupt
+                    and self._acked >= self._read_at
+                    and not self._is_active(segment)
+                ):
+                    # Nothing read from it is waiting for Kafka: the damaged segment can go.
+                    self._acked = self._read_at = Position(segment.id + 1, 0)
+                    self._delete(segment)
+                if not following:
+                    break
+                self._close_reader()
+                self._read_at = max(self._read_at, Position(following[0].id, 0))
+                continue
+            item = self._read_one(segment)
+            if item is None:
+                continue  # damage: the segment is now marked corrupt and skipped
+            out.append(item)
+        return out
+
+    def _read_one(self, segment: _Segment) -> tuple[Position, JournalRecord] | None:
+        if self._reader is None or self._reader[0] != segment.id:
+            self._close_reader()
+            opened = segment.path.open("rb")
+            opened.seek(self._read_at.offset)
+            self._reader = (segment.id, opened)
+        file = self._reader[1]
+        header = file.read(_RECORD_HEADER.size)
+        length, crc = (
+            _RECORD_HEADER.unpack(header) if len(header) == _RECORD_HEADER.size else (0, 0)
+        )
+        payload = file.read(length) if 0 < length <= _MAX_RECORD_BYTES else b""
+        end = self._read_at.offset + _RECORD_HEADER.size + length
+        if not payload or len(payload) != length or zlib.crc32(payload) != crc or end > segment.end:
+            self._mark_corrupt(segment)
+            return None
+        try:
+            record = decode_payload(payload)
+        except (struct.error, UnicodeDecodeError):
+            self._mark_corrupt(segment)
+            return None
+        self._read_at = Position(segment.id, end)
+        return self._read_at, record
+
+    def _mark_corrupt(self, segment: _Segment) -> None:
+        lost = segment.end - self._read_at.offset
+        self.stats.corrupt_segments += 1
+        self.stats.corrupt_bytes += lost
+        segment.corrupt = True
+        self._close_reader()
+        log.error(
+            "journal segment %s is damaged at byte %d: skipping its last %d bytes",
+            segment.path.name,
+            self._read_at.offset,
+            lost,
+        )
+        if self._is_active(segment):
+            self._retire_writer()  # never append after damage: the next record starts afresh
+
+    def _is_active(self, segment: _Segment) -> bool:
+        return self._writer is not None and self._writer.segment is segment
+
+    def _retire_writer(self) -> None:
+        with self._lock:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.file.flush()
+                self._unsynced.append(writer.file)
+
+    def ack(self, position: Position, count: int) -> None:
+        """Kafka holds every record up to ``position`` (``count`` of them since the last ack)."""
+        self._acked = max(self._acked, position)
+        self.stats.acknowledged += count
+        for segment in list(self._segments):
+            finished = segment.corrupt or position.offset >= segment.end
+            if segment.id < position.segment or (segment.id == position.segment and finished):
+                if self._is_active(segment):
+                    # Drained to the last byte: close it so a crash has nothing to re-send.
+                    self._retire_writer()
+                self._delete(segment)
+
+    def rewind(self) -> None:
+        """Go back to the last acknowledged record: what was read since is read again."""
+        self._close_reader()
+        self._read_at = self._acked
+
+    def _segment(self, segment_id: int) -> _Segment | None:
+        for segment in self._segments:
+            if segment.id >= segment_id:
+                if segment.id > segment_id:
+                    self._read_at = Position(segment.id, 0)
+                return segment
+        return None
+
+    def _delete(self, segment: _Segment) -> None:
+        if self._reader is not None and self._reader[0] == segment.id:
+            self._close_reader()
+        with contextlib.suppress(FileNotFoundError):
+            segment.path.unlink()
+        self._segments.remove(segment)
+        self._size -= segment.end
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader[1].close()
+            self._reader = None
+
+    def _load_cursor(self) -> Position:
+        try:
+            segment, offset = (self.directory / _CURSOR).read_text().split()
+            return Position(int(segment), int(offset))
+        except (OSError, ValueError):
+            return Position(self._segments[0].id if self._segments else 0, 0)
+
+    def _save_cursor(self) -> None:
+        tmp = self.directory / f"{_CURSOR}.tmp"
+        with contextlib.suppress(OSError):
+            tmp.write_text(f"{self._acked.segment} {self._acked.offset}\n")
+            os.replace(tmp, self.directory / _CURSOR)
+
+    def save_cursor(self) -> None:
+        """Remember the acknowledged position (cheap; called periodically by the publisher)."""
+        self._save_cursor()
+
+
+def segment_paths(directory: Path) -> Sequence[Path]:
+    """The segment files in a journal directory, oldest first (for operators and tests)."""
+    return sorted(directory.glob(f"*{_SEGMENT_SUFFIX}"))
