@@ -536,6 +536,20 @@ def _hint(log_text: str) -> str:
     return ""
 
 
+def _wait_for_process_state(pid: int, state: str, timeout_s: float) -> None:
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            # The state is the first field after the parenthesised command name.
+            if stat.read_text().rpartition(")")[2].split()[0] == state:
+                return
+        except (OSError, IndexError):
+            return  # no procfs (or the process is gone): nothing more to wait for
+        time.sleep(0.01)
+    raise KafkaSetupError(f"process {pid} did not reach state {state!r} within {timeout_s}s")
+
+
 class KafkaBroker:
     """One local Kafka node (combined broker + KRaft controller) in a child JVM.
 
@@ -829,8 +843,12 @@ class KafkaBroker:
     def pause(self) -> None:
         """SIGSTOP the JVM: sockets stay open but nothing answers (a hung broker)."""
         with self._lock:
-            self._require_running("pause").send_signal(signal.SIGSTOP)
+            process = self._require_running("pause")
+            process.send_signal(signal.SIGSTOP)
             self._paused = True
+            # SIGSTOP is delivered asynchronously; on a busy machine the JVM can still answer a
+            # request or two. Return only once the kernel reports the process stopped.
+            _wait_for_process_state(process.pid, "T", timeout_s=10)
 
     def resume(self) -> None:
         """SIGCONT after :meth:`pause`."""
