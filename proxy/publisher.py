@@ -250,7 +250,10 @@ class Publisher:
                 acks="all",
                 enable_idempotence=True,
                 compression_type="lz4",
-                linger_ms=5,
+                # At low traffic a short linger sends every chunk as its own Kafka request, about
+                # 1 ms of proxy CPU each (docs/PERFORMANCE.md); 20 ms groups a stream's chunks
+                # and adds at most that to capture lag, never to the client's response.
+                linger_ms=20,
                 max_batch_size=512 * 1024,
                 request_timeout_ms=int(self._kafka_timeout_s * 1000),
             )
