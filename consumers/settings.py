@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class SettingsError(Exception):
@@ -58,6 +59,21 @@ class ConsumerSettings:
         if self.batch_max_age_s <= 0:
             raise SettingsError("LOGORHYTHMS_BATCH_MAX_AGE_S must be greater than zero")
 
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], *, group_id: str, **overrides: Any
+    ) -> ConsumerSettings:
+        """What every consumer shares, from the environment; each service names its group."""
+        topic = env.get("LOGORHYTHMS_TOPIC", "logorhythms.exchanges")
+        return cls(
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            topic=topic,
+            group_id=group_id,
+            deadletter_topic=env.get("LOGORHYTHMS_DEADLETTER_TOPIC", f"{topic}.deadletter"),
+            batch_max_age_s=_float(env, "LOGORHYTHMS_BATCH_MAX_AGE_S", 0.5),
+            **overrides,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoaderSettings:
@@ -73,14 +89,9 @@ class LoaderSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LoaderSettings:
         env = os.environ if env is None else env
-        topic = env.get("LOGORHYTHMS_TOPIC", "logorhythms.exchanges")
         return cls(
-            consumer=ConsumerSettings(
-                kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-                topic=topic,
-                group_id=env.get("LOGORHYTHMS_CLICKHOUSE_GROUP", "logorhythms-clickhouse"),
-                deadletter_topic=env.get("LOGORHYTHMS_DEADLETTER_TOPIC", f"{topic}.deadletter"),
-                batch_max_age_s=_float(env, "LOGORHYTHMS_BATCH_MAX_AGE_S", 0.5),
+            consumer=ConsumerSettings.from_env(
+                env, group_id=env.get("LOGORHYTHMS_CLICKHOUSE_GROUP", "logorhythms-clickhouse")
             ),
             clickhouse_url=normalize_clickhouse_url(
                 env.get("CLICKHOUSE_URL", DEFAULT_CLICKHOUSE_URL)
@@ -133,15 +144,11 @@ class ForwarderSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ForwarderSettings:
         env = os.environ if env is None else env
-        topic = env.get("LOGORHYTHMS_TOPIC", "logorhythms.exchanges")
         return cls(
-            consumer=ConsumerSettings(
-                kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-                topic=topic,
+            consumer=ConsumerSettings.from_env(
+                env,
                 group_id=env.get("LOGORHYTHMS_DATADOG_GROUP", "logorhythms-datadog"),
-                deadletter_topic=env.get("LOGORHYTHMS_DEADLETTER_TOPIC", f"{topic}.deadletter"),
                 batch_max_records=_int(env, "LOGORHYTHMS_DATADOG_BATCH_MAX_RECORDS", 5_000),
-                batch_max_age_s=_float(env, "LOGORHYTHMS_BATCH_MAX_AGE_S", 0.5),
             ),
             datadog=DatadogSettings.from_env(env),
             ml_app=env.get("DD_LLMOBS_ML_APP") or "logorhythms",

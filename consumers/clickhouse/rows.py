@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from consumers.exchange.assemble import Assembled, ChunkIn, assemble
+from consumers.exchange.assemble import Assembled, ChunkIn, assemble, final_outcome
 from consumers.exchange.request import parse_request
 
 REQUEST_COLUMNS = (
@@ -134,15 +134,9 @@ def exchange_row(
     upstream_request_id = next(
         (response_headers[h] for h in _UPSTREAM_REQUEST_ID_HEADERS if h in response_headers), ""
     )
-    outcome = completed["outcome"]
-    error_type = completed["error_type"] or ""
-    error_message = completed["error_message"] or ""
-    if outcome == "ok" and answer.error_in_stream is not None:
-        outcome, error_type, error_message = (
-            "upstream_error_in_stream",
-            "stream_error",
-            answer.error_in_stream,
-        )
+    outcome, error_type, error_message = final_outcome(
+        completed["outcome"], completed["error_type"], completed["error_message"], answer
+    )
     expected = completed["chunk_count"]
     received_at = req.get("received_at_us") or _ts(completed["completed_at_us"]) - dt.timedelta(
         microseconds=completed["duration_ns"] // 1000

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from consumers.exchange.assemble import ChunkIn, assemble
+from consumers.exchange.assemble import ChunkIn, assemble, final_outcome
 from consumers.exchange.request import parse_request
 
 
@@ -58,15 +58,9 @@ def exchange_view(
     stream = bool(req.get("stream"))
     parsed = parse_request(req.get("body", b""), dialect=dialect)
     answer = assemble(chunks, endpoint=endpoint, dialect=dialect, stream=stream)
-    outcome = completed["outcome"]
-    error_type = completed["error_type"] or ""
-    error_message = completed["error_message"] or ""
-    if outcome == "ok" and answer.error_in_stream is not None:
-        outcome, error_type, error_message = (
-            "upstream_error_in_stream",
-            "stream_error",
-            answer.error_in_stream,
-        )
+    outcome, error_type, error_message = final_outcome(
+        completed["outcome"], completed["error_type"], completed["error_message"], answer
+    )
     completed_us = _micros(completed["completed_at_us"])
     if "received_at_us" in req:
         started_ns = _micros(req["received_at_us"]) * 1000

@@ -48,6 +48,16 @@ class Assembled:
     done_marker: bool = False
 
 
+def final_outcome(
+    outcome: str, error_type: str | None, error_message: str | None, answer: Assembled
+) -> tuple[str, str, str]:
+    """The exchange's outcome as analysts and ops see it: the proxy's, except that a stream the
+    proxy relayed to the end but whose upstream reported an error inside it is not "ok"."""
+    if outcome == "ok" and answer.error_in_stream is not None:
+        return "upstream_error_in_stream", "stream_error", answer.error_in_stream
+    return outcome, error_type or "", error_message or ""
+
+
 def assemble(chunks: Sequence[ChunkIn], *, endpoint: str, dialect: str, stream: bool) -> Assembled:
     if not chunks:
         return Assembled()
