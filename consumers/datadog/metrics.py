@@ -97,8 +97,9 @@ KNOWN_ENDPOINTS = frozenset({
     "/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings", "/v1/messages",
 })  # fmt: skip
 KNOWN_OUTCOMES = frozenset({
-    "ok", "upstream_http_error", "upstream_error_in_stream", "upstream_timeout",
-    "upstream_disconnect", "connect_error", "client_disconnect", "client_write_timeout",
+    "ok", "upstream_http_error", "upstream_error_in_stream", "upstream_incomplete",
+    "upstream_timeout", "upstream_disconnect", "connect_error", "client_disconnect",
+    "client_write_timeout",
     "rejected", "proxy_error",
 })  # fmt: skip
 _ERROR_TYPE = re.compile(r"^(http_[1-5]\d\d|[A-Za-z_]{1,40})$")

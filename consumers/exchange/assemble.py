@@ -46,6 +46,9 @@ class Assembled:
     parse_errors: int = 0
     error_in_stream: str | None = None
     done_marker: bool = False
+    # False for a stream that stopped without its dialect's end event ([DONE], message_stop,
+    # response.completed): the upstream cut it short even if the connection closed cleanly.
+    stream_ended: bool = True
 
 
 def final_outcome(
@@ -55,6 +58,12 @@ def final_outcome(
     proxy relayed to the end but whose upstream reported an error inside it is not "ok"."""
     if outcome == "ok" and answer.error_in_stream is not None:
         return "upstream_error_in_stream", "stream_error", answer.error_in_stream
+    if outcome == "ok" and not answer.stream_ended:
+        return (
+            "upstream_incomplete",
+            "no_end_of_stream",
+            "the upstream closed the stream without its end-of-stream event",
+        )
     return outcome, error_type or "", error_message or ""
 
 
@@ -65,6 +74,7 @@ def assemble(chunks: Sequence[ChunkIn], *, endpoint: str, dialect: str, stream: 
         return _assemble_body(b"".join(c.data for c in chunks), endpoint, dialect, chunks)
     parser = SseParser()
     state = _StreamState(endpoint=endpoint, dialect=dialect)
+    state.out.stream_ended = False
     for position, chunk in enumerate(chunks):
         for event in parser.feed(chunk.data, position):
             state.on_event(event, chunks[event.index].offset_ns)
@@ -189,6 +199,7 @@ class _StreamState:
         self.out.sse_events += 1
         if event.data.strip() == "[DONE]":
             self.out.done_marker = True
+            self.out.stream_ended = True
             return
         try:
             doc = orjson.loads(event.data)
@@ -244,6 +255,8 @@ class _StreamState:
 
     def _anthropic(self, doc: dict[str, Any], offset_ns: int) -> None:
         kind = doc.get("type")
+        if kind == "message_stop":
+            self.out.stream_ended = True
         if kind == "message_start":
             message = doc.get("message") or {}
             self.out.model = _str(message.get("model"))
@@ -282,6 +295,7 @@ class _StreamState:
         elif kind == "response.function_call_arguments.delta":
             self._first_token(offset_ns)
         elif kind in {"response.completed", "response.failed", "response.incomplete"}:
+            self.out.stream_ended = True
             response = doc.get("response") or {}
             self.out.model = _str(response.get("model"))
             self.out.response_id = _str(response.get("id"))

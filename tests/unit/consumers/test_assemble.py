@@ -249,3 +249,33 @@ def test_empty_response() -> None:
     out = assemble([], endpoint="/v1/chat/completions", dialect="openai", stream=True)
     assert out.text == ""
     assert out.first_token_offset_ns is None
+
+
+def test_stream_without_its_end_event_is_incomplete() -> None:
+    from consumers.exchange.assemble import final_outcome
+
+    whole = sse(delta("a"), delta("b"))
+    cut = sse(delta("a"), delta("b"), done=False)
+    for data, expected in ((whole, "ok"), (cut, "upstream_incomplete")):
+        out = assemble(
+            chunks_of(data, 7), endpoint="/v1/chat/completions", dialect="openai", stream=True
+        )
+        assert out.text == "ab"
+        assert final_outcome("ok", None, None, out)[0] == expected
+    body = orjson.dumps({"choices": [{"index": 0, "message": {"content": "x"}}]})
+    out = assemble(
+        chunks_of(body, 5), endpoint="/v1/chat/completions", dialect="openai", stream=False
+    )
+    assert final_outcome("ok", None, None, out) == ("ok", "", "")
+    # The proxy's own verdict (a timeout, say) is never overwritten.
+    assert (
+        final_outcome(
+            "upstream_timeout",
+            "ReadTimeout",
+            "x",
+            assemble(
+                chunks_of(cut, 7), endpoint="/v1/chat/completions", dialect="openai", stream=True
+            ),
+        )[0]
+        == "upstream_timeout"
+    )
