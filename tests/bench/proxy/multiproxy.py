@@ -10,6 +10,7 @@ processes; production would run the same thing under a supervisor (or one contai
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import signal
 
@@ -37,7 +38,12 @@ def main() -> None:
     args = parser.parse_args()
     settings = ProxySettings.from_env()
     workers = [
-        multiprocessing.Process(target=serve, args=(settings,), name=f"proxy-{i}")
+        multiprocessing.Process(
+            # Every proxy process needs a journal of its own (the journal takes a lock).
+            target=serve,
+            args=(dataclasses.replace(settings, journal_dir=f"{settings.journal_dir}/{i}"),),
+            name=f"proxy-{i}",
+        )
         for i in range(args.workers)
     ]
     for worker in workers:

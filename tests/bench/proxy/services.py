@@ -192,6 +192,7 @@ class Stack:
                     "OPENAI_API_KEY": "sk-bench-service",
                     "LOGORHYTHMS_TOPIC": TOPIC,
                     "LOGORHYTHMS_CAPTURE": capture,
+                    "LOGORHYTHMS_JOURNAL_DIR": str(self.workdir / f"journal-{name}"),
                 },
                 None if name.startswith("on-x") else self.proxy_cpu,  # N processes: every core
             )
