@@ -71,18 +71,21 @@ def create_app(settings: ProxySettings) -> web.Application:
     app[GUARD] = Guard(settings)
     app[DRAINING] = [False]
     app.on_shutdown.append(_drain)
-    app.cleanup_ctx.append(_publisher_ctx)
-    app.cleanup_ctx.append(_forwarder_ctx)
-    if settings.tracing:
-        telemetry.enable_tracing(app)
     if settings.dogstatsd_host:
+        # First in, last out: the final metrics tick comes after the publisher has drained at
+        # shutdown, so it reports the drain too. (The callables are evaluated only when sent.)
         app.cleanup_ctx.append(
             telemetry.metrics_context(
                 host=settings.dogstatsd_host,
                 port=settings.dogstatsd_port,
                 counters=lambda: _counters(app),
+                publish_latencies_ms=lambda: app[PUBLISHER].drain_latency_samples(),
             )
         )
+    app.cleanup_ctx.append(_publisher_ctx)
+    app.cleanup_ctx.append(_forwarder_ctx)
+    if settings.tracing:
+        telemetry.enable_tracing(app)
     for endpoint in ENDPOINTS:
         app.router.add_post(endpoint.path, _endpoint_handler(endpoint))
     app.router.add_get(MODELS.path, _models)

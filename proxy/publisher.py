@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 _Event = tuple[bytes, bytes, Headers | None]
 _CURSOR_SAVE_INTERVAL_S = 1.0
+# Publish-to-acknowledgement latencies kept between two metric flushes: a bounded sample, so a
+# busy proxy spends nothing more on it than an idle one.
+_LATENCY_SAMPLES_MAX = 1024
 
 
 @dataclass(slots=True)
@@ -76,6 +79,7 @@ class Publisher:
         self._bootstrap = bootstrap_servers
         self._client_id = client_id
         self._queue: collections.deque[_Event] = collections.deque()
+        self._latency_samples_ms: list[float] = []
         self._queue_max = queue_max
         self._kafka_timeout_s = kafka_timeout_s
         self._stop_timeout_s = stop_timeout_s
@@ -113,6 +117,11 @@ class Publisher:
         return not self._spilling and not self._queue and not self._in_flight
 
     # -- lifecycle -------------------------------------------------------------------------------
+
+    def drain_latency_samples(self) -> list[float]:
+        """Milliseconds from handing events to Kafka to their acknowledgement, since last asked."""
+        samples, self._latency_samples_ms = self._latency_samples_ms, []
+        return samples
 
     async def start(self) -> None:
         if self._started:
@@ -268,6 +277,9 @@ class Publisher:
             else:
                 self._producer = producer
                 self._producer_broken = False
+                # The producer fetched metadata from a live broker: connected, until a send or an
+                # acknowledgement says otherwise.
+                self._connected = True
                 log.info("publishing to Kafka %s topic %s", self._bootstrap, self.topic)
                 return
 
@@ -320,7 +332,9 @@ class Publisher:
         if not _succeeded(future):
             self._abandon_in_flight(f"delivery failed: {_failure(future)!r}")
             return
-        del self._in_flight[future]
+        _, sent_at = self._in_flight.pop(future)
+        if len(self._latency_samples_ms) < _LATENCY_SAMPLES_MAX:
+            self._latency_samples_ms.append((time.monotonic() - sent_at) * 1000)
         self.stats.delivered += 1
         self._connected = True
         if self.idle:

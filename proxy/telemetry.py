@@ -35,11 +35,10 @@ PROXY_METRICS = {
     "logorhythms.proxy.journal.depth_events": "gauge",
     "logorhythms.proxy.journal.bytes": "gauge",
     "logorhythms.proxy.journal.degraded": "gauge",
-}
-# Named now, sent once the publisher reports acknowledgement times.
-RESERVED_PROXY_METRICS = {
     "logorhythms.proxy.publish.latency_ms": "distribution",
 }
+# Metrics named for dashboards but not sent yet (none at present).
+RESERVED_PROXY_METRICS: dict[str, str] = {}
 
 _inject: Callable[[], Headers | None] | None = None
 
@@ -72,9 +71,15 @@ def enable_tracing(app: web.Application) -> None:
 
 
 def metrics_context(
-    *, host: str, port: int, counters: Callable[[], dict[str, int]], interval_s: float = 10.0
+    *,
+    host: str,
+    port: int,
+    counters: Callable[[], dict[str, int]],
+    publish_latencies_ms: Callable[[], list[float]] = list,
+    interval_s: float = 10.0,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context sending the proxy's counters to DogStatsD while the app runs."""
+    """A cleanup context sending the proxy's counters (and the sampled publish-to-acknowledgement
+    latencies) to DogStatsD while the app runs."""
     from datadog.dogstatsd.base import DogStatsd
 
     last: dict[str, int] = {}
@@ -85,6 +90,8 @@ def metrics_context(
             send(client)
 
     def send(client: Any) -> None:
+        for latency in publish_latencies_ms():
+            client.distribution("logorhythms.proxy.publish.latency_ms", latency)
         for name, value in counters().items():
             if PROXY_METRICS[name] == "gauge":
                 client.gauge(name, value)
