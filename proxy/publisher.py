@@ -22,9 +22,11 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 
 from proxy.journal import Headers, Journal, Position
 
@@ -90,7 +92,11 @@ class Publisher:
         self._producer: AIOKafkaProducer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # Handed to aiokafka, not yet acknowledged, in send order, with the time it was sent.
-        self._in_flight: dict[asyncio.Future[object], tuple[_Event, float]] = {}
+        # One entry per batch handed to aiokafka: its events, in order, and when it was sent.
+        self._in_flight: dict[asyncio.Future[object], tuple[list[_Event], float]] = {}
+        self._in_flight_events = 0
+        self._partition_count = 0
+        self._partition_of: dict[bytes, int] = {}
         self._producer_broken = False
         self._connected = False
         self._spilling = False
@@ -109,7 +115,7 @@ class Publisher:
 
     @property
     def in_memory(self) -> int:
-        return len(self._queue) + len(self._in_flight)
+        return len(self._queue) + self._in_flight_events
 
     @property
     def idle(self) -> bool:
@@ -161,9 +167,15 @@ class Publisher:
         # What Kafka did not acknowledge is journaled: at worst re-sent once, never lost.
         for future in self._in_flight:
             future.remove_done_callback(self._on_delivery)  # settled here, once
-        unacked = [sent[0] for future, sent in self._in_flight.items() if not _succeeded(future)]
-        self.stats.delivered += len(self._in_flight) - len(unacked)
+        unacked = [
+            event
+            for future, (events, _) in self._in_flight.items()
+            if not _succeeded(future)
+            for event in events
+        ]
+        self.stats.delivered += self._in_flight_events - len(unacked)
         self._in_flight.clear()
+        self._in_flight_events = 0
         self._queue.extendleft(reversed(unacked))
         if self._queue:
             self._spill("shutting down before Kafka acknowledged everything")
@@ -183,7 +195,7 @@ class Publisher:
     def publish(self, key: bytes, value: bytes, headers: Headers | None = None) -> None:
         """Hand one event over. Never blocks; never raises."""
         self.stats.published += 1
-        if not self._spilling and len(self._queue) + len(self._in_flight) < self._queue_max:
+        if not self._spilling and len(self._queue) + self._in_flight_events < self._queue_max:
             self._queue.append((key, value, headers))
             self._idle.clear()
             self._wakeup.set()
@@ -219,8 +231,9 @@ class Publisher:
     def _abandon_in_flight(self, reason: str) -> None:
         """Kafka did not confirm in time: journal every unconfirmed event (in send order, ahead of
         the queue) and drop the producer, so its buffered batches are not sent a second time."""
-        unconfirmed = [event for event, _ in self._in_flight.values()]
+        unconfirmed = [event for events, _ in self._in_flight.values() for event in events]
         self._in_flight.clear()
+        self._in_flight_events = 0
         self._queue.extendleft(reversed(unconfirmed))
         self._producer_broken = True
         self._connected = False
@@ -269,6 +282,7 @@ class Publisher:
             try:
                 async with asyncio.timeout(self._kafka_timeout_s):
                     await producer.start()
+                    partitions = await producer.partitions_for(self.topic)
             except (KafkaError, TimeoutError) as exc:
                 log.warning("Kafka not reachable at %s (%r); retrying", self._bootstrap, exc)
                 await _stop_producer(producer, flush_s=0)
@@ -277,6 +291,7 @@ class Publisher:
             else:
                 self._producer = producer
                 self._producer_broken = False
+                self._partition_count = len(partitions)
                 # The producer fetched metadata from a live broker: connected, until a send or an
                 # acknowledgement says otherwise.
                 self._connected = True
@@ -311,16 +326,71 @@ class Publisher:
                 return True
             self._abandon_in_flight(f"no acknowledgement within {self._kafka_timeout_s:.1f}s")
             return False
-        event = self._queue.popleft()
-        try:
-            future = await self._send(event)
-        except (KafkaError, TimeoutError) as exc:
-            self._queue.appendleft(event)
-            self._abandon_in_flight(f"send failed: {exc!r}")
-            return False
-        self._in_flight[future] = (event, time.monotonic())
-        future.add_done_callback(self._on_delivery)
+        # Everything waiting goes out now, as one batch per partition: one aiokafka call and one
+        # future per batch instead of per event (about 8x less CPU per event, PERFORMANCE.md).
+        batches = self._build_batches()
+        for position, (partition, batch, events) in enumerate(batches):
+            try:
+                async with asyncio.timeout(self._kafka_timeout_s):
+                    future: asyncio.Future[object] = await self._producer_or_raise().send_batch(
+                        batch, self.topic, partition=partition
+                    )
+            except (KafkaError, TimeoutError) as exc:
+                # Not handed over: back to the front of the queue, in order, behind nothing.
+                unsent = [
+                    event for _, _, batch_events in batches[position:] for event in batch_events
+                ]
+                self._queue.extendleft(reversed(unsent))
+                self._abandon_in_flight(f"send failed: {exc!r}")
+                return False
+            self._in_flight[future] = (events, time.monotonic())
+            self._in_flight_events += len(events)
+            future.add_done_callback(self._on_delivery)
         return True
+
+    def _producer_or_raise(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise KafkaError("the producer is not connected")
+        return self._producer
+
+    def _build_batches(self) -> list[tuple[int, Any, list[_Event]]]:
+        """Drain the queue into aiokafka batches, one open batch per partition, in order.
+
+        The partition is Kafka's default partitioner's (murmur2 of the key), so an exchange's
+        events land where a plain ``send()`` would have put them, in the same order.
+        """
+        producer = self._producer_or_raise()
+        built: list[tuple[int, Any, list[_Event]]] = []
+        open_batches: dict[int, tuple[Any, list[_Event]]] = {}
+        while self._queue:
+            event = self._queue.popleft()
+            key, value, headers = event
+            partition = self._partition(key)
+            current = open_batches.get(partition)
+            if (
+                current is None
+                or current[0].append(timestamp=None, key=key, value=value, headers=headers or [])
+                is None
+            ):
+                if current is not None:
+                    built.append((partition, current[0], current[1]))
+                batch = producer.create_batch()
+                batch.append(timestamp=None, key=key, value=value, headers=headers or [])
+                current = open_batches[partition] = (batch, [])
+            current[1].append(event)
+        built.extend(
+            (partition, batch, events) for partition, (batch, events) in open_batches.items()
+        )
+        return built
+
+    def _partition(self, key: bytes) -> int:
+        partition = self._partition_of.get(key)
+        if partition is None:
+            partition = (murmur2(key) & 0x7FFFFFFF) % self._partition_count
+            if len(self._partition_of) >= 100_000:
+                self._partition_of.clear()  # keys are request ids: old ones never come back
+            self._partition_of[key] = partition
+        return partition
 
     def _on_delivery(self, future: asyncio.Future[object]) -> None:
         if future not in self._in_flight:
@@ -332,10 +402,11 @@ class Publisher:
         if not _succeeded(future):
             self._abandon_in_flight(f"delivery failed: {_failure(future)!r}")
             return
-        _, sent_at = self._in_flight.pop(future)
+        events, sent_at = self._in_flight.pop(future)
+        self._in_flight_events -= len(events)
         if len(self._latency_samples_ms) < _LATENCY_SAMPLES_MAX:
             self._latency_samples_ms.append((time.monotonic() - sent_at) * 1000)
-        self.stats.delivered += 1
+        self.stats.delivered += len(events)
         self._connected = True
         if self.idle:
             self._idle.set()
