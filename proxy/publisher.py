@@ -1,14 +1,14 @@
 """The proxy's only Kafka producer, with an on-disk journal for when Kafka is slow or away.
 
 ``publish()`` never waits. While Kafka keeps up, events go to a bounded in-memory queue that one
-pump task hands to aiokafka in arrival order (so the events of an exchange keep their order on
-their partition). When Kafka is unreachable, a send does not finish within our deadline, a
-delivery fails, or too many events wait in memory, the publisher *spills*: what still waits in
-memory is appended to the journal, and so is every new event, until the pump has replayed the
-whole journal into Kafka (oldest first) and Kafka acknowledged it. Keeping every event in the
-journal while it is non-empty is what keeps global order: a new event can never overtake a
-journaled one. Dropping happens only when the journal refuses a record (its size cap, a failed
-disk), and is counted.
+pump task drains, at each wake-up, into one aiokafka batch per partition, in arrival order (so the
+events of an exchange keep their order on their partition). When Kafka is unreachable, a send does
+not finish within our deadline, a delivery fails, or too many events wait in memory, the publisher
+*spills*: what still waits in memory is appended to the journal, and so is every new event, until
+the pump has replayed the whole journal into Kafka (oldest first) and Kafka acknowledged it. Keeping
+every event in the journal while it is non-empty is what keeps global order: a new event can never
+overtake a journaled one. Dropping happens only when the journal refuses a record (its size cap, a
+failed disk), and is counted.
 
 Every aiokafka call runs under our own deadline: its producer can hang in ``start()``, ``send()``
 (waiting for metadata) and ``stop()`` while the broker is away.
