@@ -81,6 +81,17 @@ def stream_summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return {name: {k: median(v) for k, v in cell.items()} for name, cell in acc.items()}
 
 
+def machine_note(results: dict[str, Any]) -> str:
+    """Say when other jobs shared the machine: absolute numbers then measure the scheduler."""
+    busiest = max(results["load_before"][0], (results.get("load_after") or [0.0])[0])
+    if busiest <= 1.5:
+        return " (no other work was running)"
+    return (
+        " — **a busy shared machine**: other jobs were running, so absolute numbers are "
+        "pessimistic and noisy"
+    )
+
+
 def fmt(value: float, digits: int = 2) -> str:
     return "n/a" if value != value else f"{value:,.{digits}f}"
 
@@ -94,8 +105,7 @@ def render(results: dict[str, Any], cost: dict[str, Any] | None) -> str:
         f"Measured {results['started']} on {results['machine']['nproc']} x "
         f"{results['machine']['cpu']} (Python {results['machine']['python']}, "
         f"Linux {results['machine']['kernel']}). Load average before "
-        f"{results['load_before']}, after {results.get('load_after')} — **a busy shared "
-        "machine**: other jobs were running, so absolute numbers are pessimistic and noisy; "
+        f"{results['load_before']}, after {results.get('load_after')}{machine_note(results)}; "
         "every figure is the median over interleaved rounds.",
         "",
         f"Command: `{results['command']}`",
@@ -297,16 +307,74 @@ def targets_table(
     return lines
 
 
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Three panels: added p50 and req/s against concurrency (1 KB), added p50 against body size
+    (one request at a time). Needs matplotlib (``pip install -e '.[bench]'``)."""
+    import matplotlib  # optional: only for the picture
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    http = http_summary(results["http"])
+    concs = sorted({k[1] for k in http if k[0] == "1KB"})
+    sizes = sorted({k[0] for k in http}, key=lambda s: ("KB" not in s, len(s), s))
+    targets = [t for t in TARGET_ORDER if any(k[2] == t for k in http)]
+    figure, (latency, rate, size) = plt.subplots(1, 3, figsize=(13, 4), dpi=100)
+    nan = float("nan")
+    for index, name in enumerate(targets):
+        style = {
+            "marker": "o",
+            "color": f"C{index}",
+            "label": label(name),
+        }  # same colour everywhere
+        cells = [http.get(("1KB", c, name)) for c in concs]
+        rate.plot(concs, [c["rps"] if c else nan for c in cells], **style)
+        if name == "direct":
+            continue
+        latency.plot(concs, [c["added_p50"] if c else nan for c in cells], **style)
+        by_size = [http.get((s, 1, name)) for s in sizes]
+        size.plot(sizes, [c["added_p50"] if c else nan for c in by_size], **style)
+    latency.set(
+        xscale="log",
+        yscale="log",
+        xlabel="concurrent connections (1 KB body)",
+        ylabel="added latency p50, ms",
+        title="Added latency vs direct",
+    )
+    rate.set(
+        xscale="log",
+        yscale="log",
+        xlabel="concurrent connections (1 KB body)",
+        ylabel="requests/s",
+        title="Throughput",
+    )
+    size.set(
+        yscale="log",
+        xlabel="request body (one request at a time)",
+        ylabel="added latency p50, ms",
+        title="Cost of body size",
+    )
+    for axis in (latency, rate, size):
+        axis.grid(alpha=0.3, which="both")
+    rate.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results")
     parser.add_argument("--capture-cost", help="JSON written by bench_capture_cost --json")
     parser.add_argument("--write", action="store_true", help=f"update {DOC}")
+    parser.add_argument("--plot", help="also write a PNG of the main curves here")
     args = parser.parse_args()
     results = json.loads(Path(args.results).read_text())
     cost = json.loads(Path(args.capture_cost).read_text()) if args.capture_cost else None
     text = render(results, cost)
     print(text)
+    if args.plot:
+        plot(results, Path(args.plot))
     if args.write:
         doc = DOC.read_text() if DOC.exists() else "# Performance\n\n"
         block = f"{BEGIN}\n{text}\n{END}"

@@ -102,6 +102,7 @@ class Stack:
         self.chunks, self.delay_ms, self.want_litellm = chunks, delay_ms, litellm
         self.services: dict[str, Service] = {}
         self.sql_url = ""
+        self.loader_pid = 0
         self.broker: KafkaBroker | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
         self._logs: list[object] = []
@@ -149,6 +150,7 @@ class Stack:
             None,
         )
         self.sql_url = f"http://127.0.0.1:{sql_port}"
+        self.loader_pid = loader.pid
         upstream = self._spawn(
             "upstream",
             [
