@@ -222,13 +222,16 @@ class Supervisor:
             slot.channel.close()
             slot.channel = None
         how = _describe(code)
+        listening_since, slot.listening_since = slot.listening_since, None
         if self._stopping:
-            (log.info if code == 0 else log.error)(
+            # Our SIGTERM can reach a worker still starting, before aiohttp handles it: it had
+            # nothing to drain, so its default death is a clean stop.
+            clean = code == 0 or (code == -signal.SIGTERM and listening_since is None)
+            (log.info if clean else log.error)(
                 "worker %d (pid %d) %s", slot.index, process.pid, how
             )
-            self._failed |= code != 0
+            self._failed |= not clean
             return
-        listening_since, slot.listening_since = slot.listening_since, None
         if listening_since is None and self._start_deadline is not None:
             log.error(
                 "worker %d (pid %d) %s before it could serve (see its log above); stopping the "
