@@ -34,10 +34,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from proxy.settings import ProxySettings
+
+if TYPE_CHECKING:  # the supervisor itself never loads aiohttp: it stays a small process
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
