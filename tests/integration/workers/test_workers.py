@@ -22,6 +22,8 @@ from tests.integration.faults.processes import ROOT, Service, start_proxy, wait_
 from tests.integration.faults.traffic import Served, call, eventually
 from tests.integration.workers.captured import read_exchanges
 
+pytestmark = pytest.mark.slow
+
 _STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
 
 
@@ -79,6 +81,7 @@ async def test_two_workers_serve_one_port_capture_once_and_drain_on_sigterm(
         await eventually(
             lambda: len(fake_upstream.received) >= 140, what="every stream reached the upstream"
         )
+        in_flight_at_sigterm = sum(not s.done() for s in streams)
         proxy.signal(signal.SIGTERM)
         streamed = [served for batch in await asyncio.gather(*streams) for served in batch]
         code = await asyncio.to_thread(proxy.wait, 30)
@@ -86,6 +89,7 @@ async def test_two_workers_serve_one_port_capture_once_and_drain_on_sigterm(
         proxy.stop()
     log = proxy.log()
     assert code == 0, log[-3000:]
+    assert in_flight_at_sigterm == 20  # ~3 s streams, signalled as soon as all had started
     assert all(s.status == 200 for s in quick)
     assert all(s.status == 200 and s.body.endswith(b"data: [DONE]\n\n") for s in streamed)
     for index in (0, 1):  # both drained, journaled nothing, and said so
@@ -97,7 +101,7 @@ async def test_two_workers_serve_one_port_capture_once_and_drain_on_sigterm(
     assert all(exchanges[s.request_id].exactly_once for s in served)
     workers = {pids[0] for pids in _pids(proxy).values()}
     assert len(workers) == 2
-    # The kernel spread the connections: each worker served quick calls and streams cut by SIGTERM.
+    # The kernel spread the connections: each worker served quick calls and drained streams.
     assert {exchanges[s.request_id].pid for s in quick} == workers
     assert {exchanges[s.request_id].pid for s in streamed} == workers
 
