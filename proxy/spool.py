@@ -52,7 +52,11 @@ def orphaned_spools(settings: ProxySettings) -> list[Path]:
 
 
 def publisher_for(
-    settings: ProxySettings, directory: Path, *, client_id: str = "logorhythms-proxy"
+    settings: ProxySettings,
+    directory: Path,
+    *,
+    client_id: str = "logorhythms-proxy",
+    stop_timeout_s: float | None = None,
 ) -> Publisher:
     """A publisher with its journal in ``directory``, configured from the proxy's settings."""
     journal = Journal(
@@ -67,7 +71,9 @@ def publisher_for(
         journal=journal,
         queue_max=settings.publish_queue_max,
         kafka_timeout_s=settings.kafka_timeout_s,
-        stop_timeout_s=settings.publish_shutdown_timeout_s,
+        stop_timeout_s=(
+            settings.publish_shutdown_timeout_s if stop_timeout_s is None else stop_timeout_s
+        ),
         fsync_interval_s=settings.journal_fsync_interval_ms / 1000,
         client_id=client_id,
     )
@@ -95,7 +101,11 @@ def adoption_context(
 
 
 async def _replay(settings: ProxySettings, spool: Path) -> None:
-    publisher = publisher_for(settings, spool, client_id="logorhythms-proxy-adopted")
+    # Its events are all in its journal, none in memory: at shutdown there is nothing to wait for,
+    # so it stops at once and leaves the whole flush budget to the worker's own publisher.
+    publisher = publisher_for(
+        settings, spool, client_id="logorhythms-proxy-adopted", stop_timeout_s=0.0
+    )
     try:
         await publisher.start()  # opens the journal: takes its lock, finds its segments
     except JournalError as exc:
