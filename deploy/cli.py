@@ -10,13 +10,16 @@ from collections.abc import Sequence
 
 
 def _proxy(args: argparse.Namespace) -> int:
-    from proxy.app import run
-    from proxy.settings import ProxySettings
+    from proxy.settings import ProxySettings, parse_workers
+    from proxy.supervisor import main
 
     settings = ProxySettings.from_env()
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
-    run(dataclasses.replace(settings, **overrides))
-    return 0
+    overrides: dict[str, object] = {
+        k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None
+    }
+    if args.workers is not None:
+        overrides["workers"] = parse_workers(args.workers, "--workers")
+    return main(dataclasses.replace(settings, **overrides))  # type: ignore[arg-type]
 
 
 def _load_clickhouse(args: argparse.Namespace) -> int:
@@ -101,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     proxy.add_argument("--host", help="address to listen on (default LOGORHYTHMS_HOST)")
     proxy.add_argument("--port", type=int, help="port to listen on (default LOGORHYTHMS_PORT)")
+    proxy.add_argument(
+        "--workers",
+        help="proxy processes sharing the port, a number or 'auto' for one per usable CPU "
+        "(default LOGORHYTHMS_WORKERS, else 1); see docs/OPERATIONS.md#processes",
+    )
     proxy.set_defaults(func=_proxy)
 
     load = commands.add_parser(

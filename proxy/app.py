@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import orjson
 from aiohttp import web
@@ -20,10 +19,10 @@ from proxy import telemetry
 from proxy.errors import openai_error_body
 from proxy.forward import Forwarder
 from proxy.guard import HTTP_SERVER_LOG, REJECTION, Guard
-from proxy.journal import Journal
 from proxy.publisher import Publisher
 from proxy.routing import Endpoint, Router, passthrough_path_ok
 from proxy.settings import ProxySettings
+from proxy.spool import adoption_context, journal_dir, orphaned_spools, publisher_for
 from proxy.upstream import create_session
 from schemas import Codec
 
@@ -51,9 +50,11 @@ PUBLISHER = web.AppKey("publisher", Publisher)
 FORWARDER = web.AppKey("forwarder", Forwarder)
 GUARD = web.AppKey("guard", Guard)
 DRAINING = web.AppKey("draining", list[bool])  # a one-element flag, set on shutdown
+WORKER = web.AppKey("worker", int)  # this process's index among settings.workers (0-based)
 
 
-def create_app(settings: ProxySettings) -> web.Application:
+def create_app(settings: ProxySettings, *, worker: int = 0) -> web.Application:
+    """The proxy as worker ``worker`` of ``settings.workers`` (all of them share the port)."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         handler_args={
@@ -70,6 +71,7 @@ def create_app(settings: ProxySettings) -> web.Application:
     app[SETTINGS] = settings
     app[GUARD] = Guard(settings)
     app[DRAINING] = [False]
+    app[WORKER] = worker
     app.on_shutdown.append(_drain)
     if settings.dogstatsd_host:
         # First in, last out: the final metrics tick comes after the publisher has drained at
@@ -80,9 +82,15 @@ def create_app(settings: ProxySettings) -> web.Application:
                 port=settings.dogstatsd_port,
                 counters=lambda: _counters(app),
                 publish_latencies_ms=lambda: app[PUBLISHER].drain_latency_samples(),
+                # Gauges from N processes would overwrite one another: each says which it is
+                # (a bounded tag: at most one value per CPU).
+                tags=[f"worker:{worker}"] if settings.workers > 1 else [],
             )
         )
     app.cleanup_ctx.append(_publisher_ctx)
+    spools = orphaned_spools(settings) if worker == 0 else []
+    if spools:
+        app.cleanup_ctx.append(adoption_context(settings, spools))
     app.cleanup_ctx.append(_forwarder_ctx)
     if settings.tracing:
         telemetry.enable_tracing(app)
@@ -99,21 +107,7 @@ def create_app(settings: ProxySettings) -> web.Application:
 
 async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    journal = Journal(
-        Path(settings.journal_dir),
-        max_bytes=settings.journal_max_bytes,
-        segment_bytes=settings.journal_segment_bytes,
-        topic=settings.topic,
-    )
-    publisher = Publisher(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        topic=settings.topic,
-        journal=journal,
-        queue_max=settings.publish_queue_max,
-        kafka_timeout_s=settings.kafka_timeout_s,
-        stop_timeout_s=settings.publish_shutdown_timeout_s,
-        fsync_interval_s=settings.journal_fsync_interval_ms / 1000,
-    )
+    publisher = publisher_for(settings, journal_dir(settings, app[WORKER]))
     await publisher.start()
     app[PUBLISHER] = publisher
     yield
@@ -205,6 +199,7 @@ async def _statsz(request: web.Request) -> web.Response:
     publisher = request.app[PUBLISHER]
     stats, journal = publisher.stats, publisher.journal.stats
     body = {
+        "worker": request.app[WORKER],  # the process that answered: /statsz is per process
         "served": request.app[FORWARDER].served,
         "events_published": stats.published,
         "events_delivered": stats.delivered,
@@ -264,15 +259,36 @@ async def _not_found(request: web.Request) -> web.Response:
 
 
 def run(settings: ProxySettings) -> None:
-    """Serve until SIGINT/SIGTERM: stop accepting, drain in-flight exchanges, flush Kafka."""
+    """Serve as the only proxy process (``workers = 1``); proxy/supervisor.py runs several."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    log.info("proxy listening on http://%s:%d", settings.host, settings.port)
+    serve(create_app(settings))
+
+
+def serve(
+    app: web.Application,
+    *,
+    reuse_port: bool = False,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM: stop accepting, drain in-flight exchanges, flush Kafka."""
+    settings = app[SETTINGS]
+
+    def listening(*_: object) -> None:
+        # aiohttp calls its `print` once every listener is up: the moment we are reachable.
+        log.info("proxy listening on http://%s:%d", settings.host, settings.port)
+        if on_listening is not None:
+            on_listening()
+
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
+        reuse_port=reuse_port,
         shutdown_timeout=settings.shutdown_timeout_s,
         access_log=None,
-        print=None,
+        print=listening,
         handler_cancellation=False,
     )
+    forwarder = app.get(FORWARDER)
+    if forwarder is not None:
+        log.info("proxy stopped after serving %d exchanges", forwarder.served)

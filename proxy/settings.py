@@ -134,6 +134,9 @@ class ProxySettings:
     tracing: bool = False
     # Off only to price the capture in benchmarks (LOGORHYTHMS_CAPTURE=off): nothing is published.
     capture: bool = True
+    # Proxy processes sharing the port (SO_REUSEPORT) under one supervisor (proxy/supervisor.py).
+    # Each has its own Kafka producer and journal; limits such as max_in_flight are per process.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -165,6 +168,12 @@ class ProxySettings:
             raise ConfigError("header_timeout_s must be positive: it is the slowloris defence")
         if self.rate_limit_per_s > 0 and self.rate_limit_burst < 1:
             raise ConfigError("rate_limit_burst must be at least 1 when rate limiting is on")
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1 (LOGORHYTHMS_WORKERS or --workers)")
+        if self.workers > 1 and self.port == 0:
+            raise ConfigError(
+                "several workers need a fixed port to share: set LOGORHYTHMS_PORT (or --port)"
+            )
         if len(set(names)) != len(names):
             raise ConfigError(f"provider names must be unique; got {', '.join(names)}")
         for alias, target in self.model_map.items():
@@ -245,6 +254,8 @@ class ProxySettings:
             values["capture"] = _on_off(env, "LOGORHYTHMS_CAPTURE", True)
         if env.get("LOGORHYTHMS_PORT"):
             values["port"] = _int(env, "LOGORHYTHMS_PORT", 8080)
+        if env.get("LOGORHYTHMS_WORKERS"):
+            values["workers"] = parse_workers(env["LOGORHYTHMS_WORKERS"], "LOGORHYTHMS_WORKERS")
         if env.get("LOGORHYTHMS_TRUSTED_PROXIES"):
             values["trusted_proxies"] = parse_networks(
                 env["LOGORHYTHMS_TRUSTED_PROXIES"].split(","), "LOGORHYTHMS_TRUSTED_PROXIES"
@@ -261,6 +272,23 @@ def parse_networks(
         )
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}; give addresses or CIDR networks") from None
+
+
+def parse_workers(raw: str, where: str) -> int:
+    """A number of proxy processes: a whole number from 1, or ``auto`` for one per CPU this
+    process may run on (its affinity mask, which containers and taskset narrow)."""
+    value = raw.strip().lower()
+    if value == "auto":
+        return len(os.sched_getaffinity(0))
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigError(
+            f"{where}={raw!r} must be a whole number of processes (1 or more) or auto"
+        )
+    return count
 
 
 def _secret(value: str | None) -> Secret | None:

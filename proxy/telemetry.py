@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -77,6 +77,7 @@ def metrics_context(
     counters: Callable[[], dict[str, int]],
     publish_latencies_ms: Callable[[], list[float]] = list,
     interval_s: float = 10.0,
+    tags: Sequence[str] = (),
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context sending the proxy's counters (and the sampled publish-to-acknowledgement
     latencies) to DogStatsD while the app runs."""
@@ -103,7 +104,11 @@ def metrics_context(
         # With no agent listening every datagram fails: not worth a warning each time.
         logging.getLogger("datadog.dogstatsd").setLevel(logging.ERROR)
         client = DogStatsd(
-            host=host, port=port, disable_telemetry=True, origin_detection_enabled=False
+            host=host,
+            port=port,
+            disable_telemetry=True,
+            origin_detection_enabled=False,
+            constant_tags=list(tags),
         )
         task = asyncio.create_task(send_forever(client), name="proxy-metrics")
         yield

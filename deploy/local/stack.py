@@ -140,6 +140,7 @@ def up(*, data_dir: str = "data") -> int:
         # Runs with or without a Datadog agent (it says once when none is reachable).
         children.append(_spawn("datadog forwarder", ["forward-datadog"], env))
         proxy_port = int(env.setdefault("LOGORHYTHMS_PORT", "8080"))
+        # One proxy process unless LOGORHYTHMS_WORKERS asks for more (docs/OPERATIONS.md#processes).
         proxy = _spawn("proxy", ["proxy"], env)
         children.append(proxy)
         _wait_port(proxy_port, proxy)

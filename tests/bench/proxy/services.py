@@ -1,7 +1,8 @@
 """Start the benchmark's services as pinned subprocesses on 127.0.0.1 and tear them down.
 
 Kafka (a private broker in a temp dir), the ClickHouse loader (embedded chdb, SQL endpoint),
-the fast fake upstream, our proxy with capture on and with capture off, and LiteLLM's proxy
+the fast fake upstream, our proxy with capture on and with capture off (and with capture on as
+N processes, ``logorhythms proxy --workers N``), and LiteLLM's proxy
 (from the separate virtualenv ``.bench-venv``) with logging off.
 """
 
@@ -180,7 +181,7 @@ class Stack:
                     f"on-x{self.workers}",
                     multi_port,
                     "on",
-                    ["tests.bench.proxy.multiproxy", "--workers", str(self.workers)],
+                    ["deploy.cli", "proxy", "--workers", str(self.workers)],
                 )
             )
         for name, port, capture, module in proxies:
@@ -195,6 +196,7 @@ class Stack:
                     "LOGORHYTHMS_TOPIC": TOPIC,
                     "LOGORHYTHMS_CAPTURE": capture,
                     "LOGORHYTHMS_JOURNAL_DIR": str(self.workdir / f"journal-{name}"),
+                    "LOGORHYTHMS_WORKERS": "1",  # on-xN says --workers, which wins
                 },
                 None if name.startswith("on-x") else self.proxy_cpu,  # N processes: every core
             )
