@@ -42,12 +42,13 @@ def normalize_clickhouse_url(url: str) -> str:
 # Batches close at whichever limit comes first. Every insert into ClickHouse has a fixed cost
 # (~20-40 ms of CPU in the embedded engine whatever its size) and makes a part to merge, so
 # at steady load the loader aims at about one insert per table and second: a batch waits
-# 0.8 s for more records (plus the ~0.2 s the batch takes, a cycle of about a second), and
-# holds up to 50 000 records (a second of the loader's full rate). The age also bounds the
-# capture lag: a record waits 0.4 s on average and 0.8 s at most for its batch to close
-# (docs/OPERATIONS.md, "Batches and capture lag"; docs/PERFORMANCE.md for the measurements).
+# 0.6 s for more records, plus the 0.2-0.4 s the batch takes, a cycle of about a second; and
+# it holds up to 50 000 records (about a second of the loader's full rate). The age is also
+# most of the capture lag: a record waits 0.3 s on average and 0.6 s at most for its batch
+# (0.8 s measured a p50 lag above the 0.7 s target; docs/OPERATIONS.md, "Batches and capture
+# lag", and docs/PERFORMANCE.md have the measurements).
 DEFAULT_BATCH_MAX_RECORDS = 50_000
-DEFAULT_BATCH_MAX_AGE_S = 0.8
+DEFAULT_BATCH_MAX_AGE_S = 0.6
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

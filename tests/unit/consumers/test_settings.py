@@ -10,7 +10,7 @@ from consumers.settings import ForwarderSettings, LoaderSettings, SettingsError
 def test_the_loader_batches_up_to_a_second_of_full_rate_traffic_by_default() -> None:
     consumer = LoaderSettings.from_env({}).consumer
     assert consumer.batch_max_records == 50_000
-    assert consumer.batch_max_age_s == 0.8
+    assert consumer.batch_max_age_s == 0.6
 
 
 def test_batch_limits_come_from_the_environment() -> None:
