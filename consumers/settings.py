@@ -39,16 +39,28 @@ def normalize_clickhouse_url(url: str) -> str:
     return f"{_EMBEDDED}{embedded_path(url)}" + (f"?{query}" if query else "")
 
 
+# Batches close at whichever limit comes first. Every insert into ClickHouse has a fixed cost
+# (~20-40 ms of CPU in the embedded engine whatever its size) and makes a part to merge, so
+# at steady load the loader aims at about one insert per table and second: a batch waits
+# 0.6 s for more records, plus the 0.2-0.4 s the batch takes, a cycle of about a second; and
+# it holds up to 50 000 records (about a second of the loader's full rate). The age is also
+# most of the capture lag: a record waits 0.3 s on average and 0.6 s at most for its batch
+# (0.8 s measured a p50 lag above the 0.7 s target; docs/OPERATIONS.md, "Batches and capture
+# lag", and docs/PERFORMANCE.md have the measurements).
+DEFAULT_BATCH_MAX_RECORDS = 50_000
+DEFAULT_BATCH_MAX_AGE_S = 0.6
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConsumerSettings:
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     topic: str = "logorhythms.exchanges"
     group_id: str = "logorhythms-clickhouse"
     deadletter_topic: str = "logorhythms.exchanges.deadletter"
-    batch_max_records: int = 20_000
+    batch_max_records: int = DEFAULT_BATCH_MAX_RECORDS
     batch_max_bytes: int = 32 * 1024 * 1024
     # How long the first record of a batch may wait: bounds capture lag at low traffic.
-    batch_max_age_s: float = 0.5
+    batch_max_age_s: float = DEFAULT_BATCH_MAX_AGE_S
     retry_initial_backoff_s: float = 0.2
     retry_max_backoff_s: float = 10.0
     shutdown_timeout_s: float = 20.0
@@ -65,12 +77,16 @@ class ConsumerSettings:
     ) -> ConsumerSettings:
         """What every consumer shares, from the environment; each service names its group."""
         topic = env.get("LOGORHYTHMS_TOPIC", "logorhythms.exchanges")
+        overrides.setdefault(
+            "batch_max_records",
+            _int(env, "LOGORHYTHMS_BATCH_MAX_RECORDS", DEFAULT_BATCH_MAX_RECORDS),
+        )
         return cls(
             kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
             topic=topic,
             group_id=group_id,
             deadletter_topic=env.get("LOGORHYTHMS_DEADLETTER_TOPIC", f"{topic}.deadletter"),
-            batch_max_age_s=_float(env, "LOGORHYTHMS_BATCH_MAX_AGE_S", 0.5),
+            batch_max_age_s=_float(env, "LOGORHYTHMS_BATCH_MAX_AGE_S", DEFAULT_BATCH_MAX_AGE_S),
             **overrides,
         )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from schemas import Decoded
 
@@ -20,8 +20,10 @@ class SinkError(Exception):
         self.retriable = retriable
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    """One decoded Kafka record. A NamedTuple rather than a frozen dataclass: just as immutable,
+    and built three times faster, which counts once per event at tens of thousands a second."""
+
     topic: str
     partition: int
     offset: int

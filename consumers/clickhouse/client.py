@@ -103,18 +103,21 @@ class ClickHouse:
     async def insert(
         self,
         table: str,
-        rows: Sequence[Sequence[Any]],
+        data: Sequence[Sequence[Any]],
         columns: Sequence[str],
         *,
         dedup_token: str,
+        column_oriented: bool = False,
     ) -> None:
-        """Insert rows; a retry with the same token is a no-op on the server."""
+        """Insert rows (or, ``column_oriented``, one sequence per column); a retry with the same
+        token is a no-op on the server."""
         client = self._c
         await self._run(
             lambda: client.insert(
                 table,
-                rows,
+                data,
                 column_names=list(columns),
+                column_oriented=column_oriented,
                 settings={
                     "insert_deduplication_token": dedup_token,
                     "insert_deduplicate": 1,

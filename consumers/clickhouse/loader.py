@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 
@@ -64,8 +65,23 @@ async def run_loader(
         await run
 
 
+def collect_garbage_less() -> None:
+    """Tune the cyclic garbage collector for a process that allocates millions of short-lived
+    objects (decoded events, rows) every few seconds.
+
+    With the default thresholds a collection runs every 700 allocations and, together with the
+    full collections they trigger, took ~10 % of the loader's CPU (docs/PERFORMANCE.md). What
+    exists after start-up (modules, parsed schemas) is frozen out of every collection, and the
+    youngest generation is collected every 10,000 allocations instead. Batches free almost all
+    they allocate by reference counting; only reference cycles wait a little longer.
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    collect_garbage_less()
     try:
         asyncio.run(run_loader(LoaderSettings.from_env()))
     except SchemaTooNewError as exc:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from consumers.exchange.sse import SseEvent, SseParser
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkIn:
+class ChunkIn(NamedTuple):
+    """One response chunk (a NamedTuple: immutable and cheap, there is one per chunk)."""
+
     seq: int
     offset_ns: int
     data: bytes

@@ -247,7 +247,8 @@ async def run(rows: int, loader_exchanges: int, block: int, data_dir: Path) -> s
 
 def _write_section(section: str) -> None:
     text = PERFORMANCE.read_text(encoding="utf-8") if PERFORMANCE.exists() else "# Performance\n\n"
-    pattern = re.compile(r"^## ClickHouse\n.*?(?=^## |\Z)", re.M | re.S)
+    # The "### Loader throughput" subsection comes from bench_loader.py and is kept.
+    pattern = re.compile(r"^## ClickHouse\n.*?(?=^## |^### Loader throughput|\Z)", re.M | re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text + "\n" + section
     PERFORMANCE.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
 
