@@ -17,6 +17,7 @@ from aiohttp import web
 
 from proxy import telemetry
 from proxy.errors import openai_error_body
+from proxy.eventloop import new_event_loop
 from proxy.forward import Forwarder
 from proxy.guard import HTTP_SERVER_LOG, REJECTION, Guard
 from proxy.publisher import Publisher
@@ -288,6 +289,7 @@ def serve(
         access_log=None,
         print=listening,
         handler_cancellation=False,
+        loop=new_event_loop(settings.event_loop),
     )
     forwarder = app.get(FORWARDER)
     if forwarder is not None:
