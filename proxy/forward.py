@@ -25,7 +25,7 @@ from aiohttp import web
 from proxy import capture, telemetry
 from proxy.errors import error_body
 from proxy.forwarded import resolve_client_ip
-from proxy.guard import REJECTION
+from proxy.guard import Rejection
 from proxy.publisher import Publisher
 from proxy.routing import Endpoint, NoRoute, Route, Router, models_body, with_model
 from proxy.settings import ProxySettings
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-logorhythms-request-id"
 # Bodies above this are sent upstream as a file-like object and hashed in a worker thread.
 LARGE_BODY = 64 * 1024
+# A write this small into an empty transport buffer cannot reach the high-water mark (64 KiB).
+WRITE_NEVER_WAITS = 16 * 1024
 _INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -67,6 +69,20 @@ class _HeadWithBodyResponse(web.StreamResponse):
     """
 
     _send_headers_immediately = False
+
+
+def _write_may_wait(transport: asyncio.Transport | None, size: int) -> bool:
+    """Whether writing ``size`` more bytes to the client may have to wait for it.
+
+    aiohttp's write suspends only while the transport is paused, i.e. its buffer is above the
+    high-water mark (64 KiB by default). With an empty buffer and a small write it cannot pause,
+    so the client write deadline need not be moved (a timer cancelled and re-armed per chunk):
+    the read deadline, armed already, stays in force and cannot fire during a write that does
+    not wait.
+    """
+    if transport is None:
+        return True
+    return transport.get_write_buffer_size() + size > WRITE_NEVER_WAITS
 
 
 def _is_event_stream(upstream: aiohttp.ClientResponse) -> bool:
@@ -181,7 +197,11 @@ class Forwarder:
             return
         self._publisher.publish(key, value, headers)
 
-    async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+    async def handle(
+        self, request: web.Request, endpoint: Endpoint, rejection: Rejection | None = None
+    ) -> web.StreamResponse:
+        """Serve and capture one exchange; ``rejection``: refused by proxy.guard, so the body is
+        never read."""
         started = time.monotonic_ns()
         received_at_us = time.time_ns() // 1000
         request_id = capture.new_request_id()
@@ -201,7 +221,6 @@ class Forwarder:
         )
         state = _Outcome()
         body = b""
-        rejection = request.get(REJECTION)  # refused by proxy.guard: the body is never read
         if rejection is not None:
             state.fail("rejected", rejection.reason, rejection.message)
         else:
@@ -411,7 +430,8 @@ class Forwarder:
                 )
                 response.headers[REQUEST_ID_HEADER] = request_id
                 phase = "write"
-                deadline.reschedule(loop.time() + settings.client_write_timeout_s)
+                if _write_may_wait(request.transport, 0):
+                    deadline.reschedule(loop.time() + settings.client_write_timeout_s)
                 await response.prepare(request)
                 state.status = upstream.status
                 if upstream.status >= 400:
@@ -430,7 +450,8 @@ class Forwarder:
                     state.chunks += 1
                     pending = (offset, data)
                     phase = "write"
-                    deadline.reschedule(loop.time() + settings.client_write_timeout_s)
+                    if _write_may_wait(request.transport, len(data)):
+                        deadline.reschedule(loop.time() + settings.client_write_timeout_s)
                     try:
                         await response.write(self._shield.known(data))
                     except ConnectionResetError:

@@ -128,7 +128,9 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--delay-ms", type=float, default=5.0)
     parser.add_argument("--no-standard", action="store_true", help="skip the on/off proxies")
-    parser.add_argument("--no-passthrough", action="store_true")
+    parser.add_argument(
+        "--passthrough", default="asyncio,uvloop", help="event loops to run the pass-through on"
+    )
     parser.add_argument("--variant", action="append", default=[], type=parse_variant)
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--out", default="bench-hotpath.json")
@@ -153,7 +155,7 @@ def main() -> None:
         litellm=False,
         workers=1,
         pin=not args.no_pin,
-        passthrough=not args.no_passthrough,
+        passthrough=tuple(loop for loop in args.passthrough.split(",") if loop),
         variants=dict(args.variant),
         standard=not args.no_standard,
     ) as stack:

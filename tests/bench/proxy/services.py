@@ -113,7 +113,7 @@ class Stack:
         litellm: bool,
         workers: int,
         pin: bool,
-        passthrough: bool = False,
+        passthrough: tuple[str, ...] = (),
         variants: Mapping[str, Variant] | None = None,
         standard: bool = True,
     ) -> None:
@@ -121,7 +121,7 @@ class Stack:
         self.workers = workers  # > 1: also run "on-xN", N capture-on proxies on one port
         self.proxy_cpu = PROXY_CPU if pin else None
         self.chunks, self.delay_ms, self.want_litellm = chunks, delay_ms, litellm
-        self.passthrough = passthrough  # also run tests/bench/proxy/passthrough.py
+        self.passthrough = passthrough  # run tests/bench/proxy/passthrough.py on these loops
         self.variants = dict(variants or {})  # more proxy targets, by name
         self.standard = standard  # the "on" and "off" proxies (False: variants only)
         self.services: dict[str, Service] = {}
@@ -199,18 +199,19 @@ class Stack:
         upstream_url = f"http://127.0.0.1:{upstream_port}"
         _wait_http(f"{upstream_url}/v1/chat/completions", upstream, 30, "POST", b"{}")
         self.services["direct"] = Service(name="direct", url=upstream_url, pid=upstream.pid)
-        if self.passthrough:
+        for loop in self.passthrough:
             (pass_port,) = free_ports(1)
+            name = "passthrough" if loop == "asyncio" else f"passthrough-{loop}"
             proc = self._spawn(
-                "passthrough",
+                name,
                 [py, "-m", "tests.bench.proxy.passthrough", "--port", str(pass_port),
-                 "--upstream", upstream_url],
+                 "--upstream", upstream_url, "--loop", loop],
                 {},
                 self.proxy_cpu,
             )  # fmt: skip
             _wait_http(f"http://127.0.0.1:{pass_port}/v1/chat/completions", proc, 30, "POST", b"{}")
-            self.services["passthrough"] = Service(
-                name="passthrough", url=f"http://127.0.0.1:{pass_port}", pid=proc.pid
+            self.services[name] = Service(
+                name=name, url=f"http://127.0.0.1:{pass_port}", pid=proc.pid
             )
         proxies = (
             [
