@@ -91,7 +91,8 @@ def summary(results: dict[str, Any], targets: list[str]) -> str:
         d50 = statistics.median(r["p50_us"] for r in direct) if direct else 0.0
         d99 = statistics.median(r["p99_us"] for r in direct) if direct else 0.0
         lines.append(
-            f"\nc={conc}  target | req/s | p50 ms | p99 ms | +p50 ms | +p99 ms | CPU us/req"
+            f"\nc={conc}  target | req/s | p50 ms | p99 ms | +p50 ms | +p99 ms"
+            " | CPU us/req median (min)"
         )
         for name in targets:
             runs = by.get((conc, name), [])
@@ -99,11 +100,11 @@ def summary(results: dict[str, Any], targets: list[str]) -> str:
                 continue
             p50 = statistics.median(r["p50_us"] for r in runs)
             p99 = statistics.median(r["p99_us"] for r in runs)
-            cpu = statistics.median(r["cpu_us_per_req"] for r in runs) if name != "direct" else 0
+            cpus = [r["cpu_us_per_req"] for r in runs]
             lines.append(
                 f"{name:>12} | {statistics.median(r['rps'] for r in runs):7.0f} | {p50 / 1000:.3f}"
                 f" | {p99 / 1000:.3f} | {(p50 - d50) / 1000:+.3f} | {(p99 - d99) / 1000:+.3f}"
-                f" | {cpu:.0f}"
+                f" | {statistics.median(cpus):.0f} ({min(cpus):.0f})"
             )
     if results["streams"]:
         direct_ttft = statistics.median(
