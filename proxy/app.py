@@ -17,8 +17,9 @@ from aiohttp import web
 
 from proxy import telemetry
 from proxy.errors import openai_error_body
+from proxy.eventloop import new_event_loop
 from proxy.forward import Forwarder
-from proxy.guard import HTTP_SERVER_LOG, REJECTION, Guard
+from proxy.guard import HTTP_SERVER_LOG, Guard
 from proxy.publisher import Publisher
 from proxy.routing import Endpoint, Router, passthrough_path_ok
 from proxy.settings import ProxySettings
@@ -135,10 +136,8 @@ def _endpoint_handler(
         if not guard.in_flight.try_enter():
             return guard.overloaded(endpoint)
         try:
-            rejection = guard.check(request)
-            if rejection is not None:
-                request[REJECTION] = rejection  # recorded and answered by the Forwarder
-            return await request.app[FORWARDER].handle(request, endpoint)
+            # A rejection is recorded and answered by the Forwarder.
+            return await request.app[FORWARDER].handle(request, endpoint, guard.check(request))
         finally:
             guard.in_flight.leave()
 
@@ -288,6 +287,7 @@ def serve(
         access_log=None,
         print=listening,
         handler_cancellation=False,
+        loop=new_event_loop(settings.event_loop),
     )
     forwarder = app.get(FORWARDER)
     if forwarder is not None:

@@ -35,6 +35,7 @@ CREDENTIAL_QUERY_PARAMS = frozenset(
     {"key", "api_key", "apikey", "api-key", "token", "access_token", "auth", "password", "secret"}
 )
 FINGERPRINT_PREFIX = "fp:"
+FINGERPRINT_CACHE_MAX = 4096
 MAX_FORWARDED_FOR_CHARS = 1024
 # A known secret shorter than this is not searched for in bodies: replacing every occurrence of
 # "abc" would corrupt prompts, and a key that short is no secret anyway.
@@ -48,14 +49,37 @@ _CREDENTIAL_MEMBER = re.compile(
     rb'(\s*:\s*)"((?:[^"\\]|\\.)*)"',
     re.IGNORECASE,
 )
-# What every name above ends with, followed by its closing quote. Substring tests on the lowered
-# body are ~50x cheaper than the regex, which runs only when one of them is present.
-_MEMBER_NAME_ENDINGS = (b'key"', b'authorization"', b'token"', b'secret"', b'password"', b'cookie"')
+
+
+class _RandomPool:
+    """OS randomness fetched 4 KiB at a time: one getrandom() call per 409 request ids instead of
+    one per id (a system call costs ~1 µs+ on a VM)."""
+
+    __slots__ = ("_buffer", "_offset")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._offset = 0
+
+    def take10(self) -> bytes:
+        offset = self._offset
+        if offset + 10 > len(self._buffer):
+            self._buffer, offset = os.urandom(4090), 0
+        self._offset = offset + 10
+        return self._buffer[offset : offset + 10]
+
+    def reset(self) -> None:
+        self._buffer, self._offset = b"", 0
+
+
+_random = _RandomPool()
+# A forked worker must not hand out the ids its parent's pool would hand out too.
+os.register_at_fork(after_in_child=_random.reset)
 
 
 def new_request_id() -> str:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version, 74 random bits. Sorts by time."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(_random.take10())
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     hex_ = f"{value:032x}"
@@ -65,14 +89,24 @@ def new_request_id() -> str:
 class Fingerprinter:
     """Replaces credentials by an HMAC-SHA256 prefix under a key only the service holds."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_cache", "_key")
 
     def __init__(self, key: bytes) -> None:
         self._key = key
+        # The same few keys arrive with every request (each exchange fingerprints its key three or
+        # four times): an HMAC is ~6 µs here, a dict hit ~0.1 µs. Bounded; it holds only values
+        # that are in this process's memory anyway, and is never written anywhere.
+        self._cache: dict[str, str] = {}
 
     def fingerprint(self, secret: str) -> str:
-        digest = hmac.new(self._key, secret.encode("utf-8", "surrogateescape"), hashlib.sha256)
-        return FINGERPRINT_PREFIX + digest.hexdigest()[:24]
+        fp = self._cache.get(secret)
+        if fp is None:
+            digest = hmac.new(self._key, secret.encode("utf-8", "surrogateescape"), hashlib.sha256)
+            fp = FINGERPRINT_PREFIX + digest.hexdigest()[:24]
+            if len(self._cache) >= FINGERPRINT_CACHE_MAX:
+                self._cache.clear()  # a flood of distinct keys: start over, never grow
+            self._cache[secret] = fp
+        return fp
 
     def header_value(self, name: str, value: str) -> tuple[str, str | None]:
         """The value to store for a header, and the credential's fingerprint if it held one."""
@@ -155,7 +189,7 @@ class Redactor:
     Two rules: exact occurrences of the secrets known for this exchange become their fingerprint,
     and the string value of a JSON member named like a credential (``api_key``, ``authorization``,
     …) becomes the fingerprint of that value. Bodies with neither cost one substring test per
-    known secret and a few substring tests on the lowered body, all in C.
+    known secret and one regex pass that only stops at quotes, all in C.
     """
 
     __slots__ = ("_fingerprinter", "_known")
@@ -182,11 +216,9 @@ class Redactor:
 
     def body(self, data: bytes) -> bytes:
         """A request body with known secrets and credential-named JSON members fingerprinted."""
-        data = self.known(data)
-        lowered = data.lower()
-        if not any(ending in lowered for ending in _MEMBER_NAME_ENDINGS):
-            return data
-        return _CREDENTIAL_MEMBER.sub(self._member, data)
+        # One regex pass: it starts with a literal quote, so the engine skips from quote to quote,
+        # about 0.6 ms/MB. (A pre-check of six substring tests on a lowered copy cost 3.5 ms/MB.)
+        return _CREDENTIAL_MEMBER.sub(self._member, self.known(data))
 
     def _member(self, match: re.Match[bytes]) -> bytes:
         value = match.group(3)
@@ -247,6 +279,8 @@ def request_event(
     proxy_instance: str,
     redactor: Redactor | None = None,
     refused_size: int | None = None,
+    redacted_body: bytes | None = None,
+    body_sha256: str | None = None,
 ) -> dict[str, Any]:
     """The request event.
 
@@ -254,9 +288,13 @@ def request_event(
     after credentials were fingerprinted (a hash of the original would let anyone holding the row
     confirm a guessed password offline). ``refused_size`` set: the body was refused unread (over
     the limit), and is recorded as truncated to nothing, with the size the client declared
-    (0 when chunked).
+    (0 when chunked). ``redacted_body`` and ``body_sha256``, when given, are those two already
+    computed by the caller (the forwarder hashes large bodies in a worker thread).
     """
-    redacted = redactor.body(body) if redactor is not None else body
+    if redacted_body is not None:
+        redacted = redacted_body
+    else:
+        redacted = redactor.body(body) if redactor is not None else body
     stored_body, truncated = capped(redacted, max_body_in_event)
     truncated = truncated or refused_size is not None
     if forwarded_for is not None:
@@ -277,7 +315,7 @@ def request_event(
         "body": stored_body,
         "body_size": len(body) if refused_size is None else refused_size,
         "body_truncated": truncated,
-        "body_sha256": hashlib.sha256(redacted).hexdigest(),
+        "body_sha256": body_sha256 or hashlib.sha256(redacted).hexdigest(),
         "model_requested": model_requested,
         "stream": stream,
         "endpoint": endpoint,

@@ -32,6 +32,7 @@ _PROXY_KEYS = {
     "rate_limit_per_s": float,
     "rate_limit_burst": int,
     "rate_limit_max_clients": int,
+    "event_loop": str,
 }
 _TIMEOUT_KEYS = {
     "connect_s": "upstream_connect_timeout_s",

@@ -62,9 +62,6 @@ class Rejection:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-REJECTION = web.RequestKey("rejection", Rejection)
-
-
 @dataclass(slots=True)
 class GuardStats:
     rejected_overload: int = 0

@@ -65,10 +65,6 @@ class Router:
                     f"No upstream provider speaking the {endpoint.dialect} API is set up."
                 )
             return Route(default, upstream_url(default, path), None)
-        unknown = NoRoute(
-            f"The model {model!r} does not exist or is not served here. "
-            "GET /v1/models lists the models you can use."
-        )
         provider: Provider | None
         explicit = self._explicit.get(model)
         if explicit is not None:
@@ -78,11 +74,11 @@ class Router:
             if provider is not None:
                 model_sent = model.partition("/")[2]
                 if not provider.serves(model_sent):
-                    return unknown
+                    return _unknown(model)
             elif default is not None and default.serves(model):
                 provider = default
         if provider is None:
-            return unknown
+            return _unknown(model)
         if provider.dialect != endpoint.dialect:
             return NoRoute(
                 f"The model {model!r} is served by {provider.name}, which speaks the "
@@ -96,6 +92,13 @@ class Router:
         name, sep, rest = model.partition("/")
         provider = self._providers.get(name) if sep and rest else None
         return provider if provider is not None and provider.dialect == dialect else None
+
+
+def _unknown(model: str) -> NoRoute:
+    return NoRoute(
+        f"The model {model!r} does not exist or is not served here. "
+        "GET /v1/models lists the models you can use."
+    )
 
 
 def passthrough_path_ok(raw_path: str) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.errors import ConfigError
+from proxy.eventloop import EVENT_LOOPS
 
 DIALECTS = ("openai", "anthropic")
 CONFIG_ENV = "LOGORHYTHMS_CONFIG"
@@ -137,6 +138,9 @@ class ProxySettings:
     # Proxy processes sharing the port (SO_REUSEPORT) under one supervisor (proxy/supervisor.py).
     # Each has its own Kafka producer and journal; limits such as max_in_flight are per process.
     workers: int = 1
+    # The asyncio event loop implementation: "uvloop" (falls back where not installed) or
+    # "asyncio" (proxy/eventloop.py).
+    event_loop: str = "uvloop"
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -166,6 +170,10 @@ class ProxySettings:
             raise ConfigError("max_event_bytes must stay below Kafka's 1 MiB message limit")
         if self.header_timeout_s <= 0:
             raise ConfigError("header_timeout_s must be positive: it is the slowloris defence")
+        if self.event_loop not in EVENT_LOOPS:
+            raise ConfigError(
+                f"event_loop {self.event_loop!r} is not known; use one of {', '.join(EVENT_LOOPS)}"
+            )
         if self.rate_limit_per_s > 0 and self.rate_limit_burst < 1:
             raise ConfigError("rate_limit_burst must be at least 1 when rate limiting is on")
         if self.workers < 1:
@@ -252,6 +260,8 @@ class ProxySettings:
             values["journal_dir"] = env["LOGORHYTHMS_JOURNAL_DIR"]
         if env.get("LOGORHYTHMS_CAPTURE"):
             values["capture"] = _on_off(env, "LOGORHYTHMS_CAPTURE", True)
+        if env.get("LOGORHYTHMS_EVENT_LOOP"):
+            values["event_loop"] = env["LOGORHYTHMS_EVENT_LOOP"].strip().lower()
         if env.get("LOGORHYTHMS_PORT"):
             values["port"] = _int(env, "LOGORHYTHMS_PORT", 8080)
         if env.get("LOGORHYTHMS_WORKERS"):

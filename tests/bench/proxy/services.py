@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -28,6 +29,15 @@ TOPIC = "bench.exchanges"
 PROXY_CPU = "0"  # the proxy under test gets core 0 ...
 LOAD_CPU = "1"  # ... the load generator and the upstream share core 1
 CLIENT_KEY = "sk-bench-client-key"  # what the load generators send; LiteLLM's master key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Variant:
+    """One more proxy target: extra environment, and optionally another source tree (``root``),
+    e.g. an exported older commit for a before/after comparison in the same rounds."""
+
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    root: Path | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,12 +105,25 @@ class Stack:
     """All services of one benchmark run; ``with Stack(...) as stack:`` stops them all."""
 
     def __init__(
-        self, workdir: Path, *, chunks: int, delay_ms: float, litellm: bool, workers: int, pin: bool
+        self,
+        workdir: Path,
+        *,
+        chunks: int,
+        delay_ms: float,
+        litellm: bool,
+        workers: int,
+        pin: bool,
+        passthrough: tuple[str, ...] = (),
+        variants: Mapping[str, Variant] | None = None,
+        standard: bool = True,
     ) -> None:
         self.workdir = workdir
         self.workers = workers  # > 1: also run "on-xN", N capture-on proxies on one port
         self.proxy_cpu = PROXY_CPU if pin else None
         self.chunks, self.delay_ms, self.want_litellm = chunks, delay_ms, litellm
+        self.passthrough = passthrough  # run tests/bench/proxy/passthrough.py on these loops
+        self.variants = dict(variants or {})  # more proxy targets, by name
+        self.standard = standard  # the "on" and "off" proxies (False: variants only)
         self.services: dict[str, Service] = {}
         self.sql_url = ""
         self.loader_pid = 0
@@ -109,7 +132,12 @@ class Stack:
         self._logs: list[object] = []
 
     def _spawn(
-        self, name: str, argv: list[str], env: Mapping[str, str], cpu: str | None
+        self,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str],
+        cpu: str | None,
+        cwd: Path = ROOT,
     ) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("wb")
         self._logs.append(log)
@@ -119,7 +147,7 @@ class Stack:
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=cwd,
         )
         self._procs.append(proc)
         return proc
@@ -171,10 +199,28 @@ class Stack:
         upstream_url = f"http://127.0.0.1:{upstream_port}"
         _wait_http(f"{upstream_url}/v1/chat/completions", upstream, 30, "POST", b"{}")
         self.services["direct"] = Service(name="direct", url=upstream_url, pid=upstream.pid)
-        proxies = [
-            ("on", on_port, "on", ["deploy.cli", "proxy"]),
-            ("off", off_port, "off", ["deploy.cli", "proxy"]),
-        ]
+        for loop in self.passthrough:
+            (pass_port,) = free_ports(1)
+            name = "passthrough" if loop == "asyncio" else f"passthrough-{loop}"
+            proc = self._spawn(
+                name,
+                [py, "-m", "tests.bench.proxy.passthrough", "--port", str(pass_port),
+                 "--upstream", upstream_url, "--loop", loop],
+                {},
+                self.proxy_cpu,
+            )  # fmt: skip
+            _wait_http(f"http://127.0.0.1:{pass_port}/v1/chat/completions", proc, 30, "POST", b"{}")
+            self.services[name] = Service(
+                name=name, url=f"http://127.0.0.1:{pass_port}", pid=proc.pid
+            )
+        proxies = (
+            [
+                ("on", on_port, "on", ["deploy.cli", "proxy"]),
+                ("off", off_port, "off", ["deploy.cli", "proxy"]),
+            ]
+            if self.standard
+            else []
+        )
         if self.workers > 1:
             proxies.append(
                 (
@@ -199,6 +245,25 @@ class Stack:
                     "LOGORHYTHMS_WORKERS": "1",  # on-xN says --workers, which wins
                 },
                 None if name.startswith("on-x") else self.proxy_cpu,  # N processes: every core
+            )
+            _wait_http(f"http://127.0.0.1:{port}/readyz", proc, 60)
+            self.services[name] = Service(name=name, url=f"http://127.0.0.1:{port}", pid=proc.pid)
+        for name, variant in self.variants.items():
+            (port,) = free_ports(1)
+            proc = self._spawn(
+                f"proxy-{name}",
+                [py, "-m", "deploy.cli", "proxy"],
+                {
+                    "LOGORHYTHMS_PORT": str(port),
+                    "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                    "OPENAI_BASE_URL": f"{upstream_url}/v1",
+                    "OPENAI_API_KEY": "sk-bench-service",
+                    "LOGORHYTHMS_TOPIC": TOPIC,
+                    "LOGORHYTHMS_JOURNAL_DIR": str(self.workdir / f"journal-{name}"),
+                    **variant.env,
+                },
+                self.proxy_cpu,
+                cwd=variant.root or ROOT,
             )
             _wait_http(f"http://127.0.0.1:{port}/readyz", proc, 60)
             self.services[name] = Service(name=name, url=f"http://127.0.0.1:{port}", pid=proc.pid)

@@ -1,0 +1,58 @@
+"""CPU of the request event's per-body work: credential redaction of the body and its SHA-256.
+
+Thread CPU clock, best of 5 rounds, prose bodies as in ``bench_proxy``. ``--tree`` measures the
+``proxy`` package of another source tree (e.g. an exported older commit) for a before/after:
+
+    .venv/bin/python -m tests.bench.proxy.bench_redaction --tree /tmp/hotpath-base
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import sys
+import time
+from collections.abc import Callable
+
+from tests.bench.proxy.bench_proxy import request_body
+
+HEADERS = [("Authorization", "Bearer sk-bench-client-key"), ("Content-Type", "application/json")]
+
+
+def best_us(fn: Callable[[], object], calls: int) -> float:
+    best = float("inf")
+    for _ in range(5):
+        started = time.thread_time_ns()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.thread_time_ns() - started) / calls)
+    return best / 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", help="measure proxy/ from this source tree instead")
+    args = parser.parse_args()
+    if args.tree:
+        sys.path.insert(0, args.tree)
+        for name in [m for m in sys.modules if m == "proxy" or m.startswith("proxy.")]:
+            del sys.modules[name]
+    capture = importlib.import_module("proxy.capture")
+    fingerprinter = capture.Fingerprinter(b"k" * 32)
+    secrets = ("sk-bench-service",)
+    redactor = fingerprinter.redactor(HEADERS, "", secrets)
+    print(f"{capture.__file__}")
+    build = best_us(lambda: fingerprinter.redactor(HEADERS, "", secrets), 2000)
+    print(f"Fingerprinter.redactor {build:8.1f} us")
+    print(f"Fingerprinter.headers  {best_us(lambda: fingerprinter.headers(HEADERS), 2000):8.1f} us")
+    for size in (1024, 100 * 1024, 2 * 1024 * 1024):
+        body = request_body(size)
+        calls = max(3, 2_000_000 // size)
+        redact = best_us(lambda body=body: redactor.body(body), calls)
+        digest = best_us(lambda body=body: hashlib.sha256(body).digest(), calls)
+        print(f"{size // 1024:5d} KB  Redactor.body {redact:9.1f} us   sha256 {digest:8.1f} us")
+
+
+if __name__ == "__main__":
+    main()
