@@ -59,6 +59,25 @@ async def _committed(p: Pipeline) -> dict[TopicPartition, OffsetAndMetadata]:
         await admin.close()
 
 
+async def _end_offsets(p: Pipeline) -> dict[TopicPartition, int]:
+    """The topic's end offsets, for partitions that hold events."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=p.bootstrap)
+    await admin.start()
+    try:
+        (topic,) = await admin.describe_topics([p.topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(p.topic, part["partition"]) for part in topic["partitions"]]
+    consumer = AIOKafkaConsumer(bootstrap_servers=p.bootstrap)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)  # without an assignment stop() cancels a coordinator task
+        end: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        return {tp: offset for tp, offset in end.items() if offset > 0}
+    finally:
+        await consumer.stop()
+
+
 async def test_poison_records_are_dead_lettered_and_partitions_continue(
     pipeline: Pipeline, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -102,6 +121,17 @@ async def test_clickhouse_refusing_inserts_pauses_without_commit_then_catches_up
     """C1/C4: the table is gone (DETACH) while events arrive: retry, no commit, no DLQ."""
     warm = await burst(pipeline.proxy_url, 3)
     assert (await wait_reconciled(pipeline.clickhouse, [s.request_id for s in warm])).exact
+
+    # Rows become visible before the loader commits their offsets: wait for that commit, or it
+    # could land during the outage below and look like a commit of refused work.
+    end = await _end_offsets(pipeline)
+    assert end, "the warm-up burst left no event in the topic"
+
+    async def warm_committed() -> bool:
+        offsets = await _committed(pipeline)
+        return all(tp in offsets and offsets[tp].offset >= end[tp] for tp in end)
+
+    await eventually(warm_committed, what="the loader committed the warm-up batch")
     committed_before = await _committed(pipeline)
     retries_before = pipeline.runner.stats.retries
 
