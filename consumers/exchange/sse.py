@@ -7,13 +7,10 @@ reads is never mangled; accepts LF, CRLF and CR line ends; ignores comment lines
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 
-class SseEvent(NamedTuple):
-    """A NamedTuple, not a frozen dataclass: as immutable, and built for every event of every
-    stream the loader assembles (a dataclass' ``__init__`` costs 1.7 times as much)."""
-
+@dataclass(frozen=True, slots=True)
+class SseEvent:
     event: str
     data: str
     index: int  # position of the chunk (0-based) whose bytes completed this event
