@@ -38,14 +38,13 @@ class _Unsupported(Exception):
     """The schema pair uses something this reader does not compile; fastavro handles it."""
 
 
-def varint_tail(data: bytes, pos: int, value: int) -> tuple[int, int]:
-    """The rest of a varint whose first two bytes (``value``, 14 bits) were already read and
-    whose second byte said more follow.
+def varint_tail(data: bytes, pos: int, value: int, shift: int) -> tuple[int, int]:
+    """The rest of a varint whose first ``shift // 7`` bytes (``value``) were already read,
+    the last of them saying more follow.
 
     Refuses more than 64 bits: fastavro's C reader wraps them around silently, so such input
     goes to fastavro rather than being read differently here.
     """
-    shift = 14
     while True:
         byte = data[pos]
         pos += 1
@@ -74,17 +73,24 @@ class _Source:
         self.lines.append("    " * indent + line)
 
 
+_INLINE_BYTES = 5  # up to 2**35: sizes, counts, and nanosecond offsets up to ~17 s
+
+
 def _long(src: _Source, indent: int, target: str) -> None:
-    """Read one zig-zag varint into ``target``: one or two bytes inline (sizes, counts, small
-    numbers), longer ones in varint_tail."""
+    """Read one zig-zag varint into ``target``: up to _INLINE_BYTES bytes inline (a call and a
+    loop cost more than the varint), longer ones (timestamps) in varint_tail."""
     src.add(indent, "b = d[p]")
     src.add(indent, "p += 1")
-    src.add(indent, "if b & 0x80:")
-    src.add(indent + 1, "c = d[p]")
-    src.add(indent + 1, "p += 1")
-    src.add(indent + 1, "b = (b & 0x7F) | (c & 0x7F) << 7")
-    src.add(indent + 1, "if c & 0x80:")
-    src.add(indent + 2, "b, p = varint_tail(d, p, b)")
+    depth = indent
+    for position in range(1, _INLINE_BYTES):
+        src.add(depth, "if b & 0x80:" if position == 1 else "if c & 0x80:")
+        depth += 1
+        src.add(depth, "c = d[p]")
+        src.add(depth, "p += 1")
+        first = "(b & 0x7F)" if position == 1 else "b"
+        src.add(depth, f"b = {first} | (c & 0x7F) << {7 * position}")
+    src.add(depth, "if c & 0x80:")
+    src.add(depth + 1, f"b, p = varint_tail(d, p, b, {7 * _INLINE_BYTES})")
     src.add(indent, f"{target} = (b >> 1) ^ -(b & 1)")
 
 
