@@ -108,6 +108,7 @@ class _Compiler:
         self.src = _Source()
         self.writer_named: dict[str, Any] = {}
         self.reader_named: dict[str, Any] = {}
+        self.open_records: set[str] = set()  # straight-line code cannot unroll a recursive type
 
     def resolve(self, schema: Any, named: dict[str, Any]) -> Any:
         if isinstance(schema, str) and schema not in _PRIMITIVES:
@@ -194,6 +195,9 @@ class _Compiler:
                target: str) -> None:  # fmt: skip
         if writer["name"].rsplit(".", 1)[-1] != reader["name"].rsplit(".", 1)[-1]:
             raise _Unsupported("record names differ")
+        if writer["name"] in self.open_records:
+            raise _Unsupported(f"recursive record {writer['name']}")
+        self.open_records.add(writer["name"])
         self.register(writer, self.writer_named)
         self.register(reader, self.reader_named)
         reader_fields = {f["name"]: f for f in reader["fields"]}
@@ -216,6 +220,7 @@ class _Compiler:
             if name not in values
         )
         self.src.add(indent, f"{target} = {{{', '.join(items)}}}")
+        self.open_records.discard(writer["name"])
 
 
 def _kind(schema: Any) -> str:

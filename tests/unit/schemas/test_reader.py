@@ -250,6 +250,8 @@ def test_the_codec_reads_what_only_fastavro_reads() -> None:
         {"type": "record", "name": "F", "fields": [{"name": "f", "type": "double"}]},
         {"type": "record", "name": "D", "fields": [{"name": "d", "type": {
             "type": "int", "logicalType": "date"}}]},
+        {"type": "record", "name": "Node", "fields": [{"name": "next", "type": ["null", "Node"],
+                                                       "default": None}]},
     ],
 )  # fmt: skip
 def test_unsupported_types_fall_back_to_fastavro(schema: dict[str, Any]) -> None:
