@@ -361,11 +361,17 @@ class Runner:
         overrides: dict[tuple[str, int], Committed],
     ) -> None:
         assert self._consumer is not None
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        # Plain tuples per record, the Kafka structs once per partition (a batch has 50 000
+        # records and a handful of partitions).
+        last: dict[tuple[str, int], int] = {}
         for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            if tp not in offsets or offsets[tp].offset <= r.offset:
-                offsets[tp] = OffsetAndMetadata(r.offset + 1, "")
+            key = (r.topic, r.partition)
+            if last.get(key, -1) < r.offset:
+                last[key] = r.offset
+        offsets = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset + 1, "")
+            for (topic, partition), offset in last.items()
+        }
         for (topic, partition), (offset, metadata) in overrides.items():
             offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(offset, metadata)
         if not offsets:

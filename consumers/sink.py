@@ -46,10 +46,17 @@ class Batch:
 
     @staticmethod
     def of(records: Sequence[Record]) -> Batch:
-        ranges: dict[tuple[str, int], tuple[int, int]] = {}
+        # One lookup and at most one comparison per record, no tuples built (50 000 a batch).
+        ranges: dict[tuple[str, int], list[int]] = {}
         for r in records:
-            low, high = ranges.get((r.topic, r.partition), (r.offset, r.offset))
-            ranges[(r.topic, r.partition)] = (min(low, r.offset), max(high, r.offset))
+            offset = r.offset
+            span = ranges.get((r.topic, r.partition))
+            if span is None:
+                ranges[(r.topic, r.partition)] = [offset, offset]
+            elif offset > span[1]:
+                span[1] = offset
+            elif offset < span[0]:
+                span[0] = offset
         spec = ";".join(f"{t}/{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(ranges.items()))
         return Batch(records, hashlib.sha256(spec.encode()).hexdigest()[:32])
 

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
+from schemas.reader import Reader, compile_reader
 from schemas.writer import compile_writer
 
 SCHEMA_DIR = Path(__file__).resolve().parent
@@ -57,6 +58,8 @@ class Decoded(NamedTuple):
 class _Writer:
     type: EventType
     parsed: Any
+    # Compiled against the current reader schema; None when the pair needs fastavro.
+    fast: Reader | None
 
 
 def schema_fingerprint(schema: Mapping[str, Any] | str) -> bytes:
@@ -80,6 +83,7 @@ class Codec:
         # Compiled writers: 1.3-1.7x less CPU than fastavro's, and byte-identical.
         self._fast: dict[EventType, Callable[[Mapping[str, Any]], bytes] | None] = {}
         self._readers: dict[EventType, Any] = {}
+        self._reader_schemas: dict[EventType, dict[str, Any]] = {}
         self._writers: dict[bytes, _Writer] = {}
         for event_type in EventType:
             schema = load_schema(SCHEMA_DIR / f"{event_type.value}.avsc")
@@ -88,7 +92,8 @@ class Codec:
             self._current[event_type] = (header, parsed)
             self._fast[event_type] = compile_writer(schema)
             self._readers[event_type] = parsed
-            self._writers[header[2:]] = _Writer(event_type, parsed)
+            self._reader_schemas[event_type] = schema
+            self._writers[header[2:]] = _Writer(event_type, parsed, compile_reader(schema, schema))
         for path in sorted((SCHEMA_DIR / "history").glob("*.avsc")):
             self.add_writer_schema(load_schema(path))
         for extra in extra_writer_schemas:
@@ -100,7 +105,10 @@ class Codec:
         event_type = _TYPE_BY_RECORD_NAME.get(full_name)
         if event_type is None:
             raise ValueError(f"{full_name} is not one of the exchange event schemas")
-        self._writers[schema_fingerprint(schema)] = _Writer(event_type, parse_schema(dict(schema)))
+        fast = compile_reader(schema, self._reader_schemas[event_type])
+        self._writers[schema_fingerprint(schema)] = _Writer(
+            event_type, parse_schema(dict(schema)), fast
+        )
 
     def encode(self, event_type: EventType, record: Mapping[str, Any]) -> bytes:
         header, parsed = self._current[event_type]
@@ -121,6 +129,13 @@ class Codec:
                 f"unknown writer schema fingerprint {data[2:_HEADER_SIZE].hex()}: "
                 "the message was written by a newer schema; upgrade the consumer"
             )
+        if writer.fast is not None:
+            try:
+                return Decoded(writer.type, writer.fast(data, _HEADER_SIZE))
+            except Exception:  # noqa: S110 (fastavro below decides: it reads the bytes or says why not)
+                # Malformed for the compiled reader (or written in a way only fastavro reads):
+                # the same bytes fail, or load, exactly as they did before it existed.
+                pass
         reader = self._readers[writer.type]
         try:
             record = fastavro.schemaless_reader(

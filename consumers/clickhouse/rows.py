@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -46,12 +45,6 @@ EXCHANGE_COLUMNS = (
 _UPSTREAM_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "openai-request-id", "cf-ray")
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
-    partition: int
-    offset: int
-
-
 def _ts(value: int | dt.datetime) -> dt.datetime:
     """Avro timestamp-micros decode to aware datetimes; plain micros are accepted too."""
     if isinstance(value, dt.datetime):
@@ -73,7 +66,10 @@ _DERIVED: dict[str, tuple[str, Callable[[Any], Any]]] = {
 
 
 def raw_columns(
-    columns: Sequence[str], events: Sequence[dict[str, Any]], positions: Sequence[Position]
+    columns: Sequence[str],
+    events: Sequence[dict[str, Any]],
+    partitions: Sequence[int],
+    offsets: Sequence[int],
 ) -> list[list[Any]]:
     """The rows of one raw table, column by column (``columns`` is one of the *_COLUMNS above).
 
@@ -83,9 +79,9 @@ def raw_columns(
     out: list[list[Any]] = []
     for name in columns:
         if name == "kafka_partition":
-            out.append([p.partition for p in positions])
+            out.append(list(partitions))
         elif name == "kafka_offset":
-            out.append([p.offset for p in positions])
+            out.append(list(offsets))
         elif name in _DERIVED:
             source, convert = _DERIVED[name]
             out.append([convert(e[source]) for e in events])

@@ -30,7 +30,6 @@ from consumers.clickhouse.rows import (
     COMPLETED_COLUMNS,
     EXCHANGE_COLUMNS,
     REQUEST_COLUMNS,
-    Position,
     exchange_row,
     raw_columns,
 )
@@ -133,8 +132,12 @@ class ClickHouseSink:
     # The two CPU-heavy steps of a batch are methods so the benchmark can time them.
     @staticmethod
     def raw_columns(columns: Sequence[str], records: Sequence[Record]) -> Columns:
-        positions = [Position(r.partition, r.offset) for r in records]
-        return raw_columns(columns, [r.event.record for r in records], positions)
+        return raw_columns(
+            columns,
+            [r.event.record for r in records],
+            [r.partition for r in records],
+            [r.offset for r in records],
+        )
 
     @staticmethod
     def exchange_columns(rows: Sequence[tuple[Any, ...]]) -> Columns:
@@ -172,15 +175,21 @@ class ClickHouseSink:
         return []
 
     def _remember(self, requests: list[Record], chunks: list[Record]) -> None:
+        # get() before creating: setdefault(id, _Open()) would build an _Open per event.
+        open_ = self._open
         for r in requests:
             event = r.event.record
-            entry = self._open.setdefault(event["request_id"], _Open())
+            entry = open_.get(event["request_id"])
+            if entry is None:
+                entry = open_[event["request_id"]] = _Open()
             entry.request = event
             entry.bytes += len(event["body"])
             self._open_bytes += len(event["body"])
         for r in chunks:
             event = r.event.record
-            entry = self._open.setdefault(event["request_id"], _Open())
+            entry = open_.get(event["request_id"])
+            if entry is None:
+                entry = open_[event["request_id"]] = _Open()
             entry.chunks[event["seq"]] = ChunkIn(event["seq"], event["offset_ns"], event["data"])
             entry.bytes += len(event["data"])
             self._open_bytes += len(event["data"])

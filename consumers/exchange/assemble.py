@@ -229,13 +229,20 @@ class _StreamState:
             self._openai(doc, offset_ns)
 
     def _openai(self, doc: dict[str, Any], offset_ns: int) -> None:
-        self.out.model = self.out.model or _str(doc.get("model"))
-        self.out.response_id = self.out.response_id or _str(doc.get("id"))
+        # Called for nearly every event of every stream: the checks are written out (rather
+        # than `x = x or _str(...)`, `_text(_str(...) or "")`) because the calls add up.
+        out = self.out
+        if not out.model:
+            out.model = _str(doc.get("model"))
+        if not out.response_id:
+            out.response_id = _str(doc.get("id"))
         for choice in doc.get("choices") or []:
             index = choice.get("index", 0) or 0
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                self._text(index, _str(delta.get("content")) or "", offset_ns)
+                content = delta.get("content")
+                if content and isinstance(content, str):
+                    self._text(index, content, offset_ns)
                 for call in delta.get("tool_calls") or []:
                     self._first_token(offset_ns)
                     slot = self.tools.setdefault(
@@ -248,11 +255,12 @@ class _StreamState:
                     slot["function"]["arguments"] += function.get("arguments") or ""
             else:  # legacy /v1/completions stream
                 self._text(index, _str(choice.get("text")) or "", offset_ns)
-            reason = _str(choice.get("finish_reason"))
-            if reason and index == 0:
-                self.out.finish_reason = reason
-        if isinstance(doc.get("usage"), dict):
-            _openai_usage(doc["usage"], self.out.usage)
+            reason = choice.get("finish_reason")
+            if reason and index == 0 and isinstance(reason, str):
+                out.finish_reason = reason
+        usage = doc.get("usage")
+        if isinstance(usage, dict):
+            _openai_usage(usage, out.usage)
 
     def _anthropic(self, doc: dict[str, Any], offset_ns: int) -> None:
         kind = doc.get("type")

@@ -29,11 +29,28 @@ class SseParser:
         events: list[SseEvent] = []
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" not in buffer:
-            # LF line ends only (every provider we proxy): one split instead of two scans a line.
+            # LF line ends only (every provider we proxy): one split instead of two scans a
+            # line, and the two lines every event has (a data line, a blank line) handled
+            # inline; anything else goes through _line as in the general case below.
             lines = buffer.split(b"\n")
             self._buffer = lines.pop()
             for line in lines:
-                self._line(line, index, events)
+                if not line:
+                    if self._data:
+                        events.append(
+                            SseEvent(self._event or "message", "\n".join(self._data), index)
+                        )
+                        self._data = []
+                    self._event = ""
+                    self._data_bytes = 0
+                elif line.startswith(b"data: "):
+                    self._data_bytes += len(line)
+                    if self._data_bytes > self.max_event_bytes:
+                        self.oversized += 1
+                    else:
+                        self._data.append(line[6:].decode("utf-8", "replace"))
+                else:
+                    self._line(line, index, events)
             return events
         start = 0
         length = len(buffer)

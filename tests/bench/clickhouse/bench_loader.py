@@ -101,14 +101,14 @@ class Stages:
         return timed_call
 
 
-def _instrument(sink: ClickHouseSink, stages: Stages) -> None:
-    """Time the sink's stages from outside, without changing what they do."""
+def _instrument(sink: ClickHouseSink, stages: Stages) -> Callable[[], None]:
+    """Time the sink's stages from outside, without changing what they do; returns the undo
+    (the timers cost several µs per exchange: ``--kafka`` must run without them)."""
     for name in ("raw_columns", "exchange_columns"):  # absent before these were methods
         if hasattr(sink, name):
             setattr(sink, name, stages.wrap_sync(name.replace("_", " "), getattr(sink, name)))
-    sink_module.exchange_row = stages.wrap_sync(
-        "exchange rows (assembly)", sink_module.exchange_row
-    )
+    exchange_row = sink_module.exchange_row
+    sink_module.exchange_row = stages.wrap_sync("exchange rows (assembly)", exchange_row)
     clickhouse = sink.clickhouse
     clickhouse.insert = stages.wrap_async(  # type: ignore[method-assign]
         lambda table, *a, **k: f"insert {table}", clickhouse.insert
@@ -117,6 +117,11 @@ def _instrument(sink: ClickHouseSink, stages: Stages) -> None:
         lambda sql, *a, **k: "loaded check" if "FROM exchanges" in sql else "read back",
         clickhouse.rows,
     )
+
+    def undo() -> None:
+        sink_module.exchange_row = exchange_row
+
+    return undo
 
 
 def _decode(
@@ -137,7 +142,7 @@ async def sink_mode(messages: list[tuple[str, bytes]], batch: int, data_dir: Pat
     # Once per process, not per batch: clickhouse-connect's first insert imports pandas.
     warm_up = encoded(traffic(10, salt="warm-up"), codec)
     await sink.write(Batch.of(_decode(codec, warm_up, 0, partition=1)))
-    _instrument(sink, stages)
+    undo = _instrument(sink, stages)
     try:
         with stages.timed("total"):
             for low in range(0, len(messages), batch):
@@ -145,6 +150,7 @@ async def sink_mode(messages: list[tuple[str, bytes]], batch: int, data_dir: Pat
                     records = _decode(codec, messages[low : low + batch], low)
                 await sink.write(Batch.of(records))
     finally:
+        undo()
         await sink.stop()
     return stages
 

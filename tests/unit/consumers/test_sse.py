@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import itertools
+import random
+
 import pytest
 
 from consumers.exchange.sse import SseParser
@@ -57,3 +60,34 @@ def test_oversized_event_is_counted_not_buffered() -> None:
     events = parser.feed(b"data: " + b"x" * 100 + b"\n\ndata: ok\n\n")
     assert [e.data for e in events] == ["ok"]
     assert parser.oversized == 1
+
+
+def random_stream(rng: random.Random) -> bytes:
+    """Lines of every kind the parser distinguishes, UTF-8 and invalid bytes included."""
+    pieces = [
+        b"data: ", b"data:", b"data", b"event: ", b"event:x", b": comment", b"id: 7", b"retry: 1",
+        b"datax: y", b"data:  two spaces", b'{"a":"\xc3\xa9\xf0\x9f\x98\x80"}', b"\xff\xfe",
+        b"[DONE]", b" ", b":", b"",
+    ]  # fmt: skip
+    lines = [b"".join(rng.choices(pieces, k=rng.randrange(0, 4))) for _ in range(rng.randrange(30))]
+    return b"\n".join(lines) + rng.choice((b"", b"\n", b"\n\n"))
+
+
+def test_the_lf_fast_path_gives_what_the_general_path_gives() -> None:
+    """LF-only input takes a fast path; the same stream with CRLF line ends takes the general
+    one. Both must produce the same events from any split into reads."""
+    rng = random.Random("sse")
+    for _ in range(500):
+        stream = random_stream(rng)
+        cuts = sorted(rng.sample(range(len(stream) + 1), min(len(stream) + 1, rng.randrange(4))))
+        reads = [stream[a:b] for a, b in itertools.pairwise([0, *cuts, len(stream)])]
+        crlf = [r.replace(b"\n", b"\r\n") for r in reads]
+        assert parse_all(reads) == parse_all(crlf), stream
+
+
+def test_oversized_and_counted_alike_on_both_paths() -> None:
+    for newline in (b"\n", b"\r\n"):
+        parser = SseParser(max_event_bytes=10)
+        events = parser.feed(newline.join([b"data: " + b"x" * 20, b"", b"data: ok", b"", b""]))
+        assert [e.data for e in events] == ["ok"]
+        assert parser.oversized == 1
