@@ -26,10 +26,10 @@ from typing import Any
 
 from tests.bench.proxy.bench_proxy import (
     SIZES,
+    http_runs,
     load_average,
     measured,
     request_body,
-    run_wrk,
     streams,
 )
 from tests.bench.proxy.services import LOAD_CPU, Stack, Variant, pinned
@@ -43,26 +43,12 @@ def parse_variant(text: str) -> tuple[str, Variant]:
 
 
 def wrk_round(
-    stack: Stack, round_no: int, conc: int, body: Path, duration_s: int
+    stack: Stack, round_no: int, conc: int, label: str, body: Path, duration_s: int
 ) -> list[dict[str, Any]]:
-    runs = []
-    for name in random.sample(list(stack.services), len(stack.services)):
-        url = stack.services[name].url
-        run = measured(
-            stack,
-            name,
-            lambda url=url: run_wrk(url, body, conc, duration_s),
-            round=round_no,
-            concurrency=conc,
-        )
+    """bench_proxy's wrk round, plus CPU per request for this report."""
+    runs = http_runs(stack, round_no, conc, label, body, duration_s)
+    for run in runs:
         run["cpu_us_per_req"] = run["cpu_s"] / max(1, run["requests"]) * 1e6
-        print(
-            f"r{round_no} c={conc:<3} {name:>12}: {run['rps']:7.0f} rps  "
-            f"p50 {run['p50_us'] / 1000:6.3f} ms  p99 {run['p99_us'] / 1000:6.3f} ms  "
-            f"cpu {run['cpu_us_per_req']:6.0f} us/req  load {run['load1']}",
-            flush=True,
-        )
-        runs.append(run)
     return runs
 
 
@@ -164,7 +150,9 @@ def main() -> None:
         print(f"services up: {targets}; load {load_average()}", flush=True)
         for round_no in range(args.rounds):
             for conc in [int(c) for c in args.concurrency.split(",")]:
-                results["http"] += wrk_round(stack, round_no, conc, body, args.duration_s)
+                results["http"] += wrk_round(
+                    stack, round_no, conc, args.size, body, args.duration_s
+                )
             if args.streams:
                 results["streams"] += stream_round(stack, round_no, args.streams)
     results["load_after"] = load_average()

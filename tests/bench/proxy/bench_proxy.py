@@ -220,7 +220,7 @@ def measured(stack: Stack, name: str, run: Any, **extra: Any) -> dict[str, Any]:
 
 
 def http_runs(
-    stack: Stack, round_no: int, conc: int, label: str, body: Path, args: argparse.Namespace
+    stack: Stack, round_no: int, conc: int, label: str, body: Path, duration_s: int
 ) -> list[dict[str, Any]]:
     """One wrk run per target, in a fresh random order."""
     runs = []
@@ -229,7 +229,7 @@ def http_runs(
         run = measured(
             stack,
             name,
-            lambda url=url: run_wrk(url, body, conc, args.duration_s),
+            lambda url=url: run_wrk(url, body, conc, duration_s),
             round=round_no,
             concurrency=conc,
             size=label,
@@ -334,7 +334,9 @@ def main() -> None:
         for round_no in range(args.rounds):
             for conc in [int(c) for c in args.concurrency.split(",")]:
                 for label in args.sizes.split(","):
-                    results["http"] += http_runs(stack, round_no, conc, label, bodies[label], args)
+                    results["http"] += http_runs(
+                        stack, round_no, conc, label, bodies[label], args.duration_s
+                    )
             results["streams"] += stream_runs(stack, round_no)
         results["paced"] = paced_runs(stack, args.paced_streams)
         results["capture_lag"] = capture_lag(stack, rate=args.lag_rate, seconds=10)
