@@ -20,9 +20,10 @@ than needed) still load. tests/unit/schemas/test_reader.py proves the results eq
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from schemas.codegen import Source
 
 Reader = Callable[[bytes, int], dict[str, Any]]
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -59,24 +60,10 @@ def varint_tail(data: bytes, pos: int, value: int, shift: int) -> tuple[int, int
     return value, pos
 
 
-class _Source:
-    """The lines of the generated function, with fresh local names."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self._names = itertools.count()
-
-    def name(self, prefix: str) -> str:
-        return f"{prefix}{next(self._names)}"
-
-    def add(self, indent: int, line: str) -> None:
-        self.lines.append("    " * indent + line)
-
-
 _INLINE_BYTES = 5  # up to 2**35: sizes, counts, and nanosecond offsets up to ~17 s
 
 
-def _long(src: _Source, indent: int, target: str) -> None:
+def _long(src: Source, indent: int, target: str) -> None:
     """Read one zig-zag varint into ``target``: up to _INLINE_BYTES bytes inline (a call and a
     loop cost more than the varint), longer ones (timestamps) in varint_tail."""
     src.add(indent, "b = d[p]")
@@ -94,7 +81,7 @@ def _long(src: _Source, indent: int, target: str) -> None:
     src.add(indent, f"{target} = (b >> 1) ^ -(b & 1)")
 
 
-def _sized(src: _Source, indent: int, target: str, *, text: bool) -> None:
+def _sized(src: Source, indent: int, target: str, *, text: bool) -> None:
     _long(src, indent, "n")
     src.add(indent, "e = p + n")
     src.add(indent, "if n < 0 or e > size:")
@@ -105,7 +92,7 @@ def _sized(src: _Source, indent: int, target: str, *, text: bool) -> None:
 
 class _Compiler:
     def __init__(self) -> None:
-        self.src = _Source()
+        self.src = Source()
         self.writer_named: dict[str, Any] = {}
         self.reader_named: dict[str, Any] = {}
         self.open_records: set[str] = set()  # straight-line code cannot unroll a recursive type

@@ -123,6 +123,7 @@ def test_a_lone_surrogate_fails_like_fastavro() -> None:
                                                                          "values": "string"}}]},
         {"type": "record", "name": "U", "fields": [{"name": "u", "type": ["string", "long"]}]},
         {"type": "record", "name": "F", "fields": [{"name": "f", "type": "double"}]},
+        {"type": "record", "name": "N", "fields": [{"name": "next", "type": ["null", "N"]}]},
     ],
 )  # fmt: skip
 def test_unsupported_types_fall_back_to_fastavro(schema: dict[str, Any]) -> None:
