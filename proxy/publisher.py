@@ -70,6 +70,8 @@ class Publisher:
         journal: Journal,
         queue_max: int = 100_000,
         kafka_timeout_s: float = 10.0,
+        linger_ms: int = 20,
+        compression: str = "lz4",
         stop_timeout_s: float = 10.0,
         fsync_interval_s: float = 0.2,
         replay_window: int = 1000,
@@ -84,6 +86,8 @@ class Publisher:
         self._latency_samples_ms: list[float] = []
         self._queue_max = queue_max
         self._kafka_timeout_s = kafka_timeout_s
+        self._linger_ms = linger_ms
+        self._compression = None if compression == "none" else compression
         self._stop_timeout_s = stop_timeout_s
         self._fsync_interval_s = fsync_interval_s
         self._replay_window = replay_window
@@ -271,11 +275,11 @@ class Publisher:
                 client_id=self._client_id,
                 acks="all",
                 enable_idempotence=True,
-                compression_type="lz4",
+                compression_type=self._compression,
                 # At low traffic a short linger sends every chunk as its own Kafka request, about
-                # 1 ms of proxy CPU each (docs/PERFORMANCE.md); 20 ms groups a stream's chunks
-                # and adds at most that to capture lag, never to the client's response.
-                linger_ms=20,
+                # 1 ms of proxy CPU each (docs/PERFORMANCE.md); a longer one groups a stream's
+                # chunks and adds at most itself to capture lag, never to the client's response.
+                linger_ms=self._linger_ms,
                 max_batch_size=512 * 1024,
                 request_timeout_ms=int(self._kafka_timeout_s * 1000),
             )

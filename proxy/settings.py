@@ -14,6 +14,7 @@ from proxy.errors import ConfigError
 from proxy.eventloop import EVENT_LOOPS
 
 DIALECTS = ("openai", "anthropic")
+KAFKA_COMPRESSIONS = ("lz4", "gzip", "none")  # what aiokafka can do with our dependencies
 CONFIG_ENV = "LOGORHYTHMS_CONFIG"
 
 
@@ -105,6 +106,11 @@ class ProxySettings:
     publish_queue_max: int = 100_000
     # Deadline for every aiokafka call (start, send, delivery), which can hang without one.
     kafka_timeout_s: float = 10.0
+    # How long aiokafka waits to fill a batch, and how it compresses it: the proxy's CPU per event
+    # falls as batches grow (docs/PERFORMANCE.md); the linger adds to capture lag, never to a
+    # client's response.
+    kafka_linger_ms: int = 20
+    kafka_compression: str = "lz4"
     # After in-flight exchanges finished: how long Kafka may take to acknowledge the rest before
     # it stays in the journal for the next start.
     publish_shutdown_timeout_s: float = 10.0
@@ -165,6 +171,11 @@ class ProxySettings:
         if self.journal_fsync_interval_ms < 1 or self.kafka_timeout_s <= 0:
             raise ConfigError(
                 "LOGORHYTHMS_JOURNAL_FSYNC_MS and LOGORHYTHMS_KAFKA_TIMEOUT_S must be positive"
+            )
+        if self.kafka_linger_ms < 0 or self.kafka_compression not in KAFKA_COMPRESSIONS:
+            raise ConfigError(
+                "LOGORHYTHMS_KAFKA_LINGER_MS must be 0 or more and LOGORHYTHMS_KAFKA_COMPRESSION "
+                f"one of {', '.join(KAFKA_COMPRESSIONS)}"
             )
         if self.max_event_bytes >= 1024 * 1024:
             raise ConfigError("max_event_bytes must stay below Kafka's 1 MiB message limit")
@@ -248,6 +259,7 @@ class ProxySettings:
         for name, key, parse in (
             ("LOGORHYTHMS_PUBLISH_QUEUE_MAX", "publish_queue_max", _int),
             ("LOGORHYTHMS_KAFKA_TIMEOUT_S", "kafka_timeout_s", _float),
+            ("LOGORHYTHMS_KAFKA_LINGER_MS", "kafka_linger_ms", _int),
             ("LOGORHYTHMS_PUBLISH_SHUTDOWN_TIMEOUT_S", "publish_shutdown_timeout_s", _float),
             ("LOGORHYTHMS_SHUTDOWN_TIMEOUT_S", "shutdown_timeout_s", _float),
             ("LOGORHYTHMS_JOURNAL_MAX_BYTES", "journal_max_bytes", _int),
@@ -256,6 +268,8 @@ class ProxySettings:
         ):
             if env.get(name):
                 values[key] = parse(env, name, 0)
+        if env.get("LOGORHYTHMS_KAFKA_COMPRESSION"):
+            values["kafka_compression"] = env["LOGORHYTHMS_KAFKA_COMPRESSION"].strip().lower()
         if env.get("LOGORHYTHMS_JOURNAL_DIR"):
             values["journal_dir"] = env["LOGORHYTHMS_JOURNAL_DIR"]
         if env.get("LOGORHYTHMS_CAPTURE"):

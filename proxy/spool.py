@@ -71,6 +71,8 @@ def publisher_for(
         journal=journal,
         queue_max=settings.publish_queue_max,
         kafka_timeout_s=settings.kafka_timeout_s,
+        linger_ms=settings.kafka_linger_ms,
+        compression=settings.kafka_compression,
         stop_timeout_s=(
             settings.publish_shutdown_timeout_s if stop_timeout_s is None else stop_timeout_s
         ),
