@@ -26,9 +26,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 
 from proxy.journal import Headers, Journal, Position
+from proxy.partitioner import partition_for
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +390,7 @@ class Publisher:
     def _partition(self, key: bytes) -> int:
         partition = self._partition_of.get(key)
         if partition is None:
-            partition = (murmur2(key) & 0x7FFFFFFF) % self._partition_count
+            partition = partition_for(key, self._partition_count)
             if len(self._partition_of) >= 100_000:
                 self._partition_of.clear()  # keys are request ids: old ones never come back
             self._partition_of[key] = partition
