@@ -1,8 +1,8 @@
 """The proxy's only Kafka producer, with an on-disk journal for when Kafka is slow or away.
 
 ``publish()`` never waits. While Kafka keeps up, events go to a bounded in-memory queue that one
-pump task drains, at each wake-up, into one aiokafka batch per partition, in arrival order (so the
-events of an exchange keep their order on their partition). When Kafka is unreachable, a send does
+pump task drains, once the oldest has waited the linger (20 ms), into one aiokafka batch per
+partition, in arrival order (so the events of an exchange keep their order on their partition). When Kafka is unreachable, a send does
 not finish within our deadline, a delivery fails, or too many events wait in memory, the publisher
 *spills*: what still waits in memory is appended to the journal, and so is every new event, until
 the pump has replayed the whole journal into Kafka (oldest first) and Kafka acknowledged it. Keeping
@@ -86,7 +86,8 @@ class Publisher:
         self._latency_samples_ms: list[float] = []
         self._queue_max = queue_max
         self._kafka_timeout_s = kafka_timeout_s
-        self._linger_ms = linger_ms
+        self._linger_s = linger_ms / 1000
+        self._queued_since = 0.0  # when the oldest event in the queue arrived
         self._compression = None if compression == "none" else compression
         self._stop_timeout_s = stop_timeout_s
         self._fsync_interval_s = fsync_interval_s
@@ -188,7 +189,11 @@ class Publisher:
         self._started = False
 
     async def flush(self) -> None:
-        """Wait until Kafka acknowledged every event published so far (journal included)."""
+        """Wait until Kafka acknowledged every event published so far (journal included).
+
+        ``_idle`` may still be set from an earlier idle moment (publishing does not clear it, to
+        stay cheap), hence the loop on ``idle`` itself.
+        """
         self._wakeup.set()
         while not self.idle:
             self._idle.clear()
@@ -200,9 +205,10 @@ class Publisher:
         """Hand one event over. Never blocks; never raises."""
         self.stats.published += 1
         if not self._spilling and len(self._queue) + self._in_flight_events < self._queue_max:
+            if not self._queue:  # the pump waits for events only while the queue is empty
+                self._queued_since = time.monotonic()
+                self._wakeup.set()
             self._queue.append((key, value, headers))
-            self._idle.clear()
-            self._wakeup.set()
             return
         if not self._spilling:
             self._spill(f"{self._queue_max} events wait for Kafka")
@@ -276,10 +282,8 @@ class Publisher:
                 acks="all",
                 enable_idempotence=True,
                 compression_type=self._compression,
-                # At low traffic a short linger sends every chunk as its own Kafka request, about
-                # 1 ms of proxy CPU each (docs/PERFORMANCE.md); a longer one groups a stream's
-                # chunks and adds at most itself to capture lag, never to the client's response.
-                linger_ms=self._linger_ms,
+                # The pump lingers itself (_send_from_memory), so what it hands over is complete.
+                linger_ms=0,
                 max_batch_size=512 * 1024,
                 request_timeout_ms=int(self._kafka_timeout_s * 1000),
             )
@@ -330,6 +334,12 @@ class Publisher:
                 return True
             self._abandon_in_flight(f"no acknowledgement within {self._kafka_timeout_s:.1f}s")
             return False
+        # Let events gather for the linger, counted from the oldest: each wake-up of this pump,
+        # of aiokafka's sender and each Kafka request costs far more CPU than an event does, so
+        # fewer, fuller batches make the capture cheaper; the wait adds to capture lag only.
+        gathering = self._queued_since + self._linger_s - time.monotonic()
+        if gathering > 0:
+            await asyncio.sleep(gathering)
         # Everything waiting goes out now, as one batch per partition: one aiokafka call and one
         # future per batch instead of per event (about 8x less CPU per event, PERFORMANCE.md).
         batches = self._build_batches()
