@@ -1,9 +1,10 @@
 """The proxy's only Kafka producer, with an on-disk journal for when Kafka is slow or away.
 
 ``publish()`` never waits. While Kafka keeps up, events go to a bounded in-memory queue that one
-pump task drains, once the oldest has waited the linger (20 ms), into one aiokafka batch per
-partition, in arrival order (so the events of an exchange keep their order on their partition). When Kafka is unreachable, a send does
-not finish within our deadline, a delivery fails, or too many events wait in memory, the publisher
+pump task drains, once the oldest has waited the linger (50 ms by default), into one aiokafka
+batch per partition, in arrival order (so the events of an exchange keep their order on their
+partition). When Kafka is unreachable, a send does not finish within our deadline, a delivery
+fails, or too many events wait in memory, the publisher
 *spills*: what still waits in memory is appended to the journal, and so is every new event, until
 the pump has replayed the whole journal into Kafka (oldest first) and Kafka acknowledged it. Keeping
 every event in the journal while it is non-empty is what keeps global order: a new event can never
@@ -70,7 +71,7 @@ class Publisher:
         journal: Journal,
         queue_max: int = 100_000,
         kafka_timeout_s: float = 10.0,
-        linger_ms: int = 20,
+        linger_ms: int = 50,
         compression: str = "lz4",
         stop_timeout_s: float = 10.0,
         fsync_interval_s: float = 0.2,

@@ -109,7 +109,7 @@ class ProxySettings:
     # How long aiokafka waits to fill a batch, and how it compresses it: the proxy's CPU per event
     # falls as batches grow (docs/PERFORMANCE.md); the linger adds to capture lag, never to a
     # client's response.
-    kafka_linger_ms: int = 20
+    kafka_linger_ms: int = 50
     kafka_compression: str = "lz4"
     # After in-flight exchanges finished: how long Kafka may take to acknowledge the rest before
     # it stays in the journal for the next start.

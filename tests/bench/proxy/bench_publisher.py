@@ -1,188 +1,97 @@
-"""CPU per event handed to Kafka: today's Publisher vs a batching prototype (not in the proxy).
+"""CPU per exchange handed to Kafka by the proxy's Publisher, paced the way a busy proxy publishes.
 
-The proxy's pump awaits ``producer.send()`` once per event; aiokafka then runs, per event, a
-metadata wait, a pure-Python murmur2 of the key, a future and an accumulator append. The
-prototype drains the whole queue at each wake-up, computes each exchange's partition once
-(murmur2 as Kafka's default partitioner does, so partitioning is unchanged), fills one
-``BatchBuilder`` per partition and hands it over with ``send_batch()``: one future per batch.
+Each "exchange" publishes three events (request ~2 KB, one chunk ~0.5 KB, completed ~0.4 KB,
+partly random so lz4 has real work), in bursts of ``--burst`` exchanges every ``burst`` ms, i.e.
+``1000`` exchanges/s by default. The same loop without publishing is the baseline; the difference
+is the Kafka path's whole cost: publish, the pump, batches, aiokafka's sender, compression, the
+produce requests and their acknowledgements. No HTTP, so the figure is steady on a busy machine.
 
-Both run against a private broker; the number is process CPU time per event from the first
-publish to the last acknowledgement (so compression and the network round trips count).
-
-    python -m tests.bench.proxy.bench_publisher [--events 60000] [--rounds 3]
+    .venv/bin/python -m tests.bench.proxy.bench_publisher --lingers 5,20,50,100 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
+import uvloop
 
 from deploy.local.kafka import KafkaBroker, create_topic, ensure_kafka_jars
 from proxy.journal import Journal
 from proxy.publisher import Publisher
-from schemas import EventType
-from tests.bench.proxy.bench_capture_cost import Steps
 
-EVENTS_PER_EXCHANGE = 22  # request + 20 chunks + completed
-BURST = 200  # events published between two yields to the loop, as under load
-
-
-class BatchingPublisher:
-    """The prototype: same publish() contract, one BatchBuilder per partition per wake-up."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.topic = topic
-        self.delivered = 0
-        self._queue: collections.deque[tuple[bytes, bytes]] = collections.deque()
-        self._wakeup = asyncio.Event()
-        self._partitions: dict[bytes, int] = {}  # an exchange's key → its partition
-        self._pending: set[asyncio.Future[object]] = set()
-        self._bootstrap = bootstrap
-        self._producer: AIOKafkaProducer | None = None
-        self._pump: asyncio.Task[None] | None = None
-        self._count = 0
-
-    async def start(self) -> None:
-        # aiokafka binds the running loop at construction, so build it here, like Publisher.
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            compression_type="lz4",
-            linger_ms=5,
-            max_batch_size=512 * 1024,
-        )
-        await self._producer.start()
-        self._count = len(await self._producer.partitions_for(self.topic))
-        self._pump = asyncio.create_task(self._run())
-
-    def publish(self, key: bytes, value: bytes) -> None:
-        self._queue.append((key, value))
-        self._wakeup.set()
-
-    def _partition(self, key: bytes) -> int:
-        partition = self._partitions.get(key)
-        if partition is None:
-            # Kafka's default partitioner: murmur2(key) & 0x7fffffff % partitions.
-            partition = (murmur2(key) & 0x7FFFFFFF) % self._count
-            if len(self._partitions) > 100_000:
-                self._partitions.clear()
-            self._partitions[key] = partition
-        return partition
-
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            batches: dict[int, object] = {}
-            sizes: collections.Counter[int] = collections.Counter()
-            while self._queue:
-                key, value = self._queue.popleft()
-                partition = self._partition(key)
-                batch = batches.get(partition)
-                if batch is None:
-                    batch = batches[partition] = self._producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:  # type: ignore[attr-defined]
-                    await self._submit(batch, partition, sizes.pop(partition))
-                    batch = batches[partition] = self._producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)  # type: ignore[attr-defined]
-                sizes[partition] += 1
-            for partition, batch in batches.items():
-                await self._submit(batch, partition, sizes[partition])
-
-    async def _submit(self, batch: object, partition: int, size: int) -> None:
-        future = await self._producer.send_batch(batch, self.topic, partition=partition)
-        self._pending.add(future)
-
-        def done(f: asyncio.Future[object], size: int = size) -> None:
-            self._pending.discard(f)
-            if not f.cancelled() and f.exception() is None:
-                self.delivered += size
-
-        future.add_done_callback(done)
-
-    async def flush(self) -> None:
-        while self._queue:  # noqa: ASYNC110 -- a bench: no "idle" event needed
-            await asyncio.sleep(0.005)
-        while self._pending:
-            await asyncio.wait(set(self._pending))
-
-    async def stop(self) -> None:
-        await self.flush()
-        if self._pump is not None:
-            self._pump.cancel()
-        await self._producer.stop()
+TOPIC = "bench.publisher"
+REQUEST = os.urandom(600) + b"x" * 1400
+CHUNK = os.urandom(200) + b"y" * 300
+COMPLETED = os.urandom(100) + b"z" * 300
 
 
-def events(count: int) -> list[tuple[bytes, bytes]]:
-    """Realistic keys and values: one encoded chunk event per event, 22 per request id."""
-    steps = Steps(1024)
-    value = steps.codec.encode(EventType.CHUNK, steps.chunk_record)
-    out = []
-    for i in range(count):
-        exchange = i // EVENTS_PER_EXCHANGE
-        out.append((f"0190f1e2-7c3a-7000-8000-{exchange:012d}".encode(), value))
-    return out
-
-
-async def feed(publisher: Publisher | BatchingPublisher, batch: list[tuple[bytes, bytes]]) -> float:
+async def cpu_per_exchange(
+    bootstrap: str, *, publish: bool, exchanges: int, burst: int, linger_ms: int, compression: str
+) -> float:
+    """Process CPU µs per exchange, from the first publish to the last acknowledgement."""
+    publisher = Publisher(
+        bootstrap_servers=bootstrap,
+        topic=TOPIC,
+        journal=Journal(Path(tempfile.mkdtemp(prefix="bench-journal-"))),
+        linger_ms=linger_ms,
+        compression=compression,
+    )
     await publisher.start()
-    await publisher.flush()
+    await publisher.flush()  # connected, and nothing left from the start-up journal
     started = time.process_time()
-    for i, (key, value) in enumerate(batch):
-        publisher.publish(key, value)
-        if i % BURST == BURST - 1:
-            await asyncio.sleep(0)
+    for number in range(exchanges):
+        if publish:
+            key = b"%036d" % number  # as long as a request id
+            publisher.publish(key, REQUEST)
+            publisher.publish(key, CHUNK)
+            publisher.publish(key, COMPLETED)
+        if number % burst == burst - 1:
+            await asyncio.sleep(burst / 1000)
     await publisher.flush()
     cpu = time.process_time() - started
     await publisher.stop()
-    return cpu / len(batch) * 1e6
+    return cpu / exchanges * 1e6
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--lingers", default="20,50", help="LOGORHYTHMS_KAFKA_LINGER_MS values")
+    parser.add_argument("--compression", default="lz4", choices=("lz4", "gzip", "none"))
+    parser.add_argument("--exchanges", type=int, default=4000)
+    parser.add_argument("--burst", type=int, default=16, help="exchanges per ms of sleep")
+    parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    batch = events(args.events)
-    with tempfile.TemporaryDirectory(prefix="logorhythms-bench-pub-") as tmp:
-        broker = KafkaBroker(Path(tmp), libs_dir=ensure_kafka_jars())
-        broker.start()
-        try:
-            bootstrap = broker.bootstrap_servers
-            results: dict[str, list[float]] = {
-                "Publisher (send per event)": [],
-                "prototype (send_batch)": [],
-            }
-            for round_no in range(args.rounds):
-                for name in results:
-                    topic = f"bench_pub_{round_no}_{len(results[name])}_{name[:4].strip()}"
-                    asyncio.run(create_topic(bootstrap, topic, partitions=3))
-                    publisher: Publisher | BatchingPublisher = (
-                        Publisher(
-                            bootstrap_servers=bootstrap,
-                            topic=topic,
-                            journal=Journal(Path(tmp) / f"journal-{topic}"),
+    with KafkaBroker(
+        Path(tempfile.mkdtemp(prefix="bench-kafka-")), libs_dir=ensure_kafka_jars()
+    ) as k:
+        asyncio.run(create_topic(k.bootstrap_servers, TOPIC, partitions=args.partitions))
+        print(f"1,000 exchanges/s in bursts of {args.burst}, 3 events each, {args.compression}")
+        print("linger ms | baseline µs | with publishing µs | Kafka path µs per exchange (median)")
+        for linger in (int(value) for value in args.lingers.split(",")):
+            runs: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(args.rounds):
+                for publish in (False, True):
+                    runs[publish].append(
+                        uvloop.run(
+                            cpu_per_exchange(
+                                k.bootstrap_servers,
+                                publish=publish,
+                                exchanges=args.exchanges,
+                                burst=args.burst,
+                                linger_ms=linger,
+                                compression=args.compression,
+                            )
                         )
-                        if name.startswith("Publisher")
-                        else BatchingPublisher(bootstrap, topic)
                     )
-                    results[name].append(asyncio.run(feed(publisher, batch)))
-                    print(f"round {round_no} {name}: {results[name][-1]:.1f} µs CPU/event")
-        finally:
-            broker.stop()
-    load = Path("/proc/loadavg").read_text().split()[:3]
-    print(f"load average {' '.join(load)}; median CPU µs per event over {args.rounds} rounds:")
-    for name, values in results.items():
-        print(f"  {name:28s} {statistics.median(values):7.1f}")
+            base, on = statistics.median(runs[False]), statistics.median(runs[True])
+            print(f"{linger:9d} | {base:11.1f} | {on:18.1f} | {on - base:.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,16 +8,16 @@ from proxy.settings import ProxySettings
 UPSTREAM = {"OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}
 
 
-def test_the_producer_defaults_are_lz4_and_a_20_ms_linger() -> None:
+def test_the_producer_defaults_are_lz4_and_a_50_ms_linger() -> None:
     settings = ProxySettings.from_env(UPSTREAM)
-    assert (settings.kafka_compression, settings.kafka_linger_ms) == ("lz4", 20)
+    assert (settings.kafka_compression, settings.kafka_linger_ms) == ("lz4", 50)
 
 
 def test_linger_and_compression_come_from_the_environment() -> None:
     settings = ProxySettings.from_env(
-        {**UPSTREAM, "LOGORHYTHMS_KAFKA_LINGER_MS": "50", "LOGORHYTHMS_KAFKA_COMPRESSION": " None"}
+        {**UPSTREAM, "LOGORHYTHMS_KAFKA_LINGER_MS": "5", "LOGORHYTHMS_KAFKA_COMPRESSION": " None"}
     )
-    assert (settings.kafka_compression, settings.kafka_linger_ms) == ("none", 50)
+    assert (settings.kafka_compression, settings.kafka_linger_ms) == ("none", 5)
 
 
 @pytest.mark.parametrize(
