@@ -331,6 +331,9 @@ def main() -> None:
     ) as stack:
         targets = list(stack.services)
         print(f"services up: {targets}; load {load_average()}", flush=True)
+        # First, while every process is fresh: peak RSS must be the streams' own, not the
+        # high-water mark the 2 MB bodies leave behind (CPython keeps freed arenas mapped).
+        results["paced"] = paced_runs(stack, args.paced_streams)
         for round_no in range(args.rounds):
             for conc in [int(c) for c in args.concurrency.split(",")]:
                 for label in args.sizes.split(","):
@@ -338,7 +341,6 @@ def main() -> None:
                         stack, round_no, conc, label, bodies[label], args.duration_s
                     )
             results["streams"] += stream_runs(stack, round_no)
-        results["paced"] = paced_runs(stack, args.paced_streams)
         results["capture_lag"] = capture_lag(stack, rate=args.lag_rate, seconds=10)
         print(f"capture lag: {results['capture_lag']}", flush=True)
         results["proxy_rss_end_mb"] = rss_mb(stack.services["on"].pid)

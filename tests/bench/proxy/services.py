@@ -72,33 +72,50 @@ def _wait_http(
     raise RuntimeError(f"{url} not ready after {timeout_s}s: {last!r}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and all its descendants (LiteLLM forks workers)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
+def _process_stats() -> dict[int, list[str]]:
+    """``/proc/<pid>/stat`` of every process, fields after the command name."""
     stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
                 text = (entry / "stat").read_text()
-                fields = text[text.rindex(")") + 2 :].split()
-                stats[int(entry.name)] = fields
-                children.setdefault(int(fields[1]), []).append(int(entry.name))
-    total, todo = 0, [pid]
+                stats[int(entry.name)] = text[text.rindex(")") + 2 :].split()
+    return stats
+
+
+def process_tree(pid: int, stats: dict[int, list[str]] | None = None) -> list[int]:
+    """``pid`` and all its descendants (LiteLLM and ``proxy --workers`` fork workers)."""
+    stats = _process_stats() if stats is None else stats
+    children: dict[int, list[int]] = {}
+    for child, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(child)
+    tree, todo = [], [pid]
     while todo:
         current = todo.pop()
-        fields = stats.get(current)
-        if fields:
-            total += int(fields[11]) + int(fields[12])
+        tree.append(current)
         todo.extend(children.get(current, []))
-    return total / ticks
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats = _process_stats()
+    return (
+        sum(int(stats[p][11]) + int(stats[p][12]) for p in process_tree(pid, stats) if p in stats)
+        / ticks
+    )
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Resident memory of a process and all its descendants."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
 
 
 class Stack:
