@@ -27,4 +27,5 @@ async def test_every_compression_and_linger_delivers_every_event(
     result = await wait_reconciled(p.clickhouse, [s.request_id for s in served])
     assert result.exact, result
     stats = p.proxy_app[PUBLISHER].stats
-    assert stats.delivered == stats.published and stats.journaled == 0
+    assert stats.delivered == stats.published
+    assert stats.journaled == 0
