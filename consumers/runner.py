@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -69,6 +70,33 @@ class RunnerTracing(Protocol):
     ) -> None: ...
 
 
+class CycleCollectionPause:
+    """Pauses the cyclic garbage collector while one batch is delivered.
+
+    A batch allocates a few tracked objects per record (``Record``, ``Decoded``, the sink's own)
+    that all live until the batch is written: every young-generation collection during the batch
+    scans them again and frees nothing, ~10 % of the ClickHouse loader's CPU (docs/PERFORMANCE.md).
+    Paused, they are freed by reference counting when the batch is done, never scanned. The
+    collector is resumed as soon as a batch waits for a retry, so a long outage never runs
+    without it.
+    """
+
+    def __init__(self) -> None:
+        self._paused = False
+
+    def __enter__(self) -> None:
+        self._paused = gc.isenabled()  # never resume what someone else switched off
+        gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        self.resume()
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            gc.enable()
+
+
 class _Revocation(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
@@ -105,6 +133,7 @@ class Runner:
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._committed: dict[TopicPartition, int] = {}
+        self._gc_pause = CycleCollectionPause()
         self.stats = RunnerStats()
         self.ready = asyncio.Event()
 
@@ -198,7 +227,9 @@ class Runner:
             pending, self._pending = self._pending, []
             self._pending_bytes = 0
             self._first_pending_at = None
-            await self._deliver(pending)
+            # What the batch builds is freed when _deliver returns, before the collector resumes.
+            with self._gc_pause:
+                await self._deliver(pending)
 
     async def _deliver(self, pending: list[ConsumerRecord[bytes, bytes]]) -> None:
         assert self._consumer is not None
@@ -310,6 +341,7 @@ class Runner:
                             ]
                         )
                     self.stats.retries += 1
+                    self._gc_pause.resume()
                     if self._stop.is_set():
                         raise
                     # Said once per outage; the retries that follow are only debug noise.

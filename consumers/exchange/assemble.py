@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from consumers.exchange.sse import SseEvent, SseParser
+from consumers.exchange.sse import SseParser, data_events
 
 
 class ChunkIn(NamedTuple):
@@ -76,11 +76,16 @@ def assemble(chunks: Sequence[ChunkIn], *, endpoint: str, dialect: str, stream: 
     parser = SseParser()
     state = _StreamState(endpoint=endpoint, dialect=dialect)
     state.out.stream_ended = False
+    common = data_events([c.data for c in chunks], parser.max_event_bytes)
+    if common is not None:
+        for data, index in common:
+            state.on_event("message", data, chunks[index].offset_ns)
+        return state.result()
     for position, chunk in enumerate(chunks):
         for event in parser.feed(chunk.data, position):
-            state.on_event(event, chunks[event.index].offset_ns)
+            state.on_event(event.event, event.data, chunks[event.index].offset_ns)
     for event in parser.finish(len(chunks) - 1):
-        state.on_event(event, chunks[event.index].offset_ns)
+        state.on_event(event.event, event.data, chunks[event.index].offset_ns)
     return state.result()
 
 
@@ -196,25 +201,21 @@ class _StreamState:
         if self.out.first_token_offset_ns is None:
             self.out.first_token_offset_ns = offset_ns
 
-    def on_event(self, event: SseEvent, offset_ns: int) -> None:
+    def on_event(self, name: str, data: str, offset_ns: int) -> None:
         self.out.sse_events += 1
-        if event.data.strip() == "[DONE]":
+        if data.strip() == "[DONE]":
             self.out.done_marker = True
             self.out.stream_ended = True
             return
         try:
-            doc = orjson.loads(event.data)
+            doc = orjson.loads(data)
         except orjson.JSONDecodeError:
             self.out.parse_errors += 1
             return
         if not isinstance(doc, dict):
             self.out.parse_errors += 1
             return
-        if (
-            event.event == "error"
-            or isinstance(doc.get("error"), dict)
-            or doc.get("type") == "error"
-        ):
+        if name == "error" or isinstance(doc.get("error"), dict) or doc.get("type") == "error":
             nested = doc.get("error")
             error: dict[str, Any] = nested if isinstance(nested, dict) else doc
             self.out.error_in_stream = (

@@ -6,6 +6,8 @@ reads is never mangled; accepts LF, CRLF and CR line ends; ignores comment lines
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -104,3 +106,32 @@ class SseParser:
         self._event = ""
         self._data = []
         self._data_bytes = 0
+
+
+def data_events(reads: Sequence[bytes], max_event_bytes: int) -> list[tuple[str, int]] | None:
+    """The events of a whole stream in the shape every provider we proxy sends (``data: …``
+    lines, each followed by a blank line, LF line ends, nothing after the last event), as
+    (data, index of the read that completed it): what ``SseParser`` gives, without a call and
+    an ``SseEvent`` per event. ``None`` for any other shape: the caller then uses ``SseParser``.
+    """
+    joined = b"".join(reads)
+    if b"\r" in joined or len(joined) > max_event_bytes:
+        return None
+    blocks = joined.split(b"\n\n")
+    if blocks.pop():  # bytes after the last blank line: a cut stream, SseParser.finish's case
+        return None
+    for block in blocks:
+        if not block.startswith(b"data: ") or b"\n" in block:
+            return None  # comments, event names, multi-line data, extra blank lines
+    # The parser dispatches an event when it reads the blank line's LF, i.e. in the read that
+    # holds the second LF after the event's data.
+    ends = list(itertools.accumulate(map(len, reads)))
+    events: list[tuple[str, int]] = []
+    read = 0
+    position = -1
+    for block in blocks:
+        position += len(block) + 2
+        while ends[read] <= position:
+            read += 1
+        events.append((block[6:].decode("utf-8", "replace"), read))
+    return events

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from consumers import runner as runner_module
 from consumers.clickhouse import sink as sink_module
 from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.loader import collect_garbage_less, run_loader
@@ -143,12 +144,19 @@ async def sink_mode(messages: list[tuple[str, bytes]], batch: int, data_dir: Pat
     warm_up = encoded(traffic(10, salt="warm-up"), codec)
     await sink.write(Batch.of(_decode(codec, warm_up, 0, partition=1)))
     undo = _instrument(sink, stages)
+    # What Runner.flush does around a batch (absent before session 3: then a no-op).
+    pause = getattr(runner_module, "CycleCollectionPause", contextlib.nullcontext)()
+
+    async def one_batch(low: int) -> None:
+        with stages.timed("decode"):
+            records = _decode(codec, messages[low : low + batch], low)
+        await sink.write(Batch.of(records))
+
     try:
         with stages.timed("total"):
             for low in range(0, len(messages), batch):
-                with stages.timed("decode"):
-                    records = _decode(codec, messages[low : low + batch], low)
-                await sink.write(Batch.of(records))
+                with pause:
+                    await one_batch(low)
     finally:
         undo()
         await sink.stop()

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from consumers.exchange.sse import SseParser
+from consumers.exchange.sse import SseParser, data_events
 
 
 def parse_all(chunks: list[bytes]) -> list[tuple[str, str]]:
@@ -91,3 +91,57 @@ def test_oversized_and_counted_alike_on_both_paths() -> None:
         events = parser.feed(newline.join([b"data: " + b"x" * 20, b"", b"data: ok", b"", b""]))
         assert [e.data for e in events] == ["ok"]
         assert parser.oversized == 1
+
+
+def parse_with_index(
+    reads: list[bytes], max_event_bytes: int = 16 * 1024 * 1024
+) -> list[tuple[str, str, int]]:
+    parser = SseParser(max_event_bytes=max_event_bytes)
+    events = []
+    for i, read in enumerate(reads):
+        events.extend(parser.feed(read, i))
+    events.extend(parser.finish(len(reads) - 1))
+    return [(e.event, e.data, e.index) for e in events]
+
+
+def common_stream(rng: random.Random) -> tuple[bytes, bool]:
+    """Mostly the shape providers send (one data line, one blank line per event), sometimes
+    bent out of it in one of the ways the general parser handles differently; says which."""
+    values = [b'{"a":"\xc3\xa9\xf0\x9f\x98\x80"}', b"\xff\xfe", b"[DONE]", b"", b" x ", b"{}"]
+    events = [b"data: " + rng.choice(values) + b"\n\n" for _ in range(rng.randrange(1, 25))]
+    bends = [
+        b"data: cut",  # no final blank line
+        b"data: last\n",
+        b": keep-alive\n\n",
+        b"event: ping\ndata: x\n\n",
+        b"\n",  # an extra blank line
+        b"data:x\n\n",  # no space after the colon
+        b"data: a\ndata: b\n\n",
+        b"data: \r\n\r\n",
+    ]
+    bend = rng.randrange(len(bends) * 2)
+    if bend < len(bends):
+        at = len(events) if bend < 2 else rng.randrange(len(events) + 1)
+        events.insert(at, bends[bend])
+    return b"".join(events), bend < len(bends)
+
+
+def test_data_events_equal_the_parser_events_or_decline() -> None:
+    """``data_events`` gives exactly the parser's events (data and completing read, for any
+    split into reads, empty reads included) for the common shape, and None for any other."""
+    rng = random.Random("data-events")
+    for _ in range(2000):
+        stream, bent = common_stream(rng)
+        cuts = sorted(rng.choices(range(len(stream) + 1), k=rng.randrange(6)))
+        reads = [stream[a:b] for a, b in itertools.pairwise([0, *cuts, len(stream)])]
+        fast = data_events(reads, 16 * 1024 * 1024)
+        if bent:
+            assert fast is None, stream
+        else:
+            assert fast is not None, stream
+            assert [("message", d, i) for d, i in fast] == parse_with_index(reads), stream
+
+
+def test_data_events_decline_streams_over_the_event_size_cap() -> None:
+    assert data_events([b"data: " + b"x" * 20 + b"\n\n"], max_event_bytes=10) is None
+    assert data_events([b"data: ok\n", b"\n"], max_event_bytes=10) == [("ok", 1)]
