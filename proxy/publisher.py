@@ -38,6 +38,7 @@ _CURSOR_SAVE_INTERVAL_S = 1.0
 # Publish-to-acknowledgement latencies kept between two metric flushes: a bounded sample, so a
 # busy proxy spends nothing more on it than an idle one.
 _LATENCY_SAMPLES_MAX = 1024
+_PARTITION_CACHE_MAX = 4096  # exchanges' partitions remembered: more than are in flight at once
 
 
 @dataclass(slots=True)
@@ -402,8 +403,10 @@ class Publisher:
         partition = self._partition_of.get(key)
         if partition is None:
             partition = partition_for(key, self._partition_count)
-            if len(self._partition_of) >= 100_000:
-                self._partition_of.clear()  # keys are request ids: old ones never come back
+            if len(self._partition_of) >= _PARTITION_CACHE_MAX:
+                # Keys are request ids: only exchanges in flight come back, and a forgotten one
+                # is recomputed to the same partition. A large cache was ~10 MB of RSS.
+                self._partition_of.clear()
             self._partition_of[key] = partition
         return partition
 
