@@ -207,15 +207,37 @@ def capture_lag(stack: Stack, rate: int, seconds: float) -> dict[str, Any]:
     }
 
 
+def settled(pid: int, *, idle_share: float = 0.05, timeout_s: float = 60.0) -> float:
+    """Wait until the process tree is idle (below ``idle_share`` of a core over 0.2 s).
+
+    A run that ends with requests still in flight (wrk stops after its duration; 256 uploads of
+    2 MB outlive it) leaves the target working for seconds: that CPU must not be charged to the
+    next run. Returns the seconds waited (recorded with the run).
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        before = cpu_seconds(pid)
+        time.sleep(0.2)
+        if cpu_seconds(pid) - before < idle_share * 0.2:
+            break
+    return time.monotonic() - started
+
+
 def measured(stack: Stack, name: str, run: Any, **extra: Any) -> dict[str, Any]:
     """Run ``run()`` (a wrk run or a stream test) against one target, adding its CPU and load."""
     pid = stack.services[name].pid
+    waited = settled(pid)
     cpu0 = cpu_seconds(pid)
     result: dict[str, Any] = run()
     return (
         result
         | extra
-        | {"target": name, "cpu_s": cpu_seconds(pid) - cpu0, "load1": load_average()[0]}
+        | {
+            "target": name,
+            "cpu_s": cpu_seconds(pid) - cpu0,
+            "load1": load_average()[0],
+            "settle_s": waited,
+        }
     )
 
 
