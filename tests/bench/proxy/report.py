@@ -82,10 +82,16 @@ def stream_summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def machine_note(results: dict[str, Any]) -> str:
-    """Say when other jobs shared the machine: absolute numbers then measure the scheduler."""
-    busiest = max(results["load_before"][0], (results.get("load_after") or [0.0])[0])
-    if busiest <= 1.5:
-        return " (no other work was running)"
+    """Say whether other jobs shared the machine: absolute numbers then measure the scheduler.
+
+    Judged by the load average at the start, before any benchmark process ran: during and after
+    the run it is mostly the benchmark's own (wrk, the upstream, Kafka, the loader, the targets).
+    """
+    if results["load_before"][0] <= 1.5:
+        return (
+            " (nothing else was running at the start; the load during the run is the "
+            "benchmark's own)"
+        )
     return (
         " — **a busy shared machine**: other jobs were running, so absolute numbers are "
         "pessimistic and noisy"
