@@ -73,7 +73,7 @@ class Publisher:
         queue_max: int = 100_000,
         kafka_timeout_s: float = 10.0,
         linger_ms: int = 50,
-        compression: str = "lz4",
+        compression: str = "zstd",
         stop_timeout_s: float = 10.0,
         fsync_interval_s: float = 0.2,
         replay_window: int = 1000,

@@ -14,7 +14,7 @@ from tests.integration.faults.oracle import wait_reconciled
 from tests.integration.faults.traffic import call
 
 
-@pytest.mark.parametrize(("compression", "linger_ms"), [("none", 0), ("gzip", 50)])
+@pytest.mark.parametrize(("compression", "linger_ms"), [("none", 0), ("gzip", 50), ("lz4", 20)])
 async def test_every_compression_and_linger_delivers_every_event(
     pipeline_factory: ProxyFactory, compression: str, linger_ms: int
 ) -> None:
