@@ -1,8 +1,9 @@
 """CPU per exchange handed to Kafka by the proxy's Publisher, paced the way a busy proxy publishes.
 
-Each "exchange" publishes three events (request ~2 KB, one chunk ~0.5 KB, completed ~0.4 KB,
-partly random so compression has real work), in bursts of ``--burst`` exchanges every ``burst``
-ms, i.e. ``1000`` exchanges/s by default. The same loop without publishing is the baseline; the
+Each "exchange" publishes the proxy's three events for a 1 KB chat request (request ~1.7 KB, one
+streamed frame, completed), encoded by the real codec (``--random-payload``: a third random
+bytes, the worst case for compression), in bursts of ``--burst`` exchanges every ``burst`` ms,
+i.e. 1,000 exchanges/s by default. The same loop without publishing is the baseline; the
 difference is the Kafka path's whole cost: publish, the pump, batches, aiokafka's sender,
 compression, the produce requests and their acknowledgements. No HTTP, so the figure is steady
 on a busy machine. Each round runs the baseline and every compression, so drift hits all alike.
@@ -16,9 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import uvloop
@@ -26,15 +29,58 @@ import uvloop
 from deploy.local.kafka import KafkaBroker, create_topic, ensure_kafka_jars
 from proxy.journal import Journal
 from proxy.publisher import Publisher
+from schemas import EventType
+from tests.bench.proxy.bench_capture_cost import Steps
 
 TOPIC = "bench.publisher"
-REQUEST = os.urandom(600) + b"x" * 1400
-CHUNK = os.urandom(200) + b"y" * 300
-COMPLETED = os.urandom(100) + b"z" * 300
+Exchange = tuple[bytes, bytes, bytes, bytes]  # key, request, chunk and completed events
+
+
+def captured_exchanges(count: int) -> list[Exchange]:
+    """The events the proxy publishes for a 1 KB chat request, one streamed frame and the end,
+    encoded by the real codec, each exchange with its own request id and timestamps (so
+    compression sees what it sees in production: similar records, not one repeated)."""
+    steps = Steps(1024)
+    codec = steps.codec
+    exchanges = []
+    for _ in range(count):
+        request_id = str(uuid.uuid4())
+        now_us = time.time_ns() // 1000
+        request = {**steps.build_request(), "request_id": request_id, "received_at_us": now_us}
+        chunk = {**steps.build_chunk(), "request_id": request_id}
+        completed = {
+            **steps.build_completed(),
+            "request_id": request_id,
+            "completed_at_us": now_us + random.randrange(100_000),
+        }
+        exchanges.append(
+            (
+                request_id.encode(),
+                codec.encode(EventType.REQUEST, request),
+                codec.encode(EventType.CHUNK, chunk),
+                codec.encode(EventType.COMPLETED, completed),
+            )
+        )
+    return exchanges
+
+
+def random_exchanges(count: int) -> list[Exchange]:
+    """The worst case for compression: a third of every event random bytes."""
+    request = os.urandom(600) + b"x" * 1400
+    chunk = os.urandom(200) + b"y" * 300
+    completed = os.urandom(100) + b"z" * 300
+    return [(b"%036d" % number, request, chunk, completed) for number in range(count)]
 
 
 async def cpu_per_exchange(
-    bootstrap: str, *, publish: bool, exchanges: int, burst: int, linger_ms: int, compression: str
+    bootstrap: str,
+    *,
+    publish: bool,
+    exchanges: int,
+    payloads: list[Exchange],
+    burst: int,
+    linger_ms: int,
+    compression: str,
 ) -> float:
     """Process CPU µs per exchange, from the first publish to the last acknowledgement."""
     publisher = Publisher(
@@ -49,10 +95,10 @@ async def cpu_per_exchange(
     started = time.process_time()
     for number in range(exchanges):
         if publish:
-            key = b"%036d" % number  # as long as a request id
-            publisher.publish(key, REQUEST)
-            publisher.publish(key, CHUNK)
-            publisher.publish(key, COMPLETED)
+            key, request, chunk, completed = payloads[number % len(payloads)]
+            publisher.publish(key, request)
+            publisher.publish(key, chunk)
+            publisher.publish(key, completed)
         if number % burst == burst - 1:
             await asyncio.sleep(burst / 1000)
     await publisher.flush()
@@ -73,7 +119,11 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=16, help="exchanges per ms of sleep")
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--random-payload", action="store_true", help="a third random bytes, not real events"
+    )
     args = parser.parse_args()
+    payloads = (random_exchanges if args.random_payload else captured_exchanges)(1000)
     with KafkaBroker(
         Path(tempfile.mkdtemp(prefix="bench-kafka-")), libs_dir=ensure_kafka_jars()
     ) as k:
@@ -92,6 +142,7 @@ def main() -> None:
                                 k.bootstrap_servers,
                                 publish=name != "baseline",
                                 exchanges=args.exchanges,
+                                payloads=payloads,
                                 burst=args.burst,
                                 linger_ms=linger,
                                 compression="none" if name == "baseline" else name,
