@@ -12,9 +12,9 @@ acknowledged.
 
 Durability: ``append()`` writes into a user-space buffer on the caller's thread (microseconds, no
 syscall on most calls); ``sync()`` -- called by the publisher every ``fsync_interval`` from a worker
-thread -- hands the buffer to the OS and fsyncs. So a process crash (SIGKILL) loses only what was
-still in the buffer, and a machine crash loses at most the last fsync interval. Both windows are
-stated in docs/OPERATIONS.md.
+thread, when anything was appended since the last one -- hands the buffer to the OS and fsyncs.
+So a process crash (SIGKILL) loses only what was still in the buffer, and a machine crash loses at
+most the last fsync interval. Both windows are stated in docs/OPERATIONS.md.
 
 Damage: a record whose length or checksum does not match (a torn write at a crash, a bad disk)
 ends the readable part of its segment: the rest of that segment is counted as corrupt and skipped,
@@ -152,6 +152,7 @@ class Journal:
         self._segments: list[_Segment] = []  # oldest first; the last one may be the writer's
         self._writer: _Writer | None = None
         self._unsynced: list[BinaryIO] = []  # retired segment files not fsynced yet
+        self._appended_since_sync = False  # the writer's segment has records not fsynced yet
         # Record boundaries of the writer's segment not yet known to be in the file: after a
         # failed write they tell exactly which records were lost and where to cut.
         self._unflushed_ends: list[int] = []
@@ -284,6 +285,7 @@ class Journal:
             writer.segment.end += len(data)
             self._size += len(data)
             self._unflushed_ends.append(writer.segment.end)
+            self._appended_since_sync = True
         self._io_failed = False
         self.stats.appended += 1
         return True
@@ -346,9 +348,16 @@ class Journal:
                 self._flushed_end = writer.segment.end
                 self._unflushed_ends = []
 
+    @property
+    def needs_sync(self) -> bool:
+        """Something appended is not known to be durable yet: while Kafka keeps up, never, so
+        the periodic sync costs nothing (no worker-thread hop, no fsync)."""
+        return self._appended_since_sync or bool(self._unsynced)
+
     def sync(self) -> None:
         """Make everything appended so far durable. Safe to call from a worker thread."""
         with self._lock:
+            self._appended_since_sync = False  # an append after this line sets it again
             retired, self._unsynced = self._unsynced, []
             fd = None
             if self._writer is not None:

@@ -485,9 +485,11 @@ class Publisher:
             return False
 
     async def _sync_loop(self) -> None:
-        """fsync the journal every interval, off the event loop."""
+        """fsync the journal every interval, off the event loop, when anything was appended."""
         while True:
             await asyncio.sleep(self._fsync_interval_s)
+            if not self.journal.needs_sync:
+                continue
             self.journal.flush()  # in the loop, where a failed write is handled
             try:
                 await asyncio.to_thread(self.journal.sync)

@@ -147,6 +147,21 @@ def test_sync_makes_appends_visible_on_disk(tmp_path: Path) -> None:
     journal.close()
 
 
+def test_only_appends_not_yet_synced_need_a_sync(tmp_path: Path) -> None:
+    journal = _journal(tmp_path, segment_bytes=256)
+    assert not journal.needs_sync  # a fresh journal: the periodic sync has nothing to do
+    journal.append(b"k", b"v" * 100)
+    assert journal.needs_sync
+    journal.sync()
+    assert not journal.needs_sync
+    for _ in range(3):  # rolls over to a new segment: the retired one still needs its fsync
+        journal.append(b"k", b"v" * 100)
+    journal.sync()
+    assert not journal.needs_sync
+    assert len(segment_paths(tmp_path)) >= 2
+    journal.close()
+
+
 _FULL_DISK_SCRIPT = """
 import resource, sys
 from pathlib import Path
