@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+import operator
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, overload
 
@@ -137,11 +138,13 @@ class Batch:
     # The events a ColumnarSink asked for as columns; they are not in ``records``.
     columns: Mapping[EventType, EventColumns] = field(default_factory=dict)
 
-    def every_record(self) -> Iterator[Record]:
-        """``records`` and then the events in ``columns``, each as a ``Record``."""
-        yield from self.records
-        for columns in self.columns.values():
-            yield from columns.records()
+    def every_record(self) -> Iterable[Record]:
+        """Every event of the batch as a ``Record``, those in ``columns`` included, each
+        partition's in offset order (as fetched)."""
+        if not self.columns:
+            return self.records
+        every = itertools.chain(self.records, *(c.records() for c in self.columns.values()))
+        return sorted(every, key=operator.attrgetter("topic", "partition", "offset"))
 
     def size(self) -> int:
         return len(self.records) + sum(len(c) for c in self.columns.values())
