@@ -1,7 +1,8 @@
 """The consumer loop shared by every sink: fetch, decode, batch, write, commit.
 
 Order per batch (written down because it is the whole delivery guarantee):
-1. decode every record; undecodable ones are dead-lettered (original bytes + reason);
+1. decode every record (into columns, for the events a ``ColumnarSink`` takes as columns);
+   undecodable ones are dead-lettered (original bytes + reason);
 2. the sink writes the batch (idempotent: a retry carries the same deduplication token);
 3. records the sink rejected are dead-lettered, and the dead-letter producer is flushed;
 4. only then are the offsets committed (a stateful sink may commit less, see
@@ -17,7 +18,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,7 +31,9 @@ from consumers.faultpoint import fault_point
 from consumers.settings import ConsumerSettings
 from consumers.sink import (
     Batch,
+    ColumnarSink,
     Committed,
+    EventColumns,
     Record,
     Rejected,
     Sink,
@@ -38,7 +41,7 @@ from consumers.sink import (
     StatefulSink,
     WriteResult,
 )
-from schemas import Codec, CodecError
+from schemas import Codec, CodecError, EventType
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,10 @@ class RunnerTracing(Protocol):
 
     def delivered(
         self, *, consumer: str, records: Sequence[Record], started_ns: int, finished_ns: int
-    ) -> None: ...
+    ) -> None:
+        """``records``: the batch's ``Record``s (the events a sink took as columns are not
+        among them)."""
+        ...
 
 
 class CycleCollectionPause:
@@ -134,6 +140,10 @@ class Runner:
         self._stop = asyncio.Event()
         self._committed: dict[TopicPartition, int] = {}
         self._gc_pause = CycleCollectionPause()
+        self._columnar: Mapping[EventType, tuple[str, ...]] = {}
+        if hasattr(sink, "columnar"):
+            columnar: ColumnarSink = sink  # type: ignore[assignment]
+            self._columnar = columnar.columnar
         self.stats = RunnerStats()
         self.ready = asyncio.Event()
 
@@ -233,19 +243,7 @@ class Runner:
 
     async def _deliver(self, pending: list[ConsumerRecord[bytes, bytes]]) -> None:
         assert self._consumer is not None
-        good: list[Record] = []
-        poison: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
-        for raw in pending:
-            try:
-                event = self._codec.decode(raw.value or b"")
-            except CodecError as exc:
-                poison.append((raw, f"undecodable: {exc}"))
-                continue
-            headers = tuple(raw.headers or ())
-            good.append(
-                Record(raw.topic, raw.partition, raw.offset, raw.key, raw.value, event, headers)
-            )
-        batch = Batch.of(good)
+        batch, poison = decode_batch(self._codec, pending, self._columnar)
         retries_before = self.stats.retries
         started = time.monotonic()
         started_ns = time.time_ns()
@@ -261,7 +259,7 @@ class Runner:
         if self._tracing is not None:
             self._tracing.delivered(
                 consumer=self._sink.name,
-                records=good,
+                records=batch.records,
                 started_ns=started_ns,
                 finished_ns=time.time_ns(),
             )
@@ -337,7 +335,7 @@ class Runner:
                         return WriteResult(
                             rejected=[
                                 Rejected(r, f"rejected by {self._sink.name}: {exc}")
-                                for r in batch.records
+                                for r in batch.every_record()
                             ]
                         )
                     self.stats.retries += 1
@@ -350,7 +348,7 @@ class Runner:
                         "%s failed (%s); paused, retrying the same batch of %d in %.1fs",
                         self._sink.name,
                         exc,
-                        len(batch.records),
+                        batch.size(),
                         delay,
                     )
                     if not paused:
@@ -363,7 +361,7 @@ class Runner:
             if paused:
                 self._consumer.resume(*self._consumer.assignment())
 
-    async def _dead_letter(self, poison: list[tuple[ConsumerRecord[bytes, bytes], str]]) -> None:
+    async def _dead_letter(self, poison: Poison) -> None:
         assert self._deadletter is not None
         futures = []
         for raw, reason in poison:
@@ -428,6 +426,45 @@ class Runner:
                 log.warning("commit failed (%r); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._settings.retry_max_backoff_s)
+
+
+Poison = list[tuple[ConsumerRecord[bytes, bytes], str]]  # a record and why it is dead-lettered
+
+
+def decode_batch(
+    codec: Codec,
+    pending: Sequence[ConsumerRecord[bytes, bytes]],
+    columnar: Mapping[EventType, tuple[str, ...]],
+) -> tuple[Batch, Poison]:
+    """Step 1 of a batch: the sink's batch and the undecodable records. The events of the types
+    in ``columnar`` go into ``Batch.columns`` (those fields only), every other into a Record."""
+    good: list[Record] = []
+    poison: Poison = []
+    columns = codec.columns(columnar) if columnar else None
+    sources: dict[EventType, list[ConsumerRecord[bytes, bytes]]] = {t: [] for t in columnar}
+    for raw in pending:
+        value = raw.value or b""
+        try:
+            if columns is not None:
+                taken = columns.append(value)
+                if taken is not None:
+                    sources[taken].append(raw)
+                    continue
+            event = codec.decode(value)
+        except CodecError as exc:
+            poison.append((raw, f"undecodable: {exc}"))
+            continue
+        headers = tuple(raw.headers or ())
+        good.append(
+            Record(raw.topic, raw.partition, raw.offset, raw.key, raw.value, event, headers)
+        )
+    if columns is None:
+        return Batch.of(good), poison
+    as_columns = {
+        kind: EventColumns(kind, fields, columns.columns[kind], sources[kind])
+        for kind, fields in columnar.items()
+    }
+    return Batch.of(good, as_columns), poison
 
 
 def _as_consumer_record(record: Record) -> ConsumerRecord[bytes, bytes]:

@@ -1,15 +1,22 @@
 """What a sink is: it takes a batch and either delivers it, or says which records it rejects, or
 raises a retriable error. The runner turns that into exactly one outcome per batch: delivered
-(commit), retry (pause, back off, same batch again) or rejected (dead-letter, then commit)."""
+(commit), retry (pause, back off, same batch again) or rejected (dead-letter, then commit).
+
+A sink that only copies some events' fields into columns (the ClickHouse sink and its chunk
+events, most of the traffic) may ask for them as columns (``ColumnarSink``): the runner then
+decodes those straight into one list per field, without a dict and a ``Record`` per event.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import itertools
+import operator
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, overload
 
-from schemas import Decoded
+from schemas import Decoded, EventType
 
 
 class SinkError(Exception):
@@ -33,6 +40,91 @@ class Record(NamedTuple):
     headers: tuple[tuple[str, bytes], ...] = ()  # Kafka headers (trace context)
 
 
+class Source(Protocol):
+    """Where an event came from: a Kafka record as fetched (or a ``Record``)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EventColumns:
+    """Events of one type as columns: event ``i`` has ``values[j][i]`` in field ``fields[j]``
+    and came from ``sources[i]``. The lists are never changed once in a batch (a retry sends
+    the same batch again)."""
+
+    type: EventType
+    fields: tuple[str, ...]
+    values: Sequence[list[Any]]
+    sources: Sequence[Source]
+
+    @staticmethod
+    def of(
+        event_type: EventType, fields: tuple[str, ...], records: Sequence[Record]
+    ) -> EventColumns:
+        """The same events, given as ``Record``s."""
+        events = [r.event.record for r in records]
+        return EventColumns(event_type, fields, [[e[f] for e in events] for f in fields], records)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __add__(self, other: EventColumns) -> EventColumns:
+        if (other.type, other.fields) != (self.type, self.fields):
+            raise ValueError("only columns of the same fields of the same events add up")
+        return EventColumns(
+            self.type,
+            self.fields,
+            [a + b for a, b in zip(self.values, other.values, strict=True)],
+            [*self.sources, *other.sources],
+        )
+
+    def column(self, name: str) -> list[Any]:
+        return self.values[self.fields.index(name)]
+
+    def records(self) -> Sequence[Record]:
+        """Each event as a ``Record`` (see ``record``), built only when asked for: a sink needs
+        them for the few events it rejects."""
+        return _ColumnRecords(self, range(len(self)))
+
+    def record(self, index: int) -> Record:
+        """Event ``index`` as a ``Record`` whose event holds the fields of these columns."""
+        source = self.sources[index]
+        event = {name: column[index] for name, column in zip(self.fields, self.values, strict=True)}
+        return Record(
+            source.topic, source.partition, source.offset, source.key, source.value or b"",
+            Decoded(self.type, event), tuple(source.headers or ()),
+        )  # fmt: skip
+
+
+class _ColumnRecords(Sequence[Record]):
+    def __init__(self, columns: EventColumns, rows: range) -> None:
+        self._columns = columns
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Record]: ...
+    def __getitem__(self, index: int | slice) -> Record | Sequence[Record]:
+        if isinstance(index, slice):
+            return _ColumnRecords(self._columns, self._rows[index])
+        return self._columns.record(self._rows[index])
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     record: Record
@@ -43,12 +135,28 @@ class Rejected:
 class Batch:
     records: Sequence[Record]
     token: str  # deterministic from the offsets it covers, so a retry deduplicates
+    # The events a ColumnarSink asked for as columns; they are not in ``records``.
+    columns: Mapping[EventType, EventColumns] = field(default_factory=dict)
+
+    def every_record(self) -> Iterable[Record]:
+        """Every event of the batch as a ``Record``, those in ``columns`` included, each
+        partition's in offset order (as fetched)."""
+        if not self.columns:
+            return self.records
+        every = itertools.chain(self.records, *(c.records() for c in self.columns.values()))
+        return sorted(every, key=operator.attrgetter("topic", "partition", "offset"))
+
+    def size(self) -> int:
+        return len(self.records) + sum(len(c) for c in self.columns.values())
 
     @staticmethod
-    def of(records: Sequence[Record]) -> Batch:
+    def of(
+        records: Sequence[Record], columns: Mapping[EventType, EventColumns] | None = None
+    ) -> Batch:
+        columns = columns or {}
         # One lookup and at most one comparison per record, no tuples built (50 000 a batch).
         ranges: dict[tuple[str, int], list[int]] = {}
-        for r in records:
+        for r in itertools.chain(records, *(c.sources for c in columns.values())):
             offset = r.offset
             span = ranges.get((r.topic, r.partition))
             if span is None:
@@ -58,7 +166,7 @@ class Batch:
             elif offset < span[0]:
                 span[0] = offset
         spec = ";".join(f"{t}/{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(ranges.items()))
-        return Batch(records, hashlib.sha256(spec.encode()).hexdigest()[:32])
+        return Batch(records, hashlib.sha256(spec.encode()).hexdigest()[:32], columns)
 
 
 Committed = tuple[int, str]  # (next offset to read, commit metadata)
@@ -83,6 +191,13 @@ class Sink(Protocol):
         """Deliver the batch, rejecting records that can never be delivered; raise SinkError
         (retriable) when the whole batch should be tried again later."""
         ...
+
+
+class ColumnarSink(Sink, Protocol):
+    """A sink that takes the events of some types as columns (``Batch.columns``), with just
+    the fields it names here; every other event still comes as a ``Record``."""
+
+    columnar: Mapping[EventType, tuple[str, ...]]
 
 
 class StatefulSink(Sink, Protocol):

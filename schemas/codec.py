@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from schemas.reader import Reader, compile_reader
+from schemas.reader import ColumnBinder, ColumnReader, Reader, compile_column_reader, compile_reader
 from schemas.writer import compile_writer
 
 SCHEMA_DIR = Path(__file__).resolve().parent
@@ -57,6 +57,7 @@ class Decoded(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class _Writer:
     type: EventType
+    schema: Mapping[str, Any]
     parsed: Any
     # Compiled against the current reader schema; None when the pair needs fastavro.
     fast: Reader | None
@@ -85,6 +86,7 @@ class Codec:
         self._readers: dict[EventType, Any] = {}
         self._reader_schemas: dict[EventType, dict[str, Any]] = {}
         self._writers: dict[bytes, _Writer] = {}
+        self._column_binders: dict[_ColumnSpec, dict[bytes, tuple[EventType, Any]]] = {}
         for event_type in EventType:
             schema = load_schema(SCHEMA_DIR / f"{event_type.value}.avsc")
             parsed = parse_schema(schema)
@@ -93,7 +95,9 @@ class Codec:
             self._fast[event_type] = compile_writer(schema)
             self._readers[event_type] = parsed
             self._reader_schemas[event_type] = schema
-            self._writers[header[2:]] = _Writer(event_type, parsed, compile_reader(schema, schema))
+            self._writers[header[2:]] = _Writer(
+                event_type, schema, parsed, compile_reader(schema, schema)
+            )
         for path in sorted((SCHEMA_DIR / "history").glob("*.avsc")):
             self.add_writer_schema(load_schema(path))
         for extra in extra_writer_schemas:
@@ -107,8 +111,9 @@ class Codec:
             raise ValueError(f"{full_name} is not one of the exchange event schemas")
         fast = compile_reader(schema, self._reader_schemas[event_type])
         self._writers[schema_fingerprint(schema)] = _Writer(
-            event_type, parse_schema(dict(schema)), fast
+            event_type, schema, parse_schema(dict(schema)), fast
         )
+        self._column_binders.clear()  # compiled without this writer
 
     def encode(self, event_type: EventType, record: Mapping[str, Any]) -> bytes:
         header, parsed = self._current[event_type]
@@ -148,3 +153,80 @@ class Codec:
         if not isinstance(record, dict):
             raise CodecError(f"{writer.type.value} event did not decode to a record")
         return Decoded(writer.type, record)
+
+    def columns(self, wanted: Mapping[EventType, Sequence[str]]) -> ColumnDecoder:
+        """A decoder that appends the ``wanted`` fields of events of those types to one list per
+        field instead of returning a dict per event (see ``ColumnDecoder``)."""
+        spec = tuple((event_type, tuple(fields)) for event_type, fields in wanted.items())
+        binders = self._column_binders.get(spec)
+        if binders is None:
+            binders = self._column_binders[spec] = self._compile_columns(dict(spec))
+        return ColumnDecoder(self, dict(spec), binders)
+
+    def _compile_columns(
+        self, wanted: Mapping[EventType, tuple[str, ...]]
+    ) -> dict[bytes, tuple[EventType, ColumnBinder | None]]:
+        for event_type, fields in wanted.items():
+            known = {f["name"] for f in self._reader_schemas[event_type]["fields"]}
+            unknown = [name for name in fields if name not in known]
+            if unknown:
+                raise ValueError(f"{event_type.value} events have no fields {unknown}")
+        return {
+            MAGIC + fingerprint_: (
+                writer.type,
+                compile_column_reader(
+                    writer.schema, self._reader_schemas[writer.type], wanted[writer.type]
+                ),
+            )
+            for fingerprint_, writer in self._writers.items()
+            if writer.type in wanted
+        }
+
+
+_ColumnSpec = tuple[tuple[EventType, tuple[str, ...]], ...]
+
+
+class ColumnDecoder:
+    """Decodes events of chosen types straight into columns: ``columns[type][i]`` is the list
+    of field ``fields[type][i]`` of every such event appended so far, in order.
+
+    The values are exactly what ``Codec.decode`` would put in the event's dict (same writer
+    schema resolution, same fastavro fallback) and an event that ``decode`` refuses is refused
+    with the same ``CodecError``, leaving the columns as they were.
+    """
+
+    def __init__(
+        self,
+        codec: Codec,
+        wanted: Mapping[EventType, tuple[str, ...]],
+        binders: Mapping[bytes, tuple[EventType, ColumnBinder | None]],
+    ) -> None:
+        self._codec = codec
+        self.fields = dict(wanted)
+        self.columns: dict[EventType, list[list[Any]]] = {
+            event_type: [[] for _ in fields] for event_type, fields in wanted.items()
+        }
+        # Keyed by the whole header (marker + fingerprint): one slice and one lookup per event.
+        self._readers: dict[bytes, tuple[EventType, ColumnReader | None]] = {
+            header: (event_type, None if bind is None else bind(self.columns[event_type]))
+            for header, (event_type, bind) in binders.items()
+        }
+
+    def append(self, data: bytes) -> EventType | None:
+        """Appends the event's fields and returns its type; None (nothing appended) when it is
+        not of a wanted type, or not even an event: ``Codec.decode`` it. Raises ``CodecError``
+        where ``decode`` does."""
+        found = self._readers.get(data[:_HEADER_SIZE])
+        if found is None:
+            return None
+        event_type, read = found
+        if read is not None:
+            try:
+                read(data, _HEADER_SIZE)
+                return event_type
+            except Exception:  # noqa: S110 (decode below decides, as in Codec.decode)
+                pass
+        record = self._codec.decode(data).record
+        for column, name in zip(self.columns[event_type], self.fields[event_type], strict=True):
+            column.append(record[name])
+        return event_type

@@ -15,17 +15,23 @@ index or UTF-8 decoding raised); the codec then decodes the same bytes with fast
 answer stands. So corrupt events fail exactly as before (same errors, same dead-letter reasons),
 and the rare inputs fastavro accepts but this reader does not (a varint written with more bytes
 than needed) still load. tests/unit/schemas/test_reader.py proves the results equal fastavro's.
+
+``compile_column_reader`` compiles the same code for a consumer that wants a few fields of many
+events as columns (the ClickHouse loader's chunk events): it appends each field to its own list
+instead of building a dict, which the caller would only take apart again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from schemas.codegen import Source
 
 Reader = Callable[[bytes, int], dict[str, Any]]
+ColumnReader = Callable[[bytes, int], None]
+ColumnBinder = Callable[[Sequence[list[Any]]], ColumnReader]
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _PRIMITIVES = frozenset(("null", "boolean", "int", "long", "string", "bytes"))
 _MISSING = object()
@@ -180,6 +186,13 @@ class _Compiler:
 
     def record(self, writer: Mapping[str, Any], reader: Mapping[str, Any], indent: int,
                target: str) -> None:  # fmt: skip
+        items = [f"{name!r}: {value}" for name, value in self.fields(writer, reader, indent)]
+        self.src.add(indent, f"{target} = {{{', '.join(items)}}}")
+
+    def fields(self, writer: Mapping[str, Any], reader: Mapping[str, Any],
+               indent: int) -> list[tuple[str, str]]:  # fmt: skip
+        """Code that reads every field of a record; returns (name, expression) of the reader's
+        fields, in fastavro's key order: the fields read, as written, then the defaults."""
         if writer["name"].rsplit(".", 1)[-1] != reader["name"].rsplit(".", 1)[-1]:
             raise _Unsupported("record names differ")
         if writer["name"] in self.open_records:
@@ -199,15 +212,14 @@ class _Compiler:
                       indent, local)  # fmt: skip
             if match is not None:
                 values[field["name"]] = local
-        # Keys in fastavro's order: the fields read, as written, then the reader's defaults.
-        items = [f"{name!r}: {local}" for name, local in values.items()]
+        items = list(values.items())
         items.extend(
-            f"{name!r}: {_default(field)!r}"
+            (name, repr(_default(field)))
             for name, field in reader_fields.items()
             if name not in values
         )
-        self.src.add(indent, f"{target} = {{{', '.join(items)}}}")
         self.open_records.discard(writer["name"])
+        return items
 
 
 def _kind(schema: Any) -> str:
@@ -247,15 +259,50 @@ def compile_reader(writer: Mapping[str, Any], reader: Mapping[str, Any]) -> Read
         compiler.record(writer, reader, 1, "record")
     except _Unsupported:
         return None
-    source = "\n".join(
-        ["def read(d, p):", "    size = len(d)", *compiler.src.lines, "    return record"]
-    )
+    source = ["def read(d, p):", "    size = len(d)", *compiler.src.lines, "    return record"]
+    read: Reader = _define(source, "read", writer["name"])
+    return read
+
+
+def compile_column_reader(
+    writer: Mapping[str, Any], reader: Mapping[str, Any], fields: Sequence[str]
+) -> ColumnBinder | None:
+    """``bind(columns)``: a ``read(data, start)`` that appends the record's ``fields`` (as the
+    reader schema names them) to ``columns``, one list per field, instead of returning a dict.
+    None if this schema pair needs fastavro.
+
+    Every field is read before anything is appended, so an input that fails leaves the columns
+    as they were (the caller then decodes it the slow way, see ``Codec.columns``).
+    """
+    compiler = _Compiler()
+    try:
+        if _kind(writer) != "record":
+            raise _Unsupported("top level is not a record")
+        values = dict(compiler.fields(writer, reader, 2))
+    except _Unsupported:
+        return None
+    unknown = [name for name in fields if name not in values]
+    if unknown:
+        raise ValueError(f"{reader['name']} has no fields {unknown}")
+    source = [
+        "def bind(columns):",
+        *(f"    a{i} = columns[{i}].append" for i in range(len(fields))),
+        "    def read(d, p):",
+        "        size = len(d)",
+        *compiler.src.lines,
+        *(f"        a{i}({values[name]})" for i, name in enumerate(fields)),
+        "    return read",
+    ]
+    bind: ColumnBinder = _define(source, "bind", writer["name"])
+    return bind
+
+
+def _define(lines: list[str], name: str, schema_name: str) -> Any:
     namespace: dict[str, Any] = {
         "varint_tail": varint_tail,
         "MalformedError": MalformedError,
         "EPOCH": _EPOCH,
         "timedelta": dt.timedelta,
     }
-    exec(compile(source, f"<avro reader {writer['name']}>", "exec"), namespace)  # noqa: S102 (source generated from our own schemas, no outside text but quoted names)
-    read: Reader = namespace["read"]
-    return read
+    exec(compile("\n".join(lines), f"<avro reader {schema_name}>", "exec"), namespace)  # noqa: S102 (source generated from our own schemas, no outside text but quoted names)
+    return namespace[name]

@@ -21,6 +21,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from consumers.clickhouse.client import ClickHouse, ClickHouseError
@@ -35,7 +36,7 @@ from consumers.clickhouse.rows import (
 )
 from consumers.exchange.assemble import ChunkIn
 from consumers.faultpoint import fault_point
-from consumers.sink import Batch, Record, Rejected, SinkError, WriteResult
+from consumers.sink import Batch, EventColumns, Record, Rejected, SinkError, WriteResult
 from schemas import EventType
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,11 @@ RAW_TABLES: dict[EventType, tuple[str, tuple[str, ...]]] = {
     EventType.COMPLETED: ("completions_raw", COMPLETED_COLUMNS),
 }
 Columns = list[list[Any]]  # what every insert sends: one list per column, in column order
+# Chunk events (most of the traffic) come from the runner as columns: every field is a column of
+# chunks_raw as it is, followed by the Kafka position.
+CHUNK_FIELDS = CHUNK_COLUMNS[:-2]
+if CHUNK_COLUMNS[-2:] != ("kafka_partition", "kafka_offset"):
+    raise RuntimeError("chunks_raw must end with the Kafka position (see CHUNK_FIELDS)")
 
 _REQUEST_FIELDS = REQUEST_COLUMNS[:-2]  # without the Kafka position
 _READ_BACK_REQUESTS = (
@@ -79,6 +85,7 @@ class SinkStats:
 
 class ClickHouseSink:
     name = "clickhouse"
+    columnar = MappingProxyType({EventType.CHUNK: CHUNK_FIELDS})
 
     def __init__(self, clickhouse: ClickHouse, *, max_open_bytes: int = 256 * 1024 * 1024) -> None:
         self.clickhouse = clickhouse
@@ -102,15 +109,20 @@ class ClickHouseSink:
         by_type: dict[EventType, list[Record]] = collections.defaultdict(list)
         for record in batch.records:
             by_type[record.event.type].append(record)
+        chunks = self._chunks(batch, by_type.pop(EventType.CHUNK, []))
         for event_type, (table, columns) in RAW_TABLES.items():
-            records = by_type.get(event_type, [])
-            data = self.raw_columns(columns, records)
+            records: Sequence[Record]
+            if event_type is EventType.CHUNK:
+                records, data = chunks.records(), self.chunk_columns(chunks)
+            else:
+                records = by_type.get(event_type, [])
+                data = self.raw_columns(columns, records)
             result.rejected += await self._insert(
                 table, columns, data, records, f"{batch.token}:{table}"
             )
         await fault_point("mid_insert")
         rejected_ids = {r.record.event.record["request_id"] for r in result.rejected}
-        self._remember(by_type.get(EventType.REQUEST, []), by_type.get(EventType.CHUNK, []))
+        self._remember(by_type.get(EventType.REQUEST, []), chunks)
         completed = [
             r for r in by_type.get(EventType.COMPLETED, [])
             if r.event.record["request_id"] not in rejected_ids
@@ -138,6 +150,23 @@ class ClickHouseSink:
             [r.partition for r in records],
             [r.offset for r in records],
         )
+
+    @staticmethod
+    def chunk_columns(chunks: EventColumns) -> Columns:
+        sources = chunks.sources
+        return [*chunks.values, [s.partition for s in sources], [s.offset for s in sources]]
+
+    @staticmethod
+    def _chunks(batch: Batch, records: Sequence[Record]) -> EventColumns:
+        """Every chunk event of the batch as columns: from the runner, or given as Records (a
+        caller other than the runner), or both."""
+        given = EventColumns.of(EventType.CHUNK, CHUNK_FIELDS, records)
+        columns = batch.columns.get(EventType.CHUNK)
+        if columns is None:
+            return given
+        if columns.fields != CHUNK_FIELDS:
+            raise ValueError(f"chunk columns must be {CHUNK_FIELDS}, not {columns.fields}")
+        return columns + given if records else columns
 
     @staticmethod
     def exchange_columns(rows: Sequence[tuple[Any, ...]]) -> Columns:
@@ -174,7 +203,7 @@ class ClickHouseSink:
         self.stats.inserted_rows[table] += len(records)
         return []
 
-    def _remember(self, requests: list[Record], chunks: list[Record]) -> None:
+    def _remember(self, requests: list[Record], chunks: EventColumns) -> None:
         # get() before creating: setdefault(id, _Open()) would build an _Open per event.
         open_ = self._open
         for r in requests:
@@ -185,14 +214,16 @@ class ClickHouseSink:
             entry.request = event
             entry.bytes += len(event["body"])
             self._open_bytes += len(event["body"])
-        for r in chunks:
-            event = r.event.record
-            entry = open_.get(event["request_id"])
+        columns = (chunks.column(name) for name in ("request_id", "seq", "offset_ns", "data"))
+        added = 0
+        for request_id, seq, offset_ns, data in zip(*columns, strict=True):
+            entry = open_.get(request_id)
             if entry is None:
-                entry = open_[event["request_id"]] = _Open()
-            entry.chunks[event["seq"]] = ChunkIn(event["seq"], event["offset_ns"], event["data"])
-            entry.bytes += len(event["data"])
-            self._open_bytes += len(event["data"])
+                entry = open_[request_id] = _Open()
+            entry.chunks[seq] = ChunkIn(seq, offset_ns, data)
+            entry.bytes += len(data)
+            added += len(data)
+        self._open_bytes += added
         # Oldest first: an exchange evicted here is read back from ClickHouse when it completes.
         while self._open_bytes > self._max_open_bytes and self._open:
             _, evicted = self._open.popitem(last=False)

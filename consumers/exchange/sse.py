@@ -120,18 +120,31 @@ def data_events(reads: Sequence[bytes], max_event_bytes: int) -> list[tuple[str,
     blocks = joined.split(b"\n\n")
     if blocks.pop():  # bytes after the last blank line: a cut stream, SseParser.finish's case
         return None
-    for block in blocks:
-        if not block.startswith(b"data: ") or b"\n" in block:
-            return None  # comments, event names, multi-line data, extra blank lines
+    if not blocks:
+        return []
+    # Every block one "data: " line, checked over the whole stream at once: no LF but the two
+    # after each block (so no comments, event names, multi-line data), and "data: " at the
+    # start and after each blank line (so no extra blank lines either).
+    count = len(blocks)
+    if (
+        joined.count(b"\n") != 2 * count
+        or not joined.startswith(b"data: ")
+        or joined.count(b"\n\ndata: ") != count - 1
+    ):
+        return None
+    texts = [block[6:].decode("utf-8", "replace") for block in blocks]
     # The parser dispatches an event when it reads the blank line's LF, i.e. in the read that
-    # holds the second LF after the event's data.
+    # holds the second LF after the event's data. Usually each read is one whole event: then
+    # every read ends with a blank line, and event i completes in read i.
+    if len(reads) == count and all(read.endswith(b"\n\n") for read in reads):
+        return list(zip(texts, range(count), strict=True))
     ends = list(itertools.accumulate(map(len, reads)))
     events: list[tuple[str, int]] = []
     read = 0
     position = -1
-    for block in blocks:
+    for block, text in zip(blocks, texts, strict=True):
         position += len(block) + 2
         while ends[read] <= position:
             read += 1
-        events.append((block[6:].decode("utf-8", "replace"), read))
+        events.append((text, read))
     return events

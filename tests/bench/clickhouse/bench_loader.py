@@ -33,14 +33,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from aiokafka.structs import ConsumerRecord
+
 from consumers import runner as runner_module
 from consumers.clickhouse import sink as sink_module
 from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.loader import collect_garbage_less, run_loader
 from consumers.clickhouse.sink import ClickHouseSink
-from consumers.runner import Runner
+from consumers.runner import Runner, decode_batch
 from consumers.settings import ConsumerSettings, LoaderSettings
-from consumers.sink import Batch, Record
+from consumers.sink import Batch
 from deploy.local.kafka import KafkaBroker, create_topic, ensure_kafka_jars
 from schemas import Codec
 from tests.integration.clickhouse.synthetic import Exchange, encoded, produce, uuid7
@@ -105,7 +107,11 @@ class Stages:
 def _instrument(sink: ClickHouseSink, stages: Stages) -> Callable[[], None]:
     """Time the sink's stages from outside, without changing what they do; returns the undo
     (the timers cost several µs per exchange: ``--kafka`` must run without them)."""
-    for name in ("raw_columns", "exchange_columns"):  # absent before these were methods
+    for name in (
+        "raw_columns",
+        "chunk_columns",
+        "exchange_columns",
+    ):  # absent before these were methods
         if hasattr(sink, name):
             setattr(sink, name, stages.wrap_sync(name.replace("_", " "), getattr(sink, name)))
     exchange_row = sink_module.exchange_row
@@ -125,14 +131,26 @@ def _instrument(sink: ClickHouseSink, stages: Stages) -> Callable[[], None]:
     return undo
 
 
-def _decode(
-    codec: Codec, messages: list[tuple[str, bytes]], first: int, partition: int = 0
-) -> list[Record]:
-    """What ``Runner._deliver`` does per fetched message before the sink sees it."""
+def _fetched(
+    messages: list[tuple[str, bytes]], first: int, partition: int = 0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The messages as aiokafka hands them to the runner."""
     return [
-        Record("bench", partition, first + i, key.encode(), value, codec.decode(value), ())
+        ConsumerRecord(
+            "bench", partition, first + i, 0, 0, key.encode(), value, None, len(key), len(value), ()
+        )
         for i, (key, value) in enumerate(messages)
     ]
+
+
+def _decode(
+    codec: Codec, sink: ClickHouseSink, fetched: list[ConsumerRecord[bytes, bytes]]
+) -> Batch:
+    """What ``Runner._deliver`` does with fetched messages before the sink sees them."""
+    batch, poison = decode_batch(codec, fetched, sink.columnar)
+    if poison:
+        raise RuntimeError(f"the benchmark's own events do not decode: {poison[0][1]}")
+    return batch
 
 
 async def sink_mode(messages: list[tuple[str, bytes]], batch: int, data_dir: Path) -> Stages:
@@ -142,21 +160,22 @@ async def sink_mode(messages: list[tuple[str, bytes]], batch: int, data_dir: Pat
     await sink.start()
     # Once per process, not per batch: clickhouse-connect's first insert imports pandas.
     warm_up = encoded(traffic(10, salt="warm-up"), codec)
-    await sink.write(Batch.of(_decode(codec, warm_up, 0, partition=1)))
+    await sink.write(_decode(codec, sink, _fetched(warm_up, 0, partition=1)))
     undo = _instrument(sink, stages)
     # What Runner.flush does around a batch (absent before session 3: then a no-op).
     pause = getattr(runner_module, "CycleCollectionPause", contextlib.nullcontext)()
 
-    async def one_batch(low: int) -> None:
+    async def one_batch(fetched: list[ConsumerRecord[bytes, bytes]]) -> None:
         with stages.timed("decode"):
-            records = _decode(codec, messages[low : low + batch], low)
-        await sink.write(Batch.of(records))
+            decoded = _decode(codec, sink, fetched)
+        await sink.write(decoded)
 
+    batches = [_fetched(messages[low : low + batch], low) for low in range(0, len(messages), batch)]
     try:
         with stages.timed("total"):
-            for low in range(0, len(messages), batch):
+            for fetched in batches:
                 with pause:
-                    await one_batch(low)
+                    await one_batch(fetched)
     finally:
         undo()
         await sink.stop()

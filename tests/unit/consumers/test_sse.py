@@ -145,3 +145,26 @@ def test_data_events_equal_the_parser_events_or_decline() -> None:
 def test_data_events_decline_streams_over_the_event_size_cap() -> None:
     assert data_events([b"data: " + b"x" * 20 + b"\n\n"], max_event_bytes=10) is None
     assert data_events([b"data: ok\n", b"\n"], max_event_bytes=10) == [("ok", 1)]
+
+
+def test_data_events_of_one_event_per_read_equal_the_parser_events_or_decline() -> None:
+    """The usual split: each read one whole event (sometimes bent, or with a read cut in two
+    or an empty read), where ``data_events`` takes its shortcut for the read indexes."""
+    rng = random.Random("one-event-per-read")
+    for _ in range(2000):
+        stream, bent = common_stream(rng)
+        reads = [block + b"\n\n" for block in stream.split(b"\n\n")]
+        reads[-1] = reads[-1][:-2]  # what followed the last blank line (usually nothing)
+        if rng.random() < 0.2:
+            at = rng.randrange(len(reads))
+            cut = rng.randrange(len(reads[at]) + 1)
+            reads[at : at + 1] = [reads[at][:cut], reads[at][cut:]]
+        if not reads[-1]:
+            reads.pop()
+        assert b"".join(reads) == stream
+        fast = data_events(reads, 16 * 1024 * 1024)
+        if bent:
+            assert fast is None, reads
+        else:
+            assert fast is not None, reads
+            assert [("message", d, i) for d, i in fast] == parse_with_index(reads), reads
