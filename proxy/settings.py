@@ -108,7 +108,7 @@ class ProxySettings:
     kafka_timeout_s: float = 10.0
     # How long the publisher gathers a batch, and how it is compressed: the proxy's CPU per event
     # falls as batches grow (docs/PERFORMANCE.md); the linger adds to capture lag, never to a
-    # client's response. zstd (level 3): a third of lz4's CPU in the proxy (aiokafka's lz4 is
+    # client's response. zstd (level 3): a batch costs a third of lz4's CPU (aiokafka's lz4 is
     # the slow high-compression level 9) and ~40 % smaller batches on the broker.
     kafka_linger_ms: int = 50
     kafka_compression: str = "zstd"
