@@ -126,6 +126,16 @@ def common_stream(rng: random.Random) -> tuple[bytes, bool]:
     return b"".join(events), bend < len(bends)
 
 
+def assert_like_the_parser(reads: list[bytes], bent: bool) -> None:
+    """``data_events`` declines a bent stream and gives the parser's events for any other."""
+    fast = data_events(reads, 16 * 1024 * 1024)
+    if bent:
+        assert fast is None, reads
+    else:
+        assert fast is not None, reads
+        assert [("message", d, i) for d, i in fast] == parse_with_index(reads), reads
+
+
 def test_data_events_equal_the_parser_events_or_decline() -> None:
     """``data_events`` gives exactly the parser's events (data and completing read, for any
     split into reads, empty reads included) for the common shape, and None for any other."""
@@ -134,12 +144,7 @@ def test_data_events_equal_the_parser_events_or_decline() -> None:
         stream, bent = common_stream(rng)
         cuts = sorted(rng.choices(range(len(stream) + 1), k=rng.randrange(6)))
         reads = [stream[a:b] for a, b in itertools.pairwise([0, *cuts, len(stream)])]
-        fast = data_events(reads, 16 * 1024 * 1024)
-        if bent:
-            assert fast is None, stream
-        else:
-            assert fast is not None, stream
-            assert [("message", d, i) for d, i in fast] == parse_with_index(reads), stream
+        assert_like_the_parser(reads, bent)
 
 
 def test_data_events_decline_streams_over_the_event_size_cap() -> None:
@@ -162,9 +167,4 @@ def test_data_events_of_one_event_per_read_equal_the_parser_events_or_decline() 
         if not reads[-1]:
             reads.pop()
         assert b"".join(reads) == stream
-        fast = data_events(reads, 16 * 1024 * 1024)
-        if bent:
-            assert fast is None, reads
-        else:
-            assert fast is not None, reads
-            assert [("message", d, i) for d, i in fast] == parse_with_index(reads), reads
+        assert_like_the_parser(reads, bent)

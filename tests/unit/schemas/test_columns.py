@@ -12,7 +12,7 @@ import pytest
 from schemas import Codec, CodecError, EventType
 from schemas.codec import MAGIC, ColumnDecoder, schema_fingerprint
 from schemas.reader import compile_column_reader
-from tests.unit.schemas.test_reader import OLDER_WRITERS, older, same
+from tests.unit.schemas.test_reader import CORRUPT_CHUNK_BODIES, OLDER_WRITERS, older, same
 from tests.unit.schemas.test_writer import LONG_EDGES, SCHEMAS, fastavro_body, random_value
 
 CHUNK_FIELDS = tuple(f["name"] for f in SCHEMAS[EventType.CHUNK]["fields"])
@@ -161,14 +161,7 @@ def test_corrupt_truncated_and_foreign_bytes_are_refused_exactly_as_decode_refus
     assert 0 < len(columns.columns[EventType.CHUNK][0]) < len(messages)  # some taken, some not
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"\x4a" + "é".encode()[:1] + b"x" * 35,  # invalid UTF-8 in request_id
-        b"\x48" + b"r" * 36,  # ends after request_id
-        b"\x01",  # negative string length
-    ],
-)
+@pytest.mark.parametrize("body", CORRUPT_CHUNK_BODIES)
 def test_a_corrupt_chunk_gets_decodes_reason_and_leaves_the_columns_alone(body: bytes) -> None:
     codec = Codec()
     message = MAGIC + schema_fingerprint(SCHEMAS[EventType.CHUNK]) + body

@@ -210,14 +210,15 @@ def test_an_overlong_varint_is_left_to_fastavro() -> None:
         reader_for(schema)(b"\xff" * 10 + b"\x01", 0)
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"\x4a" + "é".encode()[:1] + b"x" * 35,  # invalid UTF-8 in request_id
-        b"\x48" + b"r" * 36,  # ends after request_id
-        b"\x01",  # negative string length
-    ],
-)
+# Chunk event bodies every reader must refuse, each for fastavro's reason.
+CORRUPT_CHUNK_BODIES = [
+    b"\x4a" + "é".encode()[:1] + b"x" * 35,  # invalid UTF-8 in request_id
+    b"\x48" + b"r" * 36,  # ends after request_id
+    b"\x01",  # negative string length
+]
+
+
+@pytest.mark.parametrize("body", CORRUPT_CHUNK_BODIES)
 def test_the_codec_raises_the_same_codec_error_as_before(body: bytes) -> None:
     """Malformed bytes reach fastavro, so the reason dead-lettered with them is unchanged."""
     message = MAGIC + schema_fingerprint(SCHEMAS[EventType.CHUNK]) + body
