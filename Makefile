@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: up test lint unit integration install kafka-jars clean
+.PHONY: up test lint unit integration install kafka-jars client-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,27 @@ install: $(INSTALLED)
 kafka-jars: $(INSTALLED)
 	$(BIN)/python -c "from deploy.local.kafka import ensure_kafka_jars; ensure_kafka_jars()"
 
+# Analysts' real tools, for the SQL endpoint's tests: the official ClickHouse Node.js client and a
+# browser driver (npm), the ClickHouse JDBC driver (Maven Central, jars cached outside git) and
+# Debian's Chromium (installing it needs root, as on the project's machines and CI).
+NODE_CLIENTS := tests/clients/node/node_modules/.installed
+JDBC_JARS := $(HOME)/.cache/logorhythms/jdbc
+CHROMIUM := /usr/bin/chromium
+
+$(NODE_CLIENTS): tests/clients/node/package.json tests/clients/node/package-lock.json
+	cd tests/clients/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(JDBC_JARS)/.installed: tests/clients/jdbc/pom.xml
+	rm -rf $(JDBC_JARS)
+	mvn -q -B -f tests/clients/jdbc/pom.xml dependency:copy-dependencies -DoutputDirectory=$(JDBC_JARS)
+	touch $@
+
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+client-tools: $(NODE_CLIENTS) $(JDBC_JARS)/.installed $(CHROMIUM)
+
 up: $(INSTALLED)
 	$(BIN)/logorhythms up
 
@@ -33,10 +54,10 @@ lint: $(INSTALLED)
 unit: $(INSTALLED)
 	$(BIN)/pytest tests/unit
 
-integration: $(INSTALLED) kafka-jars
+integration: $(INSTALLED) kafka-jars client-tools
 	$(BIN)/pytest tests/integration
 
-test: lint kafka-jars
+test: lint kafka-jars client-tools
 	$(BIN)/pytest
 
 clean:

@@ -3,7 +3,6 @@ result is checked; every column of every table is documented there."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -14,17 +13,17 @@ import pytest
 
 from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.sink import ClickHouseSink
+from consumers.clickhouse.sqlconsole import EXAMPLE_PATTERN
 from consumers.sink import Batch, Record
 from schemas import Codec
 from tests.integration.clickhouse.synthetic import Exchange, encoded, uuid7
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "ANALYSTS.md"
-_EXAMPLE = re.compile(r"^### (\d+)\. (.+?)\n\n```sql\n(.*?)```", re.MULTILINE | re.DOTALL)
 HOUR_MS = 3_600_000
 
 
 def examples() -> dict[int, str]:
-    return {int(n): sql for n, _, sql in _EXAMPLE.findall(DOC.read_text(encoding="utf-8"))}
+    return {int(n): sql for n, _, sql in EXAMPLE_PATTERN.findall(DOC.read_text(encoding="utf-8"))}
 
 
 def captured_mix(now_ms: int) -> list[Exchange]:
