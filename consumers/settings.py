@@ -216,7 +216,9 @@ class SqlSettings:
             user=env.get("LOGORHYTHMS_SQL_USER") or "default",
             password=Secret(password) if password else None,
             allowed_hosts=tuple(
-                h.strip() for h in env.get("LOGORHYTHMS_SQL_ALLOWED_HOSTS", "").split(",") if h.strip()
+                h.strip()
+                for h in env.get("LOGORHYTHMS_SQL_ALLOWED_HOSTS", "").split(",")
+                if h.strip()
             ),
             limits=SqlLimits.from_env(env),
         )

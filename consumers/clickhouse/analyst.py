@@ -31,6 +31,7 @@ from consumers.clickhouse.sqlpolicy import Policy, check, parse_dump
 from consumers.settings import SqlLimits
 
 log = logging.getLogger(__name__)
+_connect: Callable[[str], Any] = chdb.connect  # chdb ships no type hints
 T = TypeVar("T")
 
 # Formats whose per-block outputs concatenate into one valid stream (no global header or
@@ -88,8 +89,10 @@ class AnalystQuery:
     async def _call(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
-    def _open(self, path: str, statements: list[str], prepared: Prepared, params: dict[str, str]):  # type: ignore[no-untyped-def]
-        self._conn = chdb.connect(path)
+    def _open(
+        self, path: str, statements: list[str], prepared: Prepared, params: dict[str, str]
+    ) -> None:
+        self._conn = _connect(path)
         try:
             for statement in statements:
                 self._conn.query(statement, "TSV")
@@ -105,8 +108,8 @@ class AnalystQuery:
 
     def _fetch(self) -> bytes | None:
         if self._buffered is not None:
-            data, self._buffered = self._buffered, b""
-            return data or None
+            whole, self._buffered = self._buffered, b""
+            return whole or None
         if self._stream is None:
             return None
         try:
@@ -163,7 +166,7 @@ class AnalystEngine:
         self._policy = await self._parse_call(self._open_parser)
 
     def _open_parser(self) -> Policy:
-        self._parser = chdb.connect(self.path)
+        self._parser = _connect(self.path)
         # The parser session only parses, but it is read-only and short-lived per query as well.
         self._parser.query("SET max_execution_time = 5", "TSV")
         self._parser.query("SET readonly = 1", "TSV")
@@ -172,7 +175,9 @@ class AnalystEngine:
         for line in self._lines("SELECT categories, name FROM system.functions"):
             category, _, name = line.partition("\t")
             by_category.setdefault(category, set()).add(name)
-        return Policy.from_engine(table_functions=table_functions, functions_by_category=by_category)
+        return Policy.from_engine(
+            table_functions=table_functions, functions_by_category=by_category
+        )
 
     def _lines(self, sql: str) -> list[str]:
         data: bytes = self._parser.query(sql, "TSVRaw").bytes()
@@ -189,7 +194,9 @@ class AnalystEngine:
 
     async def _parse_call(self, call: Callable[[], T]) -> T:
         if self._parser_executor is None:
-            raise EngineError("Code: 210. DB::Exception: the SQL engine is not running. (NETWORK_ERROR)")
+            raise EngineError(
+                "Code: 210. DB::Exception: the SQL engine is not running. (NETWORK_ERROR)"
+            )
         return await asyncio.get_running_loop().run_in_executor(self._parser_executor, call)
 
     def _parse(self, sql: str) -> tuple[str, str]:
@@ -206,7 +213,9 @@ class AnalystEngine:
     async def prepare(self, request: sqlhttp.QueryRequest) -> Prepared:
         """Parse and judge a query; QueryRefusedError or EngineError if it may not run."""
         if self._policy is None:
-            raise EngineError("Code: 210. DB::Exception: the SQL engine is not running. (NETWORK_ERROR)")
+            raise EngineError(
+                "Code: 210. DB::Exception: the SQL engine is not running. (NETWORK_ERROR)"
+            )
         canonical, dump = await self._parse_call(lambda: self._parse(request.sql))
         verdict = check(parse_dump(dump), self._policy)
         fmt = verdict.output_format or request.default_format
@@ -265,7 +274,7 @@ class AnalystEngine:
         """True if a fresh session answers within ``timeout_s`` (the engine is not wedged)."""
 
         def probe() -> bool:
-            conn = chdb.connect(self.path)
+            conn = _connect(self.path)
             try:
                 return bool(conn.query("SELECT 1", "TSV").bytes().strip() == b"1")
             finally:

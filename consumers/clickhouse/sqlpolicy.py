@@ -184,7 +184,9 @@ class Policy:
                 denied |= names
         # A scalar that shares a table function's name (file) is as dangerous as the table
         # function, unless it is known to be pure.
-        all_scalars = set().union(*functions_by_category.values()) if functions_by_category else set()
+        all_scalars = (
+            set().union(*functions_by_category.values()) if functions_by_category else set()
+        )
         denied |= (table_functions & all_scalars) - PURE_SCALAR_NAMESAKES
         return cls(table_functions=frozenset(table_functions), denied_functions=frozenset(denied))
 
@@ -200,7 +202,9 @@ def parse_dump(dump: str) -> Node:
     """Rebuild the tree from an ``EXPLAIN AST`` dump; anything inconsistent is refused."""
     lines = [line for line in dump.split("\n") if line != ""]
     if not lines:
-        raise QueryRefusedError("the query parsed to nothing", code=SYNTAX_ERROR[0], name=SYNTAX_ERROR[1])
+        raise QueryRefusedError(
+            "the query parsed to nothing", code=SYNTAX_ERROR[0], name=SYNTAX_ERROR[1]
+        )
     stack: list[tuple[int, Node]] = []
     root: Node | None = None
     for line in lines:
@@ -223,7 +227,7 @@ def parse_dump(dump: str) -> Node:
                 raise _unrecognised()
             parent.children.append(node)
         stack.append((depth, node))
-    assert root is not None  # noqa: S101 (lines is non-empty, so the first line set it)
+    assert root is not None
     for node, _ in root.walk():
         if len(node.children) != node.declared:
             raise _unrecognised()

@@ -80,9 +80,7 @@ class _Refusal:
 
 
 def create_sql_app(engine: AnalystEngine, settings: SqlSettings) -> web.Application:
-    app = web.Application(
-        client_max_size=settings.max_query_bytes, middlewares=[_guard_exposure]
-    )
+    app = web.Application(client_max_size=settings.max_query_bytes, middlewares=[_guard_exposure])
     app[ENGINE] = engine
     app[SETTINGS] = settings
     app.router.add_get("/ping", _ping)
@@ -153,7 +151,9 @@ async def _guard_exposure(
             return _error_response(_refusal(exc.code, exc.name, str(exc)))
         if given.password is None and given.user is None:
             return _error_response(
-                _refusal(194, "REQUIRED_PASSWORD", "Authentication required: pass a user and password")
+                _refusal(
+                    194, "REQUIRED_PASSWORD", "Authentication required: pass a user and password"
+                )
             )
         user_ok = secrets.compare_digest((given.user or "default").encode(), settings.user.encode())
         password_ok = settings.password.matches(given.password or "")
@@ -167,7 +167,7 @@ async def _guard_exposure(
                 )
             )
     result = await handler(request)  # type: ignore[misc]
-    assert isinstance(result, web.StreamResponse)  # noqa: S101 (every route returns a response)
+    assert isinstance(result, web.StreamResponse)
     return result
 
 
@@ -194,9 +194,7 @@ async def _legacy_sql(request: web.Request) -> web.StreamResponse:
     return await _run(request, params, await request.text())
 
 
-async def _run(
-    request: web.Request, query: object, body: str
-) -> web.StreamResponse:
+async def _run(request: web.Request, query: object, body: str) -> web.StreamResponse:
     engine = request.app[ENGINE]
     params = dict(query)  # type: ignore[call-overload]
     query_id = params.get("query_id") or str(uuid.uuid4())
@@ -269,9 +267,7 @@ async def _stream(
     return response
 
 
-async def serve_sql(
-    engine: AnalystEngine, settings: SqlSettings
-) -> AsyncIterator[None]:
+async def serve_sql(engine: AnalystEngine, settings: SqlSettings) -> AsyncIterator[None]:
     """Serve the SQL endpoint for as long as the generator is suspended."""
     settings.check_exposure()
     await engine.start()
@@ -280,7 +276,11 @@ async def serve_sql(
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
-        log.info("analysts' SQL (ClickHouse HTTP interface) on http://%s:%d/", settings.host, settings.port)
+        log.info(
+            "analysts' SQL (ClickHouse HTTP interface) on http://%s:%d/",
+            settings.host,
+            settings.port,
+        )
         yield
     finally:
         await runner.cleanup()

@@ -188,7 +188,9 @@ async def test_every_table_function_is_refused_or_pure(stack: Stack) -> None:
                 _assert_refused(status, headers, body, 497, 62)
                 assert f"table function {name}()" in body or "(SYNTAX_ERROR)" in body
     # DESCRIBE infers a table function's schema, which would connect: refused the same way.
-    status, headers, body = await stack.sql(f"DESCRIBE url('http://127.0.0.1:{stack.canary.port}/')")
+    status, headers, body = await stack.sql(
+        f"DESCRIBE url('http://127.0.0.1:{stack.canary.port}/')"
+    )
     _assert_refused(status, headers, body, 497)
     assert await _wait_loaded(stack, at_least=loaded_before + 1) > loaded_before
 
@@ -263,7 +265,9 @@ async def test_named_attacks_are_refused(stack: Stack, attack: str, codes: tuple
     # Nothing one request did is seen by the next: the real table, the default settings.
     status, _, body = await stack.sql("SELECT count() > 0 FROM exchanges")
     assert (status, body) == (200, "1\n")
-    status, _, body = await stack.sql("SELECT getSetting('readonly'), getSetting('max_execution_time')")
+    status, _, body = await stack.sql(
+        "SELECT getSetting('readonly'), getSetting('max_execution_time')"
+    )
     assert (status, body) == (200, "1\t3\n")
     assert await _wait_loaded(stack, at_least=loaded_before + 1) > loaded_before
 
@@ -273,7 +277,9 @@ async def test_limits_cannot_be_raised_through_url_settings(stack: Stack) -> Non
                         ("readonly_x", "1"), ("allow_introspection_functions", "1")]:  # fmt: skip
         status, headers, body = await stack.sql("SELECT 1", **{name: value})
         _assert_refused(status, headers, body, 164, 115)
-    status, _, body = await stack.sql("SELECT getSetting('max_execution_time')", max_execution_time="2")
+    status, _, body = await stack.sql(
+        "SELECT getSetting('max_execution_time')", max_execution_time="2"
+    )
     assert (status, body) == (200, "2\n")
 
 
