@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,12 +93,142 @@ class ConsumerSettings:
         )
 
 
+class Secret:
+    """A password: masked in logs and reprs, compared in constant time."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def matches(self, candidate: str) -> bool:
+        return secrets.compare_digest(self._value.encode(), candidate.encode())
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SqlLimits:
+    """Per-query limits of every analyst session on the SQL endpoint (docs/OPERATIONS.md)."""
+
+    max_execution_time_s: int = 60
+    max_memory_usage_bytes: int = 2 * 1024**3
+    max_result_rows: int = 100_000_000
+    max_result_bytes: int = 4 * 1024**3
+    # Formats that cannot be streamed (Arrow, Parquet, JSON, Pretty...) are built in memory.
+    max_buffered_result_bytes: int = 256 * 1024**2
+    max_concurrent_queries: int = 4
+    # How long a query waits for one of those slots before TOO_MANY_SIMULTANEOUS_QUERIES.
+    queue_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_execution_time_s",
+            "max_memory_usage_bytes",
+            "max_result_rows",
+            "max_result_bytes",
+            "max_buffered_result_bytes",
+            "max_concurrent_queries",
+        ):
+            if getattr(self, name) < 1:
+                # 0 means "unlimited" to ClickHouse: never what an operator meant here.
+                raise SettingsError(f"LOGORHYTHMS_SQL_{name.upper()} must be at least 1")
+
+    def ceilings(self) -> dict[str, int]:
+        return {
+            "max_execution_time": self.max_execution_time_s,
+            "max_memory_usage": self.max_memory_usage_bytes,
+            "max_result_rows": self.max_result_rows,
+            "max_result_bytes": self.max_result_bytes,
+        }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SqlLimits:
+        d = cls()
+        return cls(
+            max_execution_time_s=_int(
+                env, "LOGORHYTHMS_SQL_MAX_EXECUTION_TIME_S", d.max_execution_time_s
+            ),
+            max_memory_usage_bytes=_int(
+                env, "LOGORHYTHMS_SQL_MAX_MEMORY_USAGE_BYTES", d.max_memory_usage_bytes
+            ),
+            max_result_rows=_int(env, "LOGORHYTHMS_SQL_MAX_RESULT_ROWS", d.max_result_rows),
+            max_result_bytes=_int(env, "LOGORHYTHMS_SQL_MAX_RESULT_BYTES", d.max_result_bytes),
+            max_buffered_result_bytes=_int(
+                env, "LOGORHYTHMS_SQL_MAX_BUFFERED_RESULT_BYTES", d.max_buffered_result_bytes
+            ),
+            max_concurrent_queries=_int(
+                env, "LOGORHYTHMS_SQL_MAX_CONCURRENT_QUERIES", d.max_concurrent_queries
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SqlSettings:
+    """The analysts' SQL endpoint (embedded mode): where it listens and who may use it."""
+
+    host: str = "127.0.0.1"
+    port: int = 8124
+    user: str = "default"
+    password: Secret | None = None
+    # Host names besides localhost and the bound address that clients may use in `Host`.
+    allowed_hosts: tuple[str, ...] = ()
+    max_query_bytes: int = 1024 * 1024
+    limits: SqlLimits = field(default_factory=SqlLimits)
+
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def check_exposure(self) -> None:
+        """Refuse to listen beyond this machine without a password."""
+        if not self.is_loopback() and self.password is None:
+            raise SettingsError(
+                f"LOGORHYTHMS_SQL_HOST={self.host} is reachable from other machines: set "
+                "LOGORHYTHMS_SQL_PASSWORD (and LOGORHYTHMS_SQL_USER) or bind to 127.0.0.1"
+            )
+
+    def allowed_host_names(self) -> frozenset[str]:
+        names = {"localhost", "127.0.0.1", "::1", *(h.lower() for h in self.allowed_hosts)}
+        if self.host not in {"0.0.0.0", "::"}:  # noqa: S104 (a wildcard is no name)
+            names.add(self.host.lower())
+        return frozenset(names)
+
+    def own_origins(self) -> frozenset[str]:
+        origins = set()
+        for name in self.allowed_host_names():
+            shown = f"[{name}]" if ":" in name else name
+            origins.add(f"http://{shown}:{self.port}")
+            origins.add(f"https://{shown}:{self.port}")
+        return frozenset(origins)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SqlSettings:
+        password = env.get("LOGORHYTHMS_SQL_PASSWORD")
+        return cls(
+            host=env.get("LOGORHYTHMS_SQL_HOST") or "127.0.0.1",
+            port=_int(env, "LOGORHYTHMS_SQL_PORT", 8124),
+            user=env.get("LOGORHYTHMS_SQL_USER") or "default",
+            password=Secret(password) if password else None,
+            allowed_hosts=tuple(
+                h.strip()
+                for h in env.get("LOGORHYTHMS_SQL_ALLOWED_HOSTS", "").split(",")
+                if h.strip()
+            ),
+            limits=SqlLimits.from_env(env),
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoaderSettings:
     consumer: ConsumerSettings
     clickhouse_url: str = DEFAULT_CLICKHOUSE_URL
-    sql_host: str = "127.0.0.1"
-    sql_port: int = 8124
+    sql: SqlSettings = field(default_factory=SqlSettings)
     # Pipeline metrics (lag, batch size, insert latency, dead letters) when an agent is configured.
     datadog: DatadogSettings | None = None
     # APM: continue the proxy's traces (Kafka headers) with one span per loaded exchange.
@@ -112,7 +244,7 @@ class LoaderSettings:
             clickhouse_url=normalize_clickhouse_url(
                 env.get("CLICKHOUSE_URL", DEFAULT_CLICKHOUSE_URL)
             ),
-            sql_port=int(env.get("LOGORHYTHMS_SQL_PORT", "8124")),
+            sql=SqlSettings.from_env(env),
             datadog=DatadogSettings.from_env(env) if env.get("DD_AGENT_HOST") else None,
             tracing=tracing_configured(env),
         )

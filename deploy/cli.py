@@ -53,12 +53,18 @@ def _sql(args: argparse.Namespace) -> int:
     from consumers.settings import LoaderSettings
 
     settings = LoaderSettings.from_env()
-    endpoint = os.environ.get(
-        "LOGORHYTHMS_SQL_URL", f"http://{settings.sql_host}:{settings.sql_port}"
-    )
+    host = settings.sql.host
+    if host in {"0.0.0.0", "::"}:  # noqa: S104 (listening everywhere: ask it locally)
+        host = "127.0.0.1"
+    endpoint = os.environ.get("LOGORHYTHMS_SQL_URL", f"http://{host}:{settings.sql.port}")
     query = args.query if args.query != "-" else sys.stdin.read()
     return sqlclient.run(
-        query, clickhouse_url=settings.clickhouse_url, sql_endpoint=endpoint, fmt=args.format
+        query,
+        clickhouse_url=settings.clickhouse_url,
+        sql_endpoint=endpoint,
+        fmt=args.format,
+        user=settings.sql.user,
+        password=os.environ.get("LOGORHYTHMS_SQL_PASSWORD"),
     )
 
 

@@ -8,6 +8,7 @@ import gc
 import logging
 import signal
 
+from consumers.clickhouse.analyst import AnalystEngine
 from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.migrate import SchemaTooNewError
 from consumers.clickhouse.sink import ClickHouseSink
@@ -15,7 +16,7 @@ from consumers.clickhouse.sqlservice import serve_sql
 from consumers.datadog.statsd import StatsdEmitter, StatsdRunnerMetrics
 from consumers.datadog.tracing import ConsumerTracing
 from consumers.runner import Runner
-from consumers.settings import LoaderSettings, is_embedded
+from consumers.settings import LoaderSettings, embedded_path, is_embedded
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,11 @@ async def run_loader(
         serve = serve_sql_endpoint
     async with contextlib.AsyncExitStack() as stack:
         if serve:
-            # Analysts query through their own read-only session (never the writer's), and can
-            # do so even while Kafka is unreachable.
-            reader = ClickHouse(settings.clickhouse_url, read_only=True)
-            await reader.start()
-            stack.push_async_callback(reader.stop)
+            # Analysts query through read-only sessions of their own (never the writer's), and
+            # can do so even while Kafka is unreachable.
+            engine = AnalystEngine(str(embedded_path(settings.clickhouse_url)), settings.sql.limits)
             sql = contextlib.asynccontextmanager(serve_sql)
-            await stack.enter_async_context(sql(reader, settings.sql_host, settings.sql_port))
+            await stack.enter_async_context(sql(engine, settings.sql))
         run = asyncio.create_task(runner.run(), name="clickhouse-loader")
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([run, stopped], return_when=asyncio.FIRST_COMPLETED)

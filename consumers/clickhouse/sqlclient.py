@@ -26,11 +26,24 @@ class SqlClientError(Exception):
     retriable = False
 
 
-def query(sql: str, *, clickhouse_url: str, sql_endpoint: str, fmt: str = DEFAULT_FORMAT) -> bytes:
+def query(
+    sql: str,
+    *,
+    clickhouse_url: str,
+    sql_endpoint: str,
+    fmt: str = DEFAULT_FORMAT,
+    user: str = "default",
+    password: str | None = None,
+) -> bytes:
     if not is_embedded(clickhouse_url):
         return asyncio.run(_direct(sql, clickhouse_url, fmt))
-    url = f"{sql_endpoint.rstrip('/')}/sql?{urllib.parse.urlencode({'format': fmt})}"
-    request = urllib.request.Request(url, data=sql.encode(), method="POST")  # noqa: S310
+    # The loader speaks ClickHouse's HTTP interface: the query is the body, the format a default
+    # that a FORMAT clause in the query overrides.
+    url = f"{sql_endpoint.rstrip('/')}/?{urllib.parse.urlencode({'default_format': fmt})}"
+    headers = {"X-ClickHouse-User": user, "X-ClickHouse-Key": password} if password else {}
+    request = urllib.request.Request(  # noqa: S310
+        url, data=sql.encode(), method="POST", headers=headers
+    )
     try:
         with urllib.request.urlopen(request, timeout=300) as response:  # noqa: S310
             body: bytes = response.read()
@@ -64,9 +77,24 @@ async def _direct(sql: str, clickhouse_url: str, fmt: str) -> bytes:
             raise SqlClientError(str(exc)) from None
 
 
-def run(sql: str, *, clickhouse_url: str, sql_endpoint: str, fmt: str) -> int:
+def run(
+    sql: str,
+    *,
+    clickhouse_url: str,
+    sql_endpoint: str,
+    fmt: str,
+    user: str = "default",
+    password: str | None = None,
+) -> int:
     try:
-        out = query(sql, clickhouse_url=clickhouse_url, sql_endpoint=sql_endpoint, fmt=fmt)
+        out = query(
+            sql,
+            clickhouse_url=clickhouse_url,
+            sql_endpoint=sql_endpoint,
+            fmt=fmt,
+            user=user,
+            password=password,
+        )
     except SqlClientError as exc:
         print(f"logorhythms sql: {exc}", file=sys.stderr)
         return 1

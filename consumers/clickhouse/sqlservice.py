@@ -1,67 +1,288 @@
-"""Read-only SQL over HTTP, served by the process that owns the embedded ClickHouse.
+"""The analysts' SQL endpoint: ClickHouse's HTTP interface over the embedded engine.
 
-An embedded (chdb) directory can be opened by one process at a time, and the loader holds it, so
-the loader answers analysts' queries too. Every query runs with ClickHouse's own ``readonly=2``:
-the engine itself refuses writes, whatever the statement looks like.
+An embedded (chdb) directory can be opened by one process at a time and the loader holds it, so
+the loader serves analysts too. Tools that speak ClickHouse's HTTP interface (clickhouse-connect,
+@clickhouse/client, JDBC, curl, Grafana) connect unchanged: ``GET``/``POST /``, ``/ping``,
+``/healthz``; ``POST /sql?format=`` stays for older ``logorhythms sql`` callers.
+
+What a query may do is decided in ``sqlpolicy`` and enforced by a readonly session of its own
+(``analyst``). This module adds what is about the HTTP exposure: credentials, Host and Origin
+checks against DNS rebinding and browser cross-origin requests, compression, streaming.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
-from collections.abc import AsyncIterator
+import secrets
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol
 
+import lz4.frame
+import orjson
 from aiohttp import web
+from backports import zstd
 
-from consumers.clickhouse.client import ClickHouse, ClickHouseError
-from consumers.clickhouse.sqlclient import DEFAULT_FORMAT, READONLY_CODE
+from consumers.clickhouse import sqlhttp
+from consumers.clickhouse.analyst import AnalystEngine, AnalystQuery, EngineError
+from consumers.clickhouse.sqlpolicy import QueryRefusedError
+from consumers.settings import SqlSettings
 
 log = logging.getLogger(__name__)
 
-CLICKHOUSE = web.AppKey("clickhouse", ClickHouse)
-_FORMAT = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+ENGINE = web.AppKey("engine", AnalystEngine)
+SETTINGS = web.AppKey("settings", SqlSettings)
+EXCEPTION_MARKER = b"__exception__"
+SERVER_NAME = "logorhythms"
+_TIMEZONE = "UTC"
+HEALTH_TIMEOUT_S = 5.0
 
 
-def create_sql_app(clickhouse: ClickHouse) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
-    app[CLICKHOUSE] = clickhouse
-    app.router.add_post("/sql", _query)
+class _Compressor(Protocol):
+    def compress(self, data: bytes, /) -> bytes: ...
+    def flush(self) -> bytes: ...
+
+
+class _Lz4Frame:
+    def __init__(self) -> None:
+        self._c = lz4.frame.LZ4FrameCompressor()
+        self._started = False
+
+    def compress(self, data: bytes) -> bytes:
+        head = b""
+        if not self._started:
+            head, self._started = self._c.begin(), True
+        return bytes(head + self._c.compress(data))
+
+    def flush(self) -> bytes:
+        head = b"" if self._started else self._c.begin()
+        self._started = True
+        return bytes(head + self._c.flush())
+
+
+_ENCODERS: dict[str, Callable[[], _Compressor]] = {
+    "gzip": lambda: zlib.compressobj(3, zlib.DEFLATED, 16 + zlib.MAX_WBITS),
+    "deflate": lambda: zlib.compressobj(3),
+    "zstd": lambda: zstd.ZstdCompressor(),
+    "lz4": _Lz4Frame,
+}
+ENCODINGS = frozenset(_ENCODERS)
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    code: int
+    name: str
+    text: str
+
+
+def create_sql_app(engine: AnalystEngine, settings: SqlSettings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_query_bytes, middlewares=[_guard_exposure])
+    app[ENGINE] = engine
+    app[SETTINGS] = settings
+    app.router.add_get("/ping", _ping)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_route("GET", "/", _root)
+    app.router.add_route("POST", "/", _root)
+    app.router.add_post("/sql", _legacy_sql)
     return app
 
 
-async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+def _refusal(code: int, name: str, message: str) -> _Refusal:
+    return _Refusal(code, name, sqlhttp.exception_text(code, name, message))
 
 
-async def _query(request: web.Request) -> web.Response:
-    sql = (await request.text()).strip()
-    fmt = request.query.get("format", DEFAULT_FORMAT)
-    if not sql:
-        return web.Response(status=400, text="empty query: send the SQL as the request body\n")
-    if not _FORMAT.match(fmt):
-        return web.Response(status=400, text=f"{fmt!r} is not a ClickHouse output format name\n")
-    try:
-        result = await request.app[CLICKHOUSE].raw(sql, fmt=fmt, readonly=True)
-    except ClickHouseError as exc:
-        if exc.code == READONLY_CODE:
-            return web.Response(
-                status=403,
-                text="refused: this SQL endpoint is read-only (SELECT, SHOW, DESCRIBE, EXPLAIN, "
-                "WITH ...). Schema changes happen through the loader's migrations.\n",
+def _error_response(refusal: _Refusal, query_id: str | None = None) -> web.Response:
+    headers = {
+        "X-ClickHouse-Exception-Code": str(refusal.code),
+        "X-ClickHouse-Server-Display-Name": SERVER_NAME,
+    }
+    if query_id:
+        headers["X-ClickHouse-Query-Id"] = query_id
+    if refusal.code == 194:
+        headers["WWW-Authenticate"] = 'Basic realm="ClickHouse server HTTP API"'
+    return web.Response(
+        status=sqlhttp.http_status(refusal.code),
+        text=refusal.text,
+        content_type="text/plain",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+@web.middleware
+async def _guard_exposure(
+    request: web.Request, handler: Callable[[web.Request], object]
+) -> web.StreamResponse:
+    """Only this endpoint's own names, no browser cross-origin requests, then credentials."""
+    settings = request.app[SETTINGS]
+    host = (request.host or "").rsplit(":", 1)[0].strip("[]").lower()
+    if host not in settings.allowed_host_names():
+        return _error_response(
+            _refusal(
+                516,
+                "AUTHENTICATION_FAILED",
+                f"Host {host!r} is not a name of this endpoint (DNS rebinding?). Add it to "
+                "LOGORHYTHMS_SQL_ALLOWED_HOSTS if it is yours",
             )
-        return web.Response(status=400, text=f"{exc}\n")
-    return web.Response(body=result, content_type="text/plain", charset="utf-8")
+        )
+    origin = request.headers.get("Origin")
+    own_origins = settings.own_origins()
+    fetch_site = request.headers.get("Sec-Fetch-Site", "").lower()
+    if (origin is not None and origin.lower() not in own_origins) or fetch_site in {
+        "cross-site",
+        "same-site",
+    }:
+        return _error_response(
+            _refusal(
+                516,
+                "AUTHENTICATION_FAILED",
+                "cross-origin requests from a browser are refused; use the console at /play "
+                "or a ClickHouse client",
+            )
+        )
+    if request.path not in {"/ping", "/healthz"} and settings.password is not None:
+        try:
+            given = sqlhttp.credentials(request.query, request.headers)
+        except sqlhttp.RequestError as exc:
+            return _error_response(_refusal(exc.code, exc.name, str(exc)))
+        if given.password is None and given.user is None:
+            return _error_response(
+                _refusal(
+                    194, "REQUIRED_PASSWORD", "Authentication required: pass a user and password"
+                )
+            )
+        user_ok = secrets.compare_digest((given.user or "default").encode(), settings.user.encode())
+        password_ok = settings.password.matches(given.password or "")
+        if not (user_ok and password_ok):
+            return _error_response(
+                _refusal(
+                    516,
+                    "AUTHENTICATION_FAILED",
+                    f"{given.user or 'default'}: Authentication failed: password is incorrect, "
+                    "or there is no user with such name",
+                )
+            )
+    result = await handler(request)  # type: ignore[misc]
+    assert isinstance(result, web.StreamResponse)
+    return result
 
 
-async def serve_sql(clickhouse: ClickHouse, host: str, port: int) -> AsyncIterator[None]:
+async def _ping(request: web.Request) -> web.Response:
+    return web.Response(text="Ok.\n")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    ok = await request.app[ENGINE].healthy(HEALTH_TIMEOUT_S)
+    body = {"status": "ok" if ok else "engine not answering"}
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def _root(request: web.Request) -> web.StreamResponse:
+    body = await request.text() if request.method == "POST" else ""
+    if request.method == "GET" and "query" not in request.query:
+        return web.Response(text="Ok.\n")
+    return await _run(request, request.query, body)
+
+
+async def _legacy_sql(request: web.Request) -> web.StreamResponse:
+    """``POST /sql?format=F`` with the query as the body (``logorhythms sql`` before this API)."""
+    params = {"default_format": request.query.get("format", "TabSeparated")}
+    return await _run(request, params, await request.text())
+
+
+async def _run(request: web.Request, query: object, body: str) -> web.StreamResponse:
+    engine = request.app[ENGINE]
+    params = dict(query)  # type: ignore[call-overload]
+    query_id = params.get("query_id") or str(uuid.uuid4())
+    try:
+        parsed = sqlhttp.parse_request(params, body)
+        settings = sqlhttp.check_settings(parsed.settings, engine.limits.ceilings())
+        prepared = await engine.prepare(parsed)
+    except (sqlhttp.RequestError, QueryRefusedError) as exc:
+        return _error_response(_refusal(exc.code, exc.name, str(exc)), query_id)
+    except EngineError as exc:
+        return _error_response(_Refusal(exc.code, exc.name, exc.text), query_id)
+    encoding = None
+    if parsed.http_compression:
+        encoding = sqlhttp.choose_encoding(request.headers.get("Accept-Encoding", ""), ENCODINGS)
+    try:
+        running = await engine.open(parsed, prepared, settings)
+    except EngineError as exc:
+        return _error_response(_Refusal(exc.code, exc.name, exc.text), query_id)
+    try:
+        return await _stream(request, running, prepared.output_format, query_id, encoding)
+    finally:
+        await running.close()
+
+
+async def _stream(
+    request: web.Request,
+    running: AnalystQuery,
+    fmt: str,
+    query_id: str,
+    encoding: str | None,
+) -> web.StreamResponse:
+    # The first chunk decides the status: an error before any output is a proper error reply.
+    try:
+        first = await running.next_chunk()
+    except EngineError as exc:
+        return _error_response(_Refusal(exc.code, exc.name, exc.text), query_id)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": sqlhttp.content_type(fmt),
+            "X-ClickHouse-Format": fmt,
+            "X-ClickHouse-Query-Id": query_id,
+            "X-ClickHouse-Timezone": _TIMEZONE,
+            "X-ClickHouse-Server-Display-Name": SERVER_NAME,
+            "X-ClickHouse-Summary": orjson.dumps(
+                {"read_rows": "0", "read_bytes": "0", "written_rows": "0", "written_bytes": "0"}
+            ).decode(),
+        }
+    )
+    compressor = _ENCODERS[encoding]() if encoding else None
+    if encoding:
+        response.headers["Content-Encoding"] = encoding
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    chunk = first
+    try:
+        while chunk is not None:
+            await response.write(compressor.compress(chunk) if compressor else chunk)
+            chunk = await running.next_chunk()
+    except EngineError as exc:
+        # Headers are gone: ClickHouse writes a marker and the exception, then breaks the
+        # chunked encoding so the client cannot mistake the cut result for a whole one.
+        tail = EXCEPTION_MARKER + b"\r\n" + exc.text.encode()
+        await response.write(compressor.compress(tail) + compressor.flush() if compressor else tail)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    if compressor:
+        await response.write(compressor.flush())
+    await response.write_eof()
+    return response
+
+
+async def serve_sql(engine: AnalystEngine, settings: SqlSettings) -> AsyncIterator[None]:
     """Serve the SQL endpoint for as long as the generator is suspended."""
-    runner = web.AppRunner(create_sql_app(clickhouse), access_log=None)
+    settings.check_exposure()
+    await engine.start()
+    runner = web.AppRunner(create_sql_app(engine, settings), access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
-        log.info("read-only SQL on http://%s:%d/sql", host, port)
+        log.info(
+            "analysts' SQL (ClickHouse HTTP interface) on http://%s:%d/",
+            settings.host,
+            settings.port,
+        )
         yield
     finally:
         await runner.cleanup()
+        await engine.stop()
+        await asyncio.sleep(0)

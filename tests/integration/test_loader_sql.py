@@ -13,7 +13,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from consumers.clickhouse.loader import run_loader
-from consumers.settings import ConsumerSettings, LoaderSettings
+from consumers.settings import ConsumerSettings, LoaderSettings, SqlSettings
 from deploy.local.kafka import create_topic
 from proxy import capture
 from schemas import Codec, EventType
@@ -101,7 +101,7 @@ async def test_loader_keeps_loading_while_serving_read_only_sql(
             batch_max_age_s=0.2,
         ),
         clickhouse_url=clickhouse_url,
-        sql_port=port,
+        sql=SqlSettings(port=port),
     )  # fmt: skip
     stop = asyncio.Event()
     loader = asyncio.create_task(run_loader(settings, stop=stop))
@@ -116,12 +116,13 @@ async def test_loader_keeps_loading_while_serving_read_only_sql(
             )
             await _wait_for_text(session, url, query.format(first, second), "first one")
 
-            # A write through the SQL endpoint is refused by ClickHouse itself ...
+            # A write through the SQL endpoint is refused, in ClickHouse's words and status ...
             status, body = await _sql(
                 session, url, f"INSERT INTO exchanges (request_id) VALUES ('{second}')"
             )
-            assert status == 403
-            assert "read-only" in body
+            assert status == 500
+            assert body.startswith("Code: 164. DB::Exception:")
+            assert "(READONLY)" in body
             # ... and the analysts' read-only session does not leak into the loader's writes.
             await _publish(kafka_bootstrap, unique_topic, second, "second one")
             rows = await _wait_for_text(session, url, query.format(first, second), "second one")
@@ -138,7 +139,7 @@ async def test_loader_keeps_loading_while_serving_read_only_sql(
             assert status == 200
             assert orjson.loads(body) == {"count()": 1}
             status, body = await _sql(session, url, "SELECT nonsense FROM nowhere")
-            assert status == 400
+            assert status == 404  # UNKNOWN_TABLE, as ClickHouse answers it
             assert "nowhere" in body
     finally:
         stop.set()
