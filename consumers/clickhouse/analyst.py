@@ -199,13 +199,20 @@ class AnalystEngine:
             )
         return await asyncio.get_running_loop().run_in_executor(self._parser_executor, call)
 
-    def _parse(self, sql: str) -> tuple[str, str]:
+    def _parse(self, sql: str, params: dict[str, str]) -> tuple[str, str]:
+        # The tree is built with the query parameters substituted (EXPLAIN AST refuses a query
+        # whose substitutions are missing); a value becomes a typed literal, never SQL.
         try:
             formatted: bytes = self._parser.query(
                 "SELECT formatQuery({q:String})", "TSVRaw", params={"q": _escape(sql)}
             ).bytes()
             canonical = formatted.decode().removesuffix("\n")
-            dump: bytes = self._parser.query(f"EXPLAIN AST {canonical}", "TSVRaw").bytes()
+            explain = f"EXPLAIN AST {canonical}"
+            dump: bytes = (
+                self._parser.query(explain, "TSVRaw", params=params)
+                if params
+                else self._parser.query(explain, "TSVRaw")
+            ).bytes()
         except Exception as exc:
             raise EngineError(str(exc)) from None
         return canonical, dump.decode()
@@ -216,7 +223,7 @@ class AnalystEngine:
             raise EngineError(
                 "Code: 210. DB::Exception: the SQL engine is not running. (NETWORK_ERROR)"
             )
-        canonical, dump = await self._parse_call(lambda: self._parse(request.sql))
+        canonical, dump = await self._parse_call(lambda: self._parse(request.sql, request.params))
         verdict = check(parse_dump(dump), self._policy)
         fmt = verdict.output_format or request.default_format
         streamed = verdict.statement == "SelectWithUnionQuery" and fmt in STREAMABLE_FORMATS

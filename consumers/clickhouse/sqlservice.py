@@ -3,7 +3,8 @@
 An embedded (chdb) directory can be opened by one process at a time and the loader holds it, so
 the loader serves analysts too. Tools that speak ClickHouse's HTTP interface (clickhouse-connect,
 @clickhouse/client, JDBC, curl, Grafana) connect unchanged: ``GET``/``POST /``, ``/ping``,
-``/healthz``; ``POST /sql?format=`` stays for older ``logorhythms sql`` callers.
+``/healthz``; the SQL console page is at ``/play``; ``POST /sql?format=`` stays for older
+``logorhythms sql`` callers.
 
 What a query may do is decided in ``sqlpolicy`` and enforced by a readonly session of its own
 (``analyst``). This module adds what is about the HTTP exposure: credentials, Host and Origin
@@ -28,6 +29,7 @@ from backports import zstd
 
 from consumers.clickhouse import sqlhttp
 from consumers.clickhouse.analyst import AnalystEngine, AnalystQuery, EngineError
+from consumers.clickhouse.sqlconsole import add_console_routes
 from consumers.clickhouse.sqlpolicy import QueryRefusedError
 from consumers.settings import SqlSettings
 
@@ -88,6 +90,7 @@ def create_sql_app(engine: AnalystEngine, settings: SqlSettings) -> web.Applicat
     app.router.add_route("GET", "/", _root)
     app.router.add_route("POST", "/", _root)
     app.router.add_post("/sql", _legacy_sql)
+    add_console_routes(app)
     return app
 
 

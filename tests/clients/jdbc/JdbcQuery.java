@@ -1,6 +1,5 @@
 import java.sql.Connection;
 import java.sql.DatabaseMetaData;
-import java.sql.DriverManager;
 import java.sql.ResultSet;
 import java.sql.SQLException;
 import java.sql.Statement;
@@ -15,12 +14,12 @@ import java.util.Properties;
  */
 public class JdbcQuery {
   public static void main(String[] args) throws Exception {
-    // The source-file launcher's class loader hides the driver from DriverManager's service lookup.
-    Class.forName("com.clickhouse.jdbc.Driver");
     Properties props = new Properties();
     props.setProperty("user", args[1]);
     props.setProperty("password", args[2]);
-    try (Connection connection = DriverManager.getConnection(args[0], props)) {
+    // As DBeaver does: instantiate the driver class and connect through it (under the source-file
+    // launcher, DriverManager does not offer drivers from the class path to this class).
+    try (Connection connection = new com.clickhouse.jdbc.Driver().connect(args[0], props)) {
       if (args[3].equals("tables")) {
         DatabaseMetaData meta = connection.getMetaData();
         try (ResultSet tables = meta.getTables(null, null, "%", new String[] {"TABLE"})) {

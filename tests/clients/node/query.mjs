@@ -3,7 +3,8 @@
 import { createClient } from '@clickhouse/client'
 
 const [url, username, password] = process.argv.slice(2)
-const client = createClient({ url, username, password, log: { level: 0 } })
+// Log level OFF (127): stdout carries only the result.
+const client = createClient({ url, username, password, log: { level: 127 } })
 const out = {}
 
 async function attempt(name, call) {
