@@ -39,10 +39,9 @@ def _forward_datadog(args: argparse.Namespace) -> int:
     from consumers.datadog.llmobs import prepare_environment
 
     prepare_environment()  # before anything imports ddtrace
-    from consumers.datadog.forwarder import run_forwarder
     from consumers.settings import ForwarderSettings, SettingsError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Before ddtrace is imported: it reads some of the same variables and says so on its own.
     settings = ForwarderSettings.from_env()
     try:
         url = urlsplit(os.environ.get("DD_TRACE_AGENT_URL", ""))
@@ -53,6 +52,9 @@ def _forward_datadog(args: argparse.Namespace) -> int:
             "DD_TRACE_AGENT_URL or DD_TRACE_AGENT_PORT does not give a port number; "
             "set DD_TRACE_AGENT_URL=http://HOST:PORT"
         ) from None
+    from consumers.datadog.forwarder import run_forwarder
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(run_forwarder(settings, trace_agent=(host, port)))
     return 0
 

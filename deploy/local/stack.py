@@ -328,13 +328,15 @@ def _banner(proxy_port: int, sql_port: int, root: Path) -> str:
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    from consumers.settings import SettingsError
+
     raw = env.get(name) or str(default)
     try:
         port = int(raw)
     except ValueError:
-        raise StartError(f"{name}={raw!r} is not a port number; give one from 1 to 65535") from None
+        port = 0
     if not 0 < port < 65536:
-        raise StartError(f"{name}={raw!r} is not a port number; give one from 1 to 65535")
+        raise SettingsError(f"{name}={raw!r} is not a port number; give one from 1 to 65535")
     return port
 
 
@@ -351,7 +353,12 @@ def check_settings(env: Mapping[str, str]) -> None:
 
 def up(*, data_dir: str = "data") -> int:
     root = Path(data_dir).resolve()
-    check_settings(os.environ)
+    env = dict(os.environ)
+    check_settings(env)
+    proxy_port = _port(env, "LOGORHYTHMS_PORT", 8080)
+    sql_port = _port(env, "LOGORHYTHMS_SQL_PORT", DEFAULT_SQL_PORT)
+    kafka_port = _port(env, "LOGORHYTHMS_KAFKA_PORT", 9092)
+    env["LOGORHYTHMS_PORT"], env["LOGORHYTHMS_SQL_PORT"] = str(proxy_port), str(sql_port)
     make_private(root)
     logs = root / "logs"
     logs.mkdir(exist_ok=True, mode=0o700)
@@ -364,7 +371,6 @@ def up(*, data_dir: str = "data") -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    env = dict(os.environ)
     broker: KafkaBroker | None = None
     watch: _BrokerWatch | None = None
     children: list[_Child] = []
@@ -391,15 +397,12 @@ def up(*, data_dir: str = "data") -> int:
         write_status(root / STATUS_FILE, statuses, supervisor_pid=os.getpid(), stopping=stopping)
 
     try:
-        proxy_port = _port(env, "LOGORHYTHMS_PORT", 8080)
-        sql_port = _port(env, "LOGORHYTHMS_SQL_PORT", DEFAULT_SQL_PORT)
-        env["LOGORHYTHMS_PORT"], env["LOGORHYTHMS_SQL_PORT"] = str(proxy_port), str(sql_port)
         bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS")
         if bootstrap:
             _say(f"using the Kafka broker at {bootstrap}")
         else:
             ensure_kafka_jars(progress=_say)
-            port = _port(env, "LOGORHYTHMS_KAFKA_PORT", 9092)
+            port = kafka_port
             broker = KafkaBroker(
                 root / "kafka", port=port, log_file=logs / "kafka.log", env=process_env(env)
             )
