@@ -217,9 +217,31 @@ def _wait_rows(stack: Stack, ids: list[str], *, timeout_s: float = 120.0) -> Non
             time.sleep(0.5)
 
 
+def _missing_rows(stack: Stack, ids: list[str], *, timeout_s: float) -> list[str]:
+    """The ids that are not (yet) exactly one exchange row when the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing: list[str] = []
+        for start in range(0, len(ids), 2000):  # under ClickHouse's max_query_size
+            part = ids[start : start + 2000]
+            listed = ",".join(f"'{i}'" for i in part)
+            query = (
+                "SELECT request_id FROM exchanges FINAL "  # noqa: S608
+                f"WHERE request_id IN ({listed}) GROUP BY request_id HAVING count() = 1"
+            )
+            shown = stack.cli("sql", "--format", "TSV", "-", stdin=query)
+            assert shown.returncode == 0, shown.stderr
+            found = set(shown.stdout.split())
+            missing += [i for i in part if i not in found]
+        if not missing or time.monotonic() > deadline:
+            return missing
+        time.sleep(1)
+
+
 @dataclass
 class Load:
     served: list[str] = field(default_factory=list)
+    served_at: dict[str, float] = field(default_factory=dict)
     errors: list[tuple[float, str]] = field(default_factory=list)
     bad_status: list[int] = field(default_factory=list)
 
@@ -246,14 +268,17 @@ async def _steady_load(url: str, stop: asyncio.Event, load: Load, workers: int =
                 )
                 if served.status == 200 and complete:
                     load.served.append(served.request_id)
+                    load.served_at[served.request_id] = time.monotonic()
                 else:
                     load.bad_status.append(served.status)
 
     await asyncio.gather(*(worker(i) for i in range(workers)))
 
 
-def _kill_and_wait_back(stack: Stack, name: str, load: Load) -> None:
+def _kill_and_wait_back(stack: Stack, name: str, load: Load) -> tuple[float, float]:
+    """SIGKILL one part, wait until it is back and serving; returns (killed at, back at)."""
     before = stack.status()[name]
+    killed_at = time.monotonic()
     os.kill(before["pid"], signal.SIGKILL)
     stack.wait_status(
         lambda s: (
@@ -273,6 +298,7 @@ def _kill_and_wait_back(stack: Stack, name: str, load: Load) -> None:
     for other in SERVICES:
         if other != name:
             assert stack.status()[other]["state"] == "up", (name, other, stack.status())
+    return killed_at, time.monotonic()
 
 
 @pytest.mark.timeout(900)
@@ -284,10 +310,11 @@ async def test_each_part_killed_under_load_comes_back_and_nothing_is_lost(stack:
         await asyncio.to_thread(_wait_served, load, 30)
         proxy_log = stack.data_dir / "logs" / "proxy.log"
         outages: dict[str, int] = {}
+        windows: dict[str, tuple[float, float]] = {}
         for name in ("loader", "forwarder", "proxy", "kafka"):
             errors_before = len(load.errors)
             log_before = proxy_log.read_text().count(" aiokafka")
-            await asyncio.to_thread(_kill_and_wait_back, stack, name, load)
+            windows[name] = await asyncio.to_thread(_kill_and_wait_back, stack, name, load)
             outages[name] = len(load.errors) - errors_before
             if name == "kafka":
                 # The Kafka client's complaints while the broker was away, summarised.
@@ -302,7 +329,13 @@ async def test_each_part_killed_under_load_comes_back_and_nothing_is_lost(stack:
     assert not load.bad_status, load.bad_status[:10]
     assert len(load.served) > 100
     print(f"served {len(load.served)}; client retries per killed part: {outages}")
-    await asyncio.to_thread(_wait_rows, stack, load.served, timeout_s=180)
+    missing = await asyncio.to_thread(_missing_rows, stack, load.served, timeout_s=180)
+    by_phase: dict[str, int] = {}
+    for request_id in missing:
+        at = load.served_at[request_id]
+        phase = next((n for n, (a, b) in windows.items() if a - 5 <= at <= b), "steady")
+        by_phase[phase] = by_phase.get(phase, 0) + 1
+    assert not missing, f"{len(missing)} served exchanges are not rows, by fault: {by_phase}"
     shown = stack.output.read_text()
     for name in ("loader", "forwarder", "proxy"):
         assert re.search(rf"{name} \(pid \d+\) ended with signal SIGKILL; restarting in", shown)
