@@ -18,7 +18,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -138,6 +138,7 @@ class Runner:
         self._first_pending_at: float | None = None
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
+        self._shutdown_deadline: float | None = None
         self._committed: dict[TopicPartition, int] = {}
         self._gc_pause = CycleCollectionPause()
         self._columnar: Mapping[EventType, tuple[str, ...]] = {}
@@ -148,6 +149,8 @@ class Runner:
         self.ready = asyncio.Event()
 
     def request_stop(self) -> None:
+        if not self._stop.is_set():
+            self._shutdown_deadline = time.monotonic() + self._settings.shutdown_timeout_s
         self._stop.set()
 
     async def run(self) -> None:
@@ -172,34 +175,80 @@ class Runner:
             enable_idempotence=True,
         )
         async with contextlib.AsyncExitStack() as stack:
-            # Closes the consumer object even when a start-up step below fails (e.g. the sink
-            # refuses a too-new schema); stop() is idempotent, so the later push stays in charge.
-            stack.push_async_callback(self._consumer.stop)
-            await self._start_with_retry(self._deadletter.start, "dead-letter producer")
-            stack.push_async_callback(self._deadletter.stop)
+            # Every close is bounded by the shutdown budget (see _bounded) and idempotent, so
+            # the consumer's is pushed before any step that can fail, the later push stays in
+            # charge when all went well.
+            stack.push_async_callback(self._bounded(self._consumer.stop, "Kafka consumer"))
+            stack.push_async_callback(self._bounded(self._deadletter.stop, "dead-letter producer"))
+            if not await self._start_with_retry(self._deadletter.start, "dead-letter producer"):
+                return
             await self._sink.start()
-            stack.push_async_callback(self._sink.stop)
+            stack.push_async_callback(self._bounded(self._sink.stop, f"{self._sink.name} sink"))
             self._consumer.subscribe([s.topic], listener=_Revocation(self))
-            await self._start_with_retry(self._consumer.start, "consumer")
-            stack.push_async_callback(self._consumer.stop)
+            if not await self._start_with_retry(self._consumer.start, "consumer"):
+                return
+            stack.push_async_callback(self._bounded(self._consumer.stop, "Kafka consumer"))
             self.ready.set()
             log.info("%s consuming %s as group %s", self._sink.name, s.topic, s.group_id)
             await self._loop()
-            async with asyncio.timeout(s.shutdown_timeout_s):
-                await self.flush(reason="shutdown")
-
-    async def _start_with_retry(self, start: object, what: str) -> None:
-        delay = 0.5
-        while True:
             try:
-                await start()  # type: ignore[operator]
-                return
+                async with asyncio.timeout(self._shutdown_remaining()):
+                    await self.flush(reason="shutdown")
+            except TimeoutError:
+                log.warning(
+                    "the last batch was not delivered within the %.0fs shutdown budget; it is "
+                    "redelivered at the next start (nothing of it was committed)",
+                    s.shutdown_timeout_s,
+                )
+
+    def _shutdown_remaining(self) -> float:
+        """Seconds left of the shutdown budget, which starts when the stop is asked for (or
+        when closing starts without one, after an error)."""
+        if self._shutdown_deadline is None:
+            self._shutdown_deadline = time.monotonic() + self._settings.shutdown_timeout_s
+        return max(0.0, self._shutdown_deadline - time.monotonic())
+
+    def _bounded(
+        self, close: Callable[[], Awaitable[object]], what: str
+    ) -> Callable[[], Awaitable[None]]:
+        """``close`` within what is left of the shutdown budget; a close that cannot finish
+        (the broker is gone: aiokafka waits on its request timeouts) is abandoned, said once."""
+
+        async def bounded() -> None:
+            try:
+                async with asyncio.timeout(self._shutdown_remaining()):
+                    await close()
+            except TimeoutError:
+                log.warning("%s did not close within the shutdown budget; abandoned", what)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                # aiokafka's consumer re-raises the cancellation of its own fetch tasks from
+                # stop(); that is not ours to propagate.
+                log.debug("%s: its close re-raised an inner cancellation", what)
+            except KafkaError as exc:
+                log.warning("%s did not close cleanly: %r", what, exc)
+
+        return bounded
+
+    async def _start_with_retry(self, start: Callable[[], Awaitable[None]], what: str) -> bool:
+        """Start ``start`` once Kafka lets it; False when asked to stop first."""
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                await start()
+                return True
             except KafkaError as exc:
                 if self._stop.is_set():
-                    raise
+                    break
                 log.warning("Kafka %s cannot start yet (%s); retrying in %.1fs", what, exc, delay)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()
                 delay = min(delay * 2, 10.0)
+        log.info("stopped before the Kafka %s could start", what)
+        return False
 
     async def _loop(self) -> None:
         assert self._consumer is not None

@@ -65,7 +65,8 @@ class ConsumerSettings:
     batch_max_age_s: float = DEFAULT_BATCH_MAX_AGE_S
     retry_initial_backoff_s: float = 0.2
     retry_max_backoff_s: float = 10.0
-    shutdown_timeout_s: float = 20.0
+    # One budget for every shutdown step (last batch, commit, closing the Kafka clients).
+    shutdown_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.batch_max_records < 1 or self.batch_max_bytes < 1:

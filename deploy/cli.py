@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from deploy.kafkalog import summarise_kafka_client_logs
+
 
 def _proxy(args: argparse.Namespace) -> int:
     from proxy.settings import ProxySettings, parse_workers
@@ -37,14 +39,23 @@ def _forward_datadog(args: argparse.Namespace) -> int:
     from consumers.datadog.llmobs import prepare_environment
 
     prepare_environment()  # before anything imports ddtrace
+    from consumers.settings import ForwarderSettings, SettingsError
+
+    # Before ddtrace is imported: it reads some of the same variables and says so on its own.
+    settings = ForwarderSettings.from_env()
+    try:
+        url = urlsplit(os.environ.get("DD_TRACE_AGENT_URL", ""))
+        host = url.hostname or os.environ.get("DD_AGENT_HOST") or "localhost"
+        port = url.port or int(os.environ.get("DD_TRACE_AGENT_PORT") or 8126)
+    except ValueError:
+        raise SettingsError(
+            "DD_TRACE_AGENT_URL or DD_TRACE_AGENT_PORT does not give a port number; "
+            "set DD_TRACE_AGENT_URL=http://HOST:PORT"
+        ) from None
     from consumers.datadog.forwarder import run_forwarder
-    from consumers.settings import ForwarderSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    url = urlsplit(os.environ.get("DD_TRACE_AGENT_URL", ""))
-    host = url.hostname or os.environ.get("DD_AGENT_HOST") or "localhost"
-    port = url.port or int(os.environ.get("DD_TRACE_AGENT_PORT") or 8126)
-    asyncio.run(run_forwarder(ForwarderSettings.from_env(), trace_agent=(host, port)))
+    asyncio.run(run_forwarder(settings, trace_agent=(host, port)))
     return 0
 
 
@@ -74,6 +85,16 @@ def _up(args: argparse.Namespace) -> int:
     return up(data_dir=args.data_dir)
 
 
+def _status(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from deploy.local.status import render_status
+
+    code, text = render_status(Path(args.data_dir).resolve())
+    print(text)
+    return code
+
+
 def _fake_upstream(args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -99,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--data-dir", default="data", help="where Kafka and ClickHouse keep data")
     up.set_defaults(func=_up)
+
+    status = commands.add_parser(
+        "status",
+        help="show the health of each part of a running `logorhythms up`",
+        description="Each service's state (up, starting, restarting, stopped), pid, restarts, "
+        "ports and how it last ended, from the status file `up` keeps in its data dir. Exit "
+        "status 0 when all are up, 1 when a part is not, 3 when `up` is not running.",
+    )
+    status.add_argument("--data-dir", default="data", help="the data dir `up` was given")
+    status.set_defaults(func=_status)
 
     proxy = commands.add_parser(
         "proxy",
@@ -158,12 +189,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configuration_errors() -> tuple[type[Exception], ...]:
+    from consumers.settings import SettingsError
+    from proxy.errors import ConfigError
+
+    return (ConfigError, SettingsError)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    # Everything a service writes (journal, Kafka and ClickHouse data, logs, status) holds
+    # prompts, responses or keys: private to the user, whatever the shell's umask says.
+    os.umask(0o077)
+    summarise_kafka_client_logs()
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
     except KeyboardInterrupt:
         code = 130
+    except Exception as exc:
+        if not isinstance(exc, _configuration_errors()):
+            raise
+        # One line, no traceback: the message names the setting and what to change.
+        message = " ".join(str(exc).split())
+        print(f"logorhythms {args.command}: configuration error: {message}", file=sys.stderr)
+        code = 2
     sys.exit(code)
 
 

@@ -579,7 +579,9 @@ class KafkaBroker:
         quick_jit: bool = False,
         class_data_sharing: bool = True,
         extra_jvm_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        self._env = dict(env) if env is not None else None  # None: this process's environment
         self.data_dir = Path(data_dir).resolve()
         # 0/None = pick a free port. Three candidates: at most one can clash with a given port.
         spare = iter([] if port and controller_port else free_ports(3))
@@ -604,6 +606,7 @@ class KafkaBroker:
         self._paused = False
         self._lock = threading.RLock()
         self.last_start_seconds: float | None = None
+        self._last_returncode: int | None = None
 
     # -- introspection ------------------------------------------------------------------
 
@@ -616,6 +619,14 @@ class KafkaBroker:
         """The JVM's pid while it runs (also while paused), else ``None``."""
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
+    def last_returncode(self) -> int | None:
+        """How the JVM ended (negative: the signal), once it has; ``None`` while it runs."""
+        proc = self._proc
+        if proc is not None:
+            return proc.poll()
+        return self._last_returncode
 
     @property
     def is_running(self) -> bool:
@@ -649,8 +660,9 @@ class KafkaBroker:
             began = time.monotonic()
             java = find_java()
             libs = self._libs_dir or ensure_kafka_jars()
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            # Private: the log dir holds every captured prompt and response.
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.properties_file.write_text(
                 render_server_properties(
                     port=self.port,
@@ -700,6 +712,7 @@ class KafkaBroker:
                 result = subprocess.run(
                     cmd,
                     cwd=self.data_dir,
+                    env=self._env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -734,6 +747,7 @@ class KafkaBroker:
             self._proc = subprocess.Popen(
                 cmd,
                 cwd=self.data_dir,
+                env=self._env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -873,6 +887,7 @@ class KafkaBroker:
         proc = self._proc
         if proc is not None:
             returncode = proc.wait()  # callers ensure it has exited or was just killed
+            self._last_returncode = returncode
             self._finish_cds_dump(returncode, graceful=graceful)
             self._proc = None
         if self._log_handle is not None:
