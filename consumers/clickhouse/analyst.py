@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -175,13 +175,24 @@ class AnalystEngine:
         for line in self._lines("SELECT categories, name FROM system.functions"):
             category, _, name = line.partition("\t")
             by_category.setdefault(category, set()).add(name)
+        setting_types = dict(
+            line.split("\t", 1) for line in self._lines("SELECT name, type FROM system.settings")
+        )
         return Policy.from_engine(
-            table_functions=table_functions, functions_by_category=by_category
+            table_functions=table_functions,
+            functions_by_category=by_category,
+            databases=set(self._lines("SELECT name FROM system.databases")),
+            setting_types=setting_types,
         )
 
     def _lines(self, sql: str) -> list[str]:
         data: bytes = self._parser.query(sql, "TSVRaw").bytes()
         return [line for line in data.decode().split("\n") if line]
+
+    @property
+    def setting_types(self) -> Mapping[str, str]:
+        """Every setting the engine knows, with its type (empty before ``start``)."""
+        return self._policy.setting_types if self._policy is not None else {}
 
     async def stop(self) -> None:
         executor, self._parser_executor = self._parser_executor, None
@@ -223,6 +234,7 @@ class AnalystEngine:
             raise EngineError(
                 "Code: 210. DB::Exception: the SQL engine is not running. (NETWORK_ERROR)"
             )
+        self._policy.check_database(request.database)
         canonical, dump = await self._parse_call(lambda: self._parse(request.sql, request.params))
         verdict = check(parse_dump(dump), self._policy)
         fmt = verdict.output_format or request.default_format

@@ -70,6 +70,28 @@ ALLOWED_SETTINGS = frozenset(
         "aggregate_functions_null_for_empty",
     }
 )
+# Settings of the allowed prefixes whose type is String (or URI) name files, schemas or servers
+# (format_schema, format_template_row, output_format_schema writes a file, an Avro schema
+# registry's URL): only these, which hold delimiters and labels, are accepted.
+SAFE_STRING_SETTINGS = frozenset(
+    {
+        "format_csv_null_representation",
+        "format_tsv_null_representation",
+        "format_custom_field_delimiter",
+        "format_custom_result_after_delimiter",
+        "format_custom_result_before_delimiter",
+        "format_custom_row_after_delimiter",
+        "format_custom_row_before_delimiter",
+        "format_custom_row_between_delimiter",
+        "format_template_rows_between_delimiter",
+        "format_json_object_each_row_column_for_object_name",
+        "output_format_avro_codec",
+        "output_format_pretty_grid_charset",
+        "output_format_sql_insert_table_name",
+        "output_format_orc_writer_time_zone_name",
+    }
+)
+_FREE_TEXT_TYPES = frozenset({"String", "URI"})
 # Limits an analyst may lower, never raise.
 LOWERABLE_LIMITS = frozenset(
     {"max_execution_time", "max_memory_usage", "max_result_rows", "max_result_bytes"}
@@ -230,10 +252,14 @@ def parse_request(query: Mapping[str, str], body: str) -> QueryRequest:
     )
 
 
-def check_settings(settings: Mapping[str, str], limits: Mapping[str, int]) -> dict[str, str]:
+def check_settings(
+    settings: Mapping[str, str], limits: Mapping[str, int], types: Mapping[str, str]
+) -> dict[str, str]:
     """The settings of a request that may be applied; refuses the rest like a readonly session.
 
     ``limits`` are the configured ceilings (max_execution_time, ...); a request may lower them.
+    ``types`` are the engine's settings and their types: a setting it does not know is refused,
+    and so is a free-text one outside SAFE_STRING_SETTINGS (such values can be paths).
     """
     accepted: dict[str, str] = {}
     for name, value in settings.items():
@@ -257,12 +283,18 @@ def check_settings(settings: Mapping[str, str], limits: Mapping[str, int]) -> di
                     name=READONLY[1],
                 )
             accepted[name] = str(number)
-        elif name in ALLOWED_SETTINGS or name.startswith(ALLOWED_SETTING_PREFIXES):
+        elif name not in types:
+            raise RequestError(f"Unknown setting '{name}'", code=115, name="UNKNOWN_SETTING")
+        elif name in ALLOWED_SETTINGS or (
+            name.startswith(ALLOWED_SETTING_PREFIXES)
+            and (types[name] not in _FREE_TEXT_TYPES or name in SAFE_STRING_SETTINGS)
+        ):
             accepted[name] = value
         else:
             raise QueryRefusedError(
                 f"Cannot modify '{name}' setting in readonly mode: this endpoint accepts "
-                f"output_format_*, format_*, {', '.join(sorted(ALLOWED_SETTINGS))}, and lower "
+                "output_format_* and format_* (no file, schema or URL ones), "
+                f"{', '.join(sorted(ALLOWED_SETTINGS))}, and lower "
                 f"values of {', '.join(sorted(LOWERABLE_LIMITS))}",
                 code=READONLY[0],
                 name=READONLY[1],

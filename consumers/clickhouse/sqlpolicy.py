@@ -16,7 +16,7 @@ forged line makes the tree inconsistent and the query is refused.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 # Codes and names as ClickHouse reports them (src/Common/ErrorCodes.cpp).
@@ -171,12 +171,22 @@ class Policy:
 
     table_functions: frozenset[str]
     denied_functions: frozenset[str]
+    # Databases a request may make current (the `database` parameter): never `system`, where an
+    # unqualified table name would reach past the system-table allow-list.
+    databases: frozenset[str] = frozenset({"default"})
+    # Every setting the engine knows, with its type (what `check_settings` judges values by).
+    setting_types: Mapping[str, str] = field(default_factory=dict)
     allowed_table_functions: frozenset[str] = ALLOWED_TABLE_FUNCTIONS
     allowed_system_tables: frozenset[str] = ALLOWED_SYSTEM_TABLES
 
     @classmethod
     def from_engine(
-        cls, *, table_functions: set[str], functions_by_category: dict[str, set[str]]
+        cls,
+        *,
+        table_functions: set[str],
+        functions_by_category: dict[str, set[str]],
+        databases: set[str] | None = None,
+        setting_types: Mapping[str, str] | None = None,
     ) -> Policy:
         denied = set(DENIED_FUNCTIONS)
         for category, names in functions_by_category.items():
@@ -188,7 +198,21 @@ class Policy:
             set().union(*functions_by_category.values()) if functions_by_category else set()
         )
         denied |= (table_functions & all_scalars) - PURE_SCALAR_NAMESAKES
-        return cls(table_functions=frozenset(table_functions), denied_functions=frozenset(denied))
+        return cls(
+            table_functions=frozenset(table_functions),
+            denied_functions=frozenset(denied),
+            databases=frozenset((databases or {"default"}) - {SYSTEM_DATABASE}),
+            setting_types=dict(setting_types or {}),
+        )
+
+    def check_database(self, database: str | None) -> None:
+        if database is not None and database not in self.databases:
+            raise QueryRefusedError(
+                f"Database {database!r} cannot be the current database here; name its tables "
+                f"instead (system.tables, ...). Databases: {', '.join(sorted(self.databases))}",
+                code=81,
+                name="UNKNOWN_DATABASE",
+            )
 
 
 @dataclass(frozen=True, slots=True)

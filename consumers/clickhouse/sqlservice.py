@@ -203,7 +203,9 @@ async def _run(request: web.Request, query: object, body: str) -> web.StreamResp
     query_id = params.get("query_id") or str(uuid.uuid4())
     try:
         parsed = sqlhttp.parse_request(params, body)
-        settings = sqlhttp.check_settings(parsed.settings, engine.limits.ceilings())
+        settings = sqlhttp.check_settings(
+            parsed.settings, engine.limits.ceilings(), engine.setting_types
+        )
         prepared = await engine.prepare(parsed)
     except (sqlhttp.RequestError, QueryRefusedError) as exc:
         return _error_response(_refusal(exc.code, exc.name, str(exc)), query_id)

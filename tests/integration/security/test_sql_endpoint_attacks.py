@@ -22,6 +22,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from consumers.clickhouse.loader import run_loader
+from consumers.clickhouse.sqlhttp import SAFE_STRING_SETTINGS
 from consumers.settings import ConsumerSettings, LoaderSettings, SqlLimits, SqlSettings
 from deploy.local.kafka import create_topic
 from proxy import capture
@@ -281,6 +282,38 @@ async def test_limits_cannot_be_raised_through_url_settings(stack: Stack) -> Non
         "SELECT getSetting('max_execution_time')", max_execution_time="2"
     )
     assert (status, body) == (200, "2\n")
+
+
+async def test_no_url_setting_names_a_file_schema_or_server(stack: Stack) -> None:
+    # Format settings whose value is free text can be paths: format_template_resultset reads a
+    # file (and quotes it back in its error), output_format_schema writes one. Every such
+    # setting the engine lists, now or in a later version, is tried with the canary's path.
+    status, _, body = await stack.sql(
+        "SELECT name FROM system.settings WHERE (name LIKE 'format\\_%' OR name LIKE "
+        "'output\\_format\\_%') AND type IN ('String', 'URI') ORDER BY name"
+    )
+    assert status == 200, body
+    names = body.split()
+    assert {"format_template_resultset", "output_format_schema", "format_schema"} <= set(names)
+    for name in names:
+        for value in (str(stack.canary_file), str(stack.target),
+                      f"http://127.0.0.1:{stack.canary.port}/"):  # fmt: skip
+            for fmt in ("Template", "Protobuf", "CapnProto", "CustomSeparated", "TSV"):
+                status, headers, body = await stack.sql(
+                    "SELECT 1 AS a", default_format=fmt, **{name: value}
+                )
+                assert CANARY not in body, (name, fmt)
+                if name not in SAFE_STRING_SETTINGS:
+                    _assert_refused(status, headers, body, 164)
+    assert not stack.target.exists()
+    assert not stack.target.with_suffix(".proto").exists()
+
+
+async def test_system_cannot_be_the_current_database(stack: Stack) -> None:
+    status, headers, body = await stack.sql("SELECT count() FROM processes", database="system")
+    _assert_refused(status, headers, body, 81)
+    status, _, body = await stack.sql("SELECT count() > 0 FROM exchanges", database="default")
+    assert (status, body) == (200, "1\n")
 
 
 async def test_browsers_and_foreign_hosts_are_refused(stack: Stack) -> None:
