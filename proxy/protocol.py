@@ -128,7 +128,10 @@ class ApiRequestHandler(RequestHandler):
         else:
             self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
             text = (
-                "Logorhythms could not handle this request (an internal error, logged); try again."
+                "Logorhythms timed out handling this request; try again."
+                if status == HTTPStatus.GATEWAY_TIMEOUT
+                else "Logorhythms could not handle this request (an internal error, logged); "
+                "try again."
             )
             dialect = dialect_of(request.path, "anthropic-version" in request.headers)
         if request.writer.output_size > 0:
