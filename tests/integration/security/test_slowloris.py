@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+import orjson
 
 from tests.integration.conftest import ProxyFactory
 
@@ -197,3 +198,43 @@ async def test_slow_uploads_from_one_address_lock_nobody_out(
             "upstream_status": 0,
         }
     assert len(pipeline.upstream.received) == 10
+
+
+async def test_the_body_deadline_is_per_read_not_a_total(pipeline_factory: ProxyFactory) -> None:
+    """No first body byte within its deadline: 408. A body that keeps coming, slowly, is taken
+    whole however long it takes in all."""
+    pipeline = await pipeline_factory(body_first_byte_timeout_s=1.0, body_read_timeout_s=1.0)
+    host, port = pipeline.proxy_url.removeprefix("http://").split(":")
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi " * 10}]})
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    silent_reader, silent = await asyncio.open_connection(host, int(port))
+    trickle_reader, trickle = await asyncio.open_connection(host, int(port))
+    try:
+        silent.write(head)
+        trickle.write(head)
+        started = time.monotonic()
+        pieces = [body[i : i + 8] for i in range(0, len(body), 8)]
+        for piece in pieces:  # one piece every 0.25 s: about 2 s in all, twice the deadline
+            trickle.write(piece)
+            await trickle.drain()
+            await asyncio.sleep(0.25)
+        trickled_s = time.monotonic() - started
+        async with asyncio.timeout(10):
+            status, headers, answer = await _read_response(silent_reader)
+            trickled = await _read_response(trickle_reader)
+    finally:
+        for writer in (silent, trickle):
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+    assert trickled_s > 1.5  # longer than either deadline in total
+    assert trickled[0] == 200
+    assert status == 408
+    assert "did not start within 1 s" in orjson.loads(answer)["error"]["message"]
+    row = await pipeline.exchange(headers["x-logorhythms-request-id"], "outcome, error_type")
+    assert row == {"outcome": "rejected", "error_type": "body_timeout"}
+    (received,) = pipeline.upstream.received
+    assert received.body == body  # the trickled body, whole
