@@ -185,3 +185,26 @@ async def test_a_crashing_handler_is_a_500_in_the_api_shape(
     doc = orjson.loads(answer.partition(b"\r\n\r\n")[2])
     assert doc["type"] == "error"
     assert doc["error"]["type"] == "api_error"
+
+
+@pytest.mark.parametrize("method", [b"TRACE", b"PROPFIND"])
+async def test_a_method_no_llm_api_uses_is_405_and_captured(
+    pipeline: Pipeline, method: bytes
+) -> None:
+    """llhttp knows TRACE and WebDAV's methods; the passthrough route would have sent them on."""
+    answer = await raw_exchange(
+        pipeline.proxy_url, method + b" /v1/files?" + M + b" HTTP/1.1\r\nHost: p\r\n\r\n"
+    )
+    assert status_of(answer) == 405
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert M not in answer
+    assert b"allow: delete, get, head, options, patch, post, put" in head.lower()
+    assert orjson.loads(payload)["error"]["type"] == "invalid_request_error"
+    request_id = next(
+        line.split(b":", 1)[1].strip().decode()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"x-logorhythms-request-id:")
+    )
+    assert pipeline.upstream.received == []
+    row = await pipeline.exchange(request_id, "status, outcome, error_type")
+    assert row == {"status": 405, "outcome": "rejected", "error_type": "method_not_allowed"}
