@@ -9,9 +9,12 @@ everything to Kafka; what Kafka did not acknowledge by then is fsynced in the jo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -21,6 +24,7 @@ from proxy.errors import openai_error_body
 from proxy.eventloop import new_event_loop
 from proxy.forward import Forwarder
 from proxy.guard import HTTP_SERVER_LOG, Guard
+from proxy.protocol import ApiAppRunner, dialect_of, not_a_forward_proxy
 from proxy.publisher import Publisher
 from proxy.routing import Endpoint, Router, passthrough_path_ok
 from proxy.settings import ProxySettings
@@ -133,17 +137,27 @@ def _endpoint_handler(
     endpoint: Endpoint,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
-        guard = request.app[GUARD]
-        if not guard.in_flight.try_enter():
-            return guard.overloaded(endpoint)
-        try:
-            # A rejection is recorded and answered by the Forwarder.
-            return await request.app[FORWARDER].handle(request, endpoint, guard.check(request))
-        finally:
-            guard.in_flight.leave()
+        return await _admitted(request, endpoint)
 
     handler.__name__ = f"forward_{endpoint.path.strip('/').replace('/', '_')}"
     return handler
+
+
+async def _admitted(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+    """Forward one exchange if proxy.guard admits it; every route that reads a body or calls the
+    upstream comes through here, so no path escapes the per-client and global caps."""
+    guard = request.app[GUARD]
+    client_ip = guard.client_ip(request)
+    refusal = guard.enter(client_ip, endpoint)
+    if refusal is not None:
+        return refusal
+    try:
+        # A rejection is recorded and answered by the Forwarder.
+        return await request.app[FORWARDER].handle(
+            request, endpoint, guard.check(request, client_ip)
+        )
+    finally:
+        guard.leave(client_ip)
 
 
 def _dialect(request: web.Request) -> str:
@@ -159,13 +173,13 @@ async def _models(request: web.Request) -> web.StreamResponse:
     forwarder = request.app[FORWARDER]
     if _dialect(request) == "anthropic" or not forwarder.lists_models:
         return await _passthrough(request)
-    return await forwarder.handle(request, MODELS)
+    return await _admitted(request, MODELS)
 
 
 async def _passthrough(request: web.Request) -> web.StreamResponse:
     if not passthrough_path_ok(request.raw_path):
         return await _not_found(request)
-    return await request.app[FORWARDER].handle(request, PASSTHROUGH[_dialect(request)])
+    return await _admitted(request, PASSTHROUGH[_dialect(request)])
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -219,8 +233,10 @@ async def _statsz(request: web.Request) -> web.Response:
         "journal_fsyncs": journal.fsyncs,
         "degraded": publisher.degraded,
         "rejected_overload": request.app[GUARD].stats.rejected_overload,
+        "rejected_client_cap": request.app[GUARD].stats.rejected_client_cap,
         "rejected_rate_limit": request.app[GUARD].stats.rejected_rate_limit,
         "rejected_invalid": request.app[GUARD].stats.rejected_invalid,
+        "rejected_malformed": request.app[GUARD].stats.rejected_malformed,
     }
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
@@ -246,6 +262,8 @@ def _counters(app: web.Application) -> dict[str, int]:
 
 
 async def _not_found(request: web.Request) -> web.Response:
+    if not request.raw_path.startswith("/"):  # absolute-form: GET http://host/...
+        return not_a_forward_proxy(dialect_of(request.path, "anthropic-version" in request.headers))
     return web.Response(
         status=404,
         body=openai_error_body(
@@ -278,33 +296,73 @@ def collect_garbage_less() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
+def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
+    """The runner the proxy must be served with: its connections answer every error in the
+    API's shape, even those aiohttp answers before a handler runs (proxy/protocol.py)."""
+    return ApiAppRunner(app, stats=app[GUARD].stats, **kwargs)
+
+
 def serve(
     app: web.Application,
     *,
     reuse_port: bool = False,
     on_listening: Callable[[], None] | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM: stop accepting, drain in-flight exchanges, flush Kafka."""
+    """Serve until SIGINT/SIGTERM: stop accepting, drain in-flight exchanges, flush Kafka.
+
+    What ``web.run_app`` does, with our runner (which ``run_app`` cannot be given).
+    """
     settings = app[SETTINGS]
-
-    def listening(*_: object) -> None:
-        # aiohttp calls its `print` once every listener is up: the moment we are reachable.
-        log.info("proxy listening on http://%s:%d", settings.host, settings.port)
-        if on_listening is not None:
-            on_listening()
-
     collect_garbage_less()
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        reuse_port=reuse_port,
-        shutdown_timeout=settings.shutdown_timeout_s,
-        access_log=None,
-        print=listening,
-        handler_cancellation=False,
-        loop=new_event_loop(settings.event_loop),
-    )
+    loop = new_event_loop(settings.event_loop)
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(_serve(app, reuse_port=reuse_port, on_listening=on_listening))
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass  # SIGTERM/SIGINT: the runner's cleanup below drains and flushes
+    finally:
+        try:
+            if not main.done():
+                main.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    loop.run_until_complete(main)
+        finally:
+            _cancel_leftovers(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            asyncio.set_event_loop(None)
     forwarder = app.get(FORWARDER)
     if forwarder is not None:
         log.info("proxy stopped after serving %d exchanges", forwarder.served)
+
+
+async def _serve(
+    app: web.Application, *, reuse_port: bool, on_listening: Callable[[], None] | None
+) -> None:
+    settings = app[SETTINGS]
+    runner = make_runner(
+        app,
+        handle_signals=True,  # SIGINT/SIGTERM raise GracefulExit in serve()
+        shutdown_timeout=settings.shutdown_timeout_s,
+        access_log=None,
+        handler_cancellation=False,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port)
+        await site.start()
+        log.info("proxy listening on http://%s:%d", settings.host, settings.port)
+        if on_listening is not None:
+            on_listening()
+        await asyncio.Event().wait()  # until a signal ends the loop
+    finally:
+        await runner.cleanup()
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    leftovers = asyncio.all_tasks(loop)
+    for task in leftovers:
+        task.cancel()
+    if leftovers:
+        loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))

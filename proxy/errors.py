@@ -21,6 +21,14 @@ class PublishError(ProxyError):
     retriable = True
 
 
+class BodyTimeoutError(ProxyError):
+    """The client stopped sending its request body: no first byte, or no next one, in time."""
+
+    def __init__(self, message: str, *, waited_s: float) -> None:
+        super().__init__(message)
+        self.waited_s = waited_s
+
+
 def openai_error_body(message: str, *, error_type: str, code: str | None = None) -> bytes:
     """An error body in OpenAI's shape, which every OpenAI SDK knows how to surface."""
     return orjson.dumps(

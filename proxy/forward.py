@@ -23,9 +23,9 @@ import aiohttp
 from aiohttp import web
 
 from proxy import capture, telemetry
-from proxy.errors import error_body
+from proxy.errors import BodyTimeoutError, error_body
 from proxy.forwarded import resolve_client_ip
-from proxy.guard import Rejection
+from proxy.guard import Rejection, read_body
 from proxy.publisher import Publisher
 from proxy.routing import Endpoint, NoRoute, Route, Router, models_body, with_model
 from proxy.settings import ProxySettings
@@ -225,7 +225,14 @@ class Forwarder:
             state.fail("rejected", rejection.reason, rejection.message)
         else:
             try:
-                body = await request.read()
+                body = await read_body(
+                    request,
+                    max_bytes=self._settings.max_body_bytes,
+                    first_byte_timeout_s=self._settings.body_first_byte_timeout_s,
+                    read_timeout_s=self._settings.body_read_timeout_s,
+                )
+            except BodyTimeoutError as exc:
+                state.fail("rejected", "body_timeout", str(exc))
             except web.HTTPRequestEntityTooLarge:
                 state.fail("rejected", "body_too_large", "request body exceeds the size limit")
             except ConnectionResetError:
@@ -277,6 +284,15 @@ class Forwarder:
                     request_id, endpoint, rejection.status, rejection.error_type, rejection.message
                 )
                 response.headers.update(rejection.headers)
+                if rejection.close:
+                    response.force_close()
+            elif state.error_type == "body_timeout":
+                # The connection goes too: its request is unfinished (proxy/protocol.py closes
+                # it at once instead of waiting for the rest of the body).
+                response = self._error(
+                    request_id, endpoint, 408, "invalid_request_error", state.error_message or ""
+                )
+                response.force_close()
             elif state.error_type == "client_reset":
                 response = self._error(
                     request_id, endpoint, 400, "invalid_request_error", "Incomplete request body."

@@ -69,3 +69,38 @@ class InFlight:
 
     def leave(self) -> None:
         self.count -= 1
+
+
+class InFlightPerKey:
+    """Counts exchanges in flight per key (the resolved client IP); refuses a key's new ones
+    beyond ``limit`` (0 = no limit).
+
+    Only keys with something in flight are held, so memory is bounded by the exchanges in flight
+    (themselves bounded by the global cap), whatever the number of distinct clients.
+    """
+
+    __slots__ = ("_counts", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._counts: dict[str, int] = {}
+
+    def try_enter(self, key: str) -> bool:
+        count = self._counts.get(key, 0)
+        if self.limit and count >= self.limit:
+            return False
+        self._counts[key] = count + 1
+        return True
+
+    def leave(self, key: str) -> None:
+        count = self._counts[key] - 1
+        if count:
+            self._counts[key] = count
+        else:
+            del self._counts[key]
+
+    def count(self, key: str) -> int:
+        return self._counts.get(key, 0)
+
+    def __len__(self) -> int:
+        return len(self._counts)

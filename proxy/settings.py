@@ -128,8 +128,15 @@ class ProxySettings:
     header_timeout_s: float = 10.0
     max_header_count: int = 100
     max_header_bytes: int = 8190  # one header line; longer is refused (aiohttp's own default)
+    # Once the head is in: how long the body's first byte may take, then each later read of it.
+    # A client that stalls mid-upload gets 408 and is disconnected instead of holding a slot.
+    body_first_byte_timeout_s: float = 30.0
+    body_read_timeout_s: float = 30.0
     # Exchanges handled at once before new ones get 503 + Retry-After (0 = no cap).
     max_in_flight: int = 4096
+    # Exchanges one client IP (resolved through trusted_proxies) may have in flight before its
+    # next ones get 429 + Retry-After, so that one address cannot take every slot (0 = no cap).
+    max_in_flight_per_client: int = 256
     # Per-client-IP token bucket; 0 switches rate limiting off (the default, so load tests from
     # one loopback address are not throttled). Production sets it: see docs/OPERATIONS.md.
     rate_limit_per_s: float = 0.0
@@ -182,6 +189,17 @@ class ProxySettings:
             raise ConfigError("max_event_bytes must stay below Kafka's 1 MiB message limit")
         if self.header_timeout_s <= 0:
             raise ConfigError("header_timeout_s must be positive: it is the slowloris defence")
+        if self.body_first_byte_timeout_s <= 0 or self.body_read_timeout_s <= 0:
+            raise ConfigError(
+                "body_first_byte_timeout_s and body_read_timeout_s "
+                "(LOGORHYTHMS_BODY_FIRST_BYTE_TIMEOUT_S, LOGORHYTHMS_BODY_READ_TIMEOUT_S) "
+                "must be positive: they end slow uploads"
+            )
+        if self.max_in_flight < 0 or self.max_in_flight_per_client < 0:
+            raise ConfigError(
+                "max_in_flight and max_in_flight_per_client (LOGORHYTHMS_MAX_IN_FLIGHT_PER_CLIENT) "
+                "must be 0 (no cap) or more"
+            )
         if self.event_loop not in EVENT_LOOPS:
             raise ConfigError(
                 f"event_loop {self.event_loop!r} is not known; use one of {', '.join(EVENT_LOOPS)}"
@@ -266,6 +284,10 @@ class ProxySettings:
             ("LOGORHYTHMS_JOURNAL_MAX_BYTES", "journal_max_bytes", _int),
             ("LOGORHYTHMS_JOURNAL_SEGMENT_BYTES", "journal_segment_bytes", _int),
             ("LOGORHYTHMS_JOURNAL_FSYNC_MS", "journal_fsync_interval_ms", _int),
+            # Admission (docs/OPERATIONS.md, "Security and abuse").
+            ("LOGORHYTHMS_BODY_FIRST_BYTE_TIMEOUT_S", "body_first_byte_timeout_s", _float),
+            ("LOGORHYTHMS_BODY_READ_TIMEOUT_S", "body_read_timeout_s", _float),
+            ("LOGORHYTHMS_MAX_IN_FLIGHT_PER_CLIENT", "max_in_flight_per_client", _int),
         ):
             if env.get(name):
                 values[key] = parse(env, name, 0)

@@ -19,15 +19,20 @@ from consumers.runner import Runner
 from consumers.settings import ConsumerSettings
 from deploy.local.fake_upstream import RECEIVED, ReceivedRequest, create_fake_upstream
 from deploy.local.kafka import create_topic
-from proxy.app import create_app
+from proxy.app import create_app, make_runner
 from proxy.settings import Provider, ProxySettings, Secret
 
 SERVICE_KEY = "sk-service-canary-7f3a9c1e5b"  # the provider key the proxy injects
 
 
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    """Run an aiohttp app on a free loopback port; returns its runner and base URL."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+async def serve(
+    app: web.Application, runner_factory: Callable[..., web.AppRunner] = web.AppRunner
+) -> tuple[web.AppRunner, str]:
+    """Run an aiohttp app on a free loopback port; returns its runner and base URL.
+
+    The proxy is served with ``proxy.app.make_runner``, as in production (proxy/protocol.py).
+    """
+    runner = runner_factory(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -145,7 +150,7 @@ async def pipeline_factory(
         }
         settings = ProxySettings(**{**values, **overrides})
         app = create_app(settings)
-        proxy_runner, proxy_url = await serve(app)
+        proxy_runner, proxy_url = await serve(app, make_runner)
         stack.push_async_callback(proxy_runner.cleanup)
         clickhouse = ClickHouse(clickhouse_url)
         await clickhouse.start()

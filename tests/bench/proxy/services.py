@@ -265,6 +265,8 @@ class Stack:
                     "LOGORHYTHMS_CAPTURE": capture,
                     "LOGORHYTHMS_JOURNAL_DIR": str(self.workdir / f"journal-{name}"),
                     "LOGORHYTHMS_WORKERS": "1",  # on-xN says --workers, which wins
+                    # Every benchmark client is 127.0.0.1: the paced run holds 512 streams.
+                    "LOGORHYTHMS_MAX_IN_FLIGHT_PER_CLIENT": "0",
                 },
                 None if name.startswith("on-x") else self.proxy_cpu,  # N processes: every core
             )
@@ -282,6 +284,7 @@ class Stack:
                     "OPENAI_API_KEY": "sk-bench-service",
                     "LOGORHYTHMS_TOPIC": TOPIC,
                     "LOGORHYTHMS_JOURNAL_DIR": str(self.workdir / f"journal-{name}"),
+                    "LOGORHYTHMS_MAX_IN_FLIGHT_PER_CLIENT": "0",  # as above
                     **variant.env,
                 },
                 self.proxy_cpu,

@@ -151,3 +151,81 @@ async def test_flood_beyond_the_in_flight_cap_gets_503_retry_after(
     assert orjson.loads(flood[0][2])["error"]["type"] == "overloaded_error"
     assert after[0] == 200  # served again once the streams finished
     assert stats["rejected_overload"] == 10
+
+
+async def _stream(http: aiohttp.ClientSession, url: str) -> aiohttp.ClientResponse:
+    """Start a slow stream (1.5 s) and return once its head has arrived: a slot held."""
+    response = await http.post(
+        f"{url}/v1/chat/completions",
+        json={**BODY, "stream": True},
+        headers={"x-fake-delay-ms": "300", "x-fake-chunks": "5"},
+    )
+    assert response.status == 200
+    return response
+
+
+async def test_one_address_at_its_cap_does_not_affect_another(
+    pipeline_factory: ProxyFactory,
+) -> None:
+    pipeline = await pipeline_factory(max_in_flight_per_client=2)
+    attacker = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=attacker) as other, aiohttp.ClientSession() as http:
+        held = [await _stream(other, pipeline.proxy_url) for _ in range(2)]
+        try:
+            over = await _post(other, pipeline)
+            anthropic = await other.post(
+                f"{pipeline.proxy_url}/v1/messages",
+                json={"model": "claude", "max_tokens": 5, "messages": BODY["messages"]},
+                headers={"anthropic-version": "2023-06-01"},
+            )
+            anthropic_body = await anthropic.read()
+            # Another address is not counted against the first one's cap (and has its own).
+            mine = await asyncio.gather(*(_post(http, pipeline) for _ in range(2)))
+        finally:
+            for response in held:
+                await response.read()
+                response.release()
+        after = await _post(other, pipeline)  # the streams ended: the slots are back
+        async with http.get(f"{pipeline.proxy_url}/statsz") as r:
+            stats = await r.json()
+    status, headers, body = over
+    assert status == 429
+    assert headers["Retry-After"] == "1"
+    error = orjson.loads(body)["error"]
+    assert error["type"] == "rate_limit_error"
+    assert "at most 2" in error["message"]
+    assert anthropic.status == 429
+    assert orjson.loads(anthropic_body)["type"] == "error"  # Anthropic's shape on its path
+    assert [m[0] for m in mine] == [200, 200]
+    assert after[0] == 200
+    assert (stats["rejected_client_cap"], stats["rejected_overload"]) == (2, 0)
+    # Shed, not captured (like the global cap): no request id, nothing upstream.
+    assert "x-logorhythms-request-id" not in headers
+    assert len(pipeline.upstream.received) == 2 + 2 + 1
+
+
+async def test_the_per_client_cap_follows_trusted_forwarded_for(
+    pipeline_factory: ProxyFactory,
+) -> None:
+    pipeline = await pipeline_factory(trusted_proxies=LOOPBACK, max_in_flight_per_client=1)
+    async with aiohttp.ClientSession() as http:
+        # Two clients behind the same (trusted) balancer: one at its cap, the other served.
+        first = await http.post(
+            f"{pipeline.proxy_url}/v1/chat/completions",
+            json={**BODY, "stream": True},
+            headers={
+                "x-fake-delay-ms": "300",
+                "x-fake-chunks": "5",
+                "X-Forwarded-For": "203.0.113.1",
+            },
+        )
+        try:
+            assert first.status == 200
+            same = await _post(http, pipeline, {"X-Forwarded-For": "203.0.113.1"})
+            # A client prepending the victim's address is still itself (the right-most hop).
+            spoof = await _post(http, pipeline, {"X-Forwarded-For": "203.0.113.1, 203.0.113.2"})
+        finally:
+            await first.read()
+            first.release()
+    assert same[0] == 429
+    assert spoof[0] == 200

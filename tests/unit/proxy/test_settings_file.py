@@ -38,6 +38,8 @@ def test_the_documented_example_loads() -> None:
     assert ipaddress.ip_network("10.0.0.0/8") in settings.trusted_proxies
     assert settings.rate_limit_per_s == 5.0
     assert settings.max_in_flight == 4096
+    assert settings.max_in_flight_per_client == 256
+    assert (settings.body_first_byte_timeout_s, settings.body_read_timeout_s) == (30.0, 30.0)
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
@@ -95,3 +97,38 @@ def test_mistakes_name_the_key_and_the_file(tmp_path: Path, text: str, message: 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the config file"):
         ProxySettings.from_env({"LOGORHYTHMS_CONFIG": str(tmp_path / "absent.toml")})
+
+
+def test_admission_limits_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    text = (
+        '[providers.openai]\nbase_url = "https://api.openai.com/v1"\n'
+        "[proxy]\nbody_first_byte_timeout_s = 5\nbody_read_timeout_s = 2.5\n"
+        "max_in_flight_per_client = 8\n"
+    )
+    from_file = load(tmp_path, text)
+    assert from_file.body_first_byte_timeout_s == 5.0
+    assert from_file.body_read_timeout_s == 2.5
+    assert from_file.max_in_flight_per_client == 8
+    overridden = load(
+        tmp_path,
+        text,
+        LOGORHYTHMS_BODY_FIRST_BYTE_TIMEOUT_S="7",
+        LOGORHYTHMS_BODY_READ_TIMEOUT_S="3",
+        LOGORHYTHMS_MAX_IN_FLIGHT_PER_CLIENT="0",
+    )
+    assert overridden.body_first_byte_timeout_s == 7.0
+    assert overridden.body_read_timeout_s == 3.0
+    assert overridden.max_in_flight_per_client == 0
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"LOGORHYTHMS_BODY_READ_TIMEOUT_S": "0"},
+        {"LOGORHYTHMS_BODY_FIRST_BYTE_TIMEOUT_S": "-1"},
+        {"LOGORHYTHMS_MAX_IN_FLIGHT_PER_CLIENT": "-5"},
+    ],
+)
+def test_admission_limits_must_make_sense(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match=next(iter(env))):
+        ProxySettings.from_env({"OPENAI_API_KEY": "sk-x", **env})

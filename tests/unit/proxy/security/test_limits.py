@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.limits import InFlight, TokenBuckets
+from proxy.limits import InFlight, InFlightPerKey, TokenBuckets
 
 
 class Clock:
@@ -63,3 +63,26 @@ def test_in_flight_cap() -> None:
     assert cap.try_enter()
     unlimited = InFlight(0)
     assert all(unlimited.try_enter() for _ in range(10_000))
+
+
+def test_in_flight_per_key_caps_each_key_alone() -> None:
+    cap = InFlightPerKey(2)
+    assert cap.try_enter("198.51.100.1")
+    assert cap.try_enter("198.51.100.1")
+    assert not cap.try_enter("198.51.100.1")  # this key is at its cap...
+    assert cap.try_enter("198.51.100.2")  # ...which does not touch another
+    cap.leave("198.51.100.1")
+    assert cap.try_enter("198.51.100.1")
+    assert cap.count("198.51.100.1") == 2
+
+
+def test_in_flight_per_key_holds_only_keys_with_something_in_flight() -> None:
+    cap = InFlightPerKey(1)
+    for i in range(1000):
+        key = f"203.0.113.{i}"
+        assert cap.try_enter(key)
+        cap.leave(key)
+    assert len(cap) == 0
+    unlimited = InFlightPerKey(0)
+    assert all(unlimited.try_enter("one") for _ in range(10_000))
+    assert unlimited.count("one") == 10_000
