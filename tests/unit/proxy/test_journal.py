@@ -111,7 +111,8 @@ def test_leftover_records_include_acknowledged_ones(tmp_path: Path) -> None:
     journal.flush()
     journal.save_cursor()
     # A killed process: its files close (the lock goes with them), nothing else happens.
-    assert journal._lock_file is not None and journal._writer is not None
+    assert journal._lock_file is not None
+    assert journal._writer is not None
     journal._writer.file.close()
     journal._close_reader()
     journal._lock_file.close()
