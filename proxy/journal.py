@@ -388,11 +388,6 @@ class Journal:
         return self._acked
 
     @property
-    def has_retired(self) -> bool:
-        """A full segment was closed for writing and awaits its fsync (and its file's close)."""
-        return bool(self._unsynced)
-
-    @property
     def needs_sync(self) -> bool:
         """Something appended is not known to be durable yet: while Kafka keeps up, never, so
         the periodic sync costs nothing (no worker-thread hop, no fsync)."""
@@ -526,6 +521,12 @@ class Journal:
     def _delete(self, segment: _Segment) -> None:
         if self._reader is not None and self._reader[0] == segment.id:
             self._close_reader()
+        with self._lock:
+            # A retired segment Kafka has whole needs no fsync: just close its file.
+            for file in [f for f in self._unsynced if f.name == str(segment.path)]:
+                self._unsynced.remove(file)
+                with contextlib.suppress(OSError):
+                    file.close()
         with contextlib.suppress(FileNotFoundError):
             segment.path.unlink()
         self._segments.remove(segment)

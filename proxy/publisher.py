@@ -579,9 +579,7 @@ class Publisher:
                 self._cursor_saved = time.monotonic()
             oldest = next(iter(self._in_flight.values()), None)
             overdue = oldest is not None and time.monotonic() - oldest[1] > self._fsync_interval_s
-            if not self.journal.has_retired and not (
-                self.journal.needs_sync and (self._spilling or overdue)
-            ):
+            if not (self.journal.needs_sync and (self._spilling or overdue)):
                 continue
             self.journal.flush()  # in the loop, where a failed write is handled
             try:
