@@ -34,24 +34,25 @@ class DropLog:
         self.path = directory / FILE_NAME
         self.exchanges = 0  # distinct exchanges logged by this process
         self._max_half = max(max_bytes // 2, 1)
-        self._recent: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        # Exchanges named recently, oldest first: the publisher checks it on every event.
+        self.recent: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._fd: int | None = None
         self._size = 0
 
     def __contains__(self, key: bytes) -> bool:
         """Whether an event of this exchange was dropped recently (cheap: one dict lookup)."""
-        return key in self._recent
+        return key in self.recent
 
     def __bool__(self) -> bool:
-        return bool(self._recent)
+        return bool(self.recent)
 
     def record(self, key: bytes, reason: str) -> None:
         """Name the exchange ``key`` once; never raises (a failing disk is why we are here)."""
-        if key in self._recent:
+        if key in self.recent:
             return
-        self._recent[key] = None
-        if len(self._recent) > _REMEMBERED_MAX:
-            self._recent.popitem(last=False)
+        self.recent[key] = None
+        if len(self.recent) > _REMEMBERED_MAX:
+            self.recent.popitem(last=False)
         self.exchanges += 1
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         line = f"{now} {key.decode(errors='replace')} {reason}\n".encode()

@@ -101,6 +101,7 @@ class Publisher:
         self.drop_log = drop_log if drop_log is not None else DropLog(journal.directory)
         self.stats = PublishStats()
         self._recovery = recovery
+        self._dropped_keys = self.drop_log.recent  # the drop log's own dict: no call per event
         self._bootstrap = bootstrap_servers
         self._client_id = client_id
         self._queue: collections.deque[_Queued] = collections.deque()
@@ -235,7 +236,7 @@ class Publisher:
     def publish(self, key: bytes, value: bytes, headers: Headers | None = None) -> None:
         """Hand one event over. Never blocks; never raises."""
         self.stats.published += 1
-        if self.drop_log and key in self.drop_log:
+        if self._dropped_keys and key in self._dropped_keys:
             # An exchange that lost an event cannot be whole: its rest would only take room
             # from whole exchanges, and it is named in the drop log already.
             self._dropped(key, "exchange_incomplete")
