@@ -1,7 +1,8 @@
 """SIGKILL of the proxy under load, with Kafka healthy: served means captured.
 
 The proxy runs as a real process on one journal directory; clients keep it busy with plain and
-streamed requests; it is SIGKILLed at random moments and started again, 20 times. Every exchange
+streamed requests; it is SIGKILLed at random moments and started again, 20 times, and after each
+restart every exchange begun so far must be in ClickHouse exactly once. At the end: every exchange
 a client saw complete must be a row in ``exchanges`` (and not a ``proxy_died`` one), every
 exchange whose response had begun is a row that either completed or says ``proxy_died``, none is
 missing, and FINAL shows no duplicate (the restart replays records Kafka may already hold).
@@ -74,6 +75,10 @@ async def test_sigkill_under_load_loses_no_served_exchange(
             # A restart ends what the killed run left open: counted once its journal is read.
             _, stats = await get_json(f"{proxy.url}/statsz")
             ended_at_start += int(stats["exchanges_ended_proxy_died"])  # type: ignore[call-overload]
+            if round_:
+                # After each restart: everything so far is in ClickHouse, once, cut ones ended.
+                so_far = await wait_reconciled(pipeline.clickhouse, begun, timeout_s=60)
+                assert so_far.exact, (round_, so_far)
             if round_ == KILLS:
                 break  # the last start only recovers the last kill
             stop = asyncio.Event()
