@@ -98,7 +98,9 @@ async def test_kafka_outage_serves_clients_and_replays_everything_once(
             _, stats_c = await get_json(f"{url_c}/statsz")
             assert stats_b["events_journaled"] == stats_b["events_published"]
             assert stats_c["events_dropped"] > 0  # B6: the cap was hit ...
-            assert stats_c["journal_bytes"] <= 4 * 1024**2  # ... and respected
+            assert stats_c["journal_disk_bytes"] <= 4 * 1024**2  # ... and respected
+            assert stats_c["dropped_exchanges"] > 0  # ... and the exchanges named
+            assert stats_c["drop_log"] == str(tmp_path / "c" / "dropped.log")
 
             await asyncio.to_thread(kafka_broker.restart)
             outage_s = time.monotonic() - kill_at
