@@ -327,7 +327,17 @@ class Journal:
 
     def _writable(self, size: int) -> _Writer:
         writer = self._writer
-        if writer is not None and writer.segment.end + size <= self._segment_bytes:
+        if (
+            writer is not None
+            and writer.segment.end + size <= self._segment_bytes
+            # While Kafka keeps up (its acknowledgements reach into this segment), start a new
+            # segment every recycling size, so the old one can be deleted once acknowledged:
+            # under steady traffic the open segment is never acknowledged to its last byte.
+            and not (
+                writer.segment.end >= self._recycle_bytes
+                and self._acked.segment == writer.segment.id
+            )
+        ):
             return writer
         if writer is not None:
             if writer.segment.end == 0:

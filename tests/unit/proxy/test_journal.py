@@ -285,3 +285,22 @@ def test_records_are_never_replayed_into_another_topic(tmp_path: Path) -> None:
     drained = Journal(tmp_path, topic="exchanges-b")
     drained.open()  # an empty journal may change hands
     drained.close()
+
+
+def test_steady_traffic_acknowledged_one_drain_behind_keeps_the_disk_small(tmp_path: Path) -> None:
+    """Kafka keeps up but the open segment is never acknowledged to its last byte: segments are
+    still recycled, so the disk holds about the recycling size, not a whole segment."""
+    journal = _journal(tmp_path, max_bytes=1 << 20, segment_bytes=512 * 1024)  # recycle: 128 KiB
+    previous = journal.tail
+    largest = 0
+    for i in range(3000):  # ~600 KB
+        journal.append(b"k", bytes([i % 256]) * 200)
+        if i % 10 == 9:
+            journal.ack(previous, 10)  # the drain before this one
+            previous = journal.tail
+            largest = max(largest, journal.size_bytes)
+            assert len(segment_paths(tmp_path)) <= 2
+    assert largest < 160 * 1024
+    journal.ack(journal.tail, 10)
+    journal.close()
+    assert segment_paths(tmp_path) == []
