@@ -220,11 +220,16 @@ async def _statsz(request: web.Request) -> web.Response:
         "events_journaled": stats.journaled,
         "events_replayed": stats.replayed,
         "events_dropped": stats.dropped,
+        # Exchanges that lost events, each named in the drop log (docs/OPERATIONS.md).
+        "dropped_exchanges": stats.dropped_exchanges,
+        "drop_log": str(publisher.drop_log.path),
+        "exchanges_ended_proxy_died": stats.recovered,
         "events_in_memory": publisher.in_memory,
         "events_resent": stats.resent,
         "kafka_send_failures": stats.send_failures,
         "journal_spills": stats.spills,
-        "journal_bytes": publisher.journal.size_bytes,
+        "journal_bytes": publisher.journal.backlog_bytes,
+        "journal_disk_bytes": publisher.journal.size_bytes,
         "journal_dropped_full": journal.dropped_full,
         "journal_dropped_io_error": journal.dropped_io_error,
         "journal_lost_buffered": journal.lost_buffered,
@@ -256,7 +261,7 @@ def _counters(app: web.Application) -> dict[str, int]:
         "logorhythms.proxy.journal.depth_events": max(
             0, stats.journaled - stats.replayed - journal.stats.lost_buffered
         ),
-        "logorhythms.proxy.journal.bytes": journal.size_bytes,
+        "logorhythms.proxy.journal.bytes": journal.backlog_bytes,
         "logorhythms.proxy.journal.degraded": int(publisher.degraded),
     }
 

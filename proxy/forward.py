@@ -3,6 +3,12 @@
 For each exchange one request event, one chunk event per read from the upstream and one completed
 event are handed to the publisher, which never blocks. Client writes are awaited, so a slow client
 slows the upstream read and memory stays bounded.
+
+Served means captured, even if the proxy is killed: the publisher's journal gets every event, and
+the exchange's events are handed to the kernel (``Publisher.write_through``, one ``write``) before
+the response head goes out (the client then knows a request id) and, with the completed event,
+before the last byte does (the client then knows the exchange is complete). Chunk events in
+between ride with the next such write.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class _Outcome:
     ttfb_ns: int | None = None
     bytes_out: int = 0
     chunks: int = 0
+    finished: bool = False  # the completed event is out
 
     def fail(self, outcome: str, error_type: str, message: str) -> None:
         self.outcome, self.error_type, self.error_message = outcome, error_type, message
@@ -193,7 +200,7 @@ class Forwarder:
             value = self._codec.encode(event_type, record)
         except Exception:  # a capture bug must never break the client's response
             log.exception("could not encode a %s event; it is lost", event_type.value)
-            self._publisher.stats.dropped += 1
+            self._publisher.record_drop(key, "encode_error")
             return
         self._publisher.publish(key, value, headers)
 
@@ -278,6 +285,39 @@ class Forwarder:
         if routed is None or state.error_type:
             request_event.emit()  # nothing to wait for: the event goes out first, now
         response: web.StreamResponse | None = None
+
+        def finish(response: web.StreamResponse | None) -> None:
+            """Emit the completed event and hand the exchange's events to the kernel: called
+            before the last byte goes to the client, or (for a response aiohttp sends after the
+            handler returns, or an exchange cut short) when the handler ends."""
+            if state.finished:
+                return
+            state.finished = True
+            if response is not None and not response.prepared:
+                state.status = response.status
+            request_event.emit()  # if the upstream failed before it could: still the first event
+            self._emit(
+                EventType.COMPLETED,
+                key,
+                capture.completed_event(
+                    request_id=request_id,
+                    status=state.status,
+                    outcome=state.outcome,
+                    error_type=state.error_type,
+                    error_message=state.error_message,
+                    upstream_status=state.upstream_status,
+                    response_headers=response.headers if response is not None else {},
+                    ttfb_ns=state.ttfb_ns,
+                    duration_ns=time.monotonic_ns() - started,
+                    bytes_in=len(body),
+                    bytes_out=state.bytes_out,
+                    chunk_count=state.chunks,
+                    fingerprinter=self._fingerprinter,
+                ),
+                trace,
+            )
+            self._publisher.write_through()
+
         try:
             if rejection is not None:
                 response = self._error(
@@ -321,36 +361,14 @@ class Forwarder:
             else:
                 response = await self._forward(
                     request, endpoint, routed, raw_headers, body, model, key, started, state,
-                    request_id, redactor, request_event,
+                    request_id, redactor, request_event, finish,
                 )  # fmt: skip
             return response
         except asyncio.CancelledError:
             state.fail("client_disconnect", "cancelled", "the client went away")
             raise
         finally:
-            if response is not None and not response.prepared:
-                state.status = response.status
-            request_event.emit()  # if the upstream failed before it could: still the first event
-            self._emit(
-                EventType.COMPLETED,
-                key,
-                capture.completed_event(
-                    request_id=request_id,
-                    status=state.status,
-                    outcome=state.outcome,
-                    error_type=state.error_type,
-                    error_message=state.error_message,
-                    upstream_status=state.upstream_status,
-                    response_headers=response.headers if response is not None else {},
-                    ttfb_ns=state.ttfb_ns,
-                    duration_ns=time.monotonic_ns() - started,
-                    bytes_in=len(body),
-                    bytes_out=state.bytes_out,
-                    chunk_count=state.chunks,
-                    fingerprinter=self._fingerprinter,
-                ),
-                trace,
-            )
+            finish(response)
 
     def _chunk(
         self,
@@ -400,6 +418,7 @@ class Forwarder:
         request_id: str,
         redactor: capture.Redactor,
         request_event: _RequestEvent,
+        finish: Callable[[web.StreamResponse | None], None],
     ) -> web.StreamResponse:
         """Stream one upstream response to the client, every read timed and reported.
 
@@ -448,6 +467,8 @@ class Forwarder:
                 phase = "write"
                 if _write_may_wait(request.transport, 0):
                     deadline.reschedule(loop.time() + settings.client_write_timeout_s)
+                if not sized:
+                    self._publisher.write_through()  # the head (and the request id) goes now
                 await response.prepare(request)
                 state.status = upstream.status
                 if upstream.status >= 400:
@@ -468,9 +489,28 @@ class Forwarder:
                     phase = "write"
                     if _write_may_wait(request.transport, len(data)):
                         deadline.reschedule(loop.time() + settings.client_write_timeout_s)
+                    # A sized body is complete for the client with its last byte, before the
+                    # upstream's end is read: the exchange is finished before writing that.
+                    last = (
+                        sized
+                        and state.bytes_out + len(data) >= (upstream.content_length or 0)
+                        and request.transport is not None
+                        and not request.transport.is_closing()
+                    )
+                    if last:
+                        pending = None
+                        self._chunk(
+                            key, request_id, state, offset, data, delivered=True, redactor=redactor
+                        )
+                        state.bytes_out += len(data)
+                        finish(response)
+                    elif sized and state.chunks == 1:
+                        self._publisher.write_through()  # the head goes out with these bytes
                     try:
                         await response.write(self._shield.known(data))
                     except ConnectionResetError:
+                        if last:
+                            return response  # recorded as ended already (docs/OPERATIONS.md)
                         # Policy: stop reading the upstream (leaving the block cancels the
                         # upstream request, so no more tokens are generated and billed).
                         self._chunk(
@@ -480,11 +520,14 @@ class Forwarder:
                             "client_disconnect", "client_reset", "the client closed the connection"
                         )
                         return response
+                    if last:
+                        continue
                     pending = None
                     self._chunk(
                         key, request_id, state, offset, data, delivered=True, redactor=redactor
                     )
                     state.bytes_out += len(data)
+                finish(response)  # before the terminating bytes: the client sees it complete
                 await response.write_eof()
                 return response
         except TimeoutError as exc:  # ours, and aiohttp's connect and total timeouts
@@ -509,7 +552,9 @@ class Forwarder:
                 "total": "the upstream took longer than the total timeout",
             }[phase]
             state.fail("upstream_timeout", f"{phase}_timeout", what)
-            return await self._upstream_failed(request, request_id, endpoint, response, state, 504)
+            return await self._upstream_failed(
+                request, request_id, endpoint, response, state, 504, finish
+            )
         except aiohttp.ClientConnectorError as exc:
             state.fail(
                 "connect_error",
@@ -517,7 +562,9 @@ class Forwarder:
                 f"cannot connect to upstream {route.provider.name} at {exc.host}:{exc.port}: "
                 f"{exc.os_error.strerror or exc.os_error}",
             )
-            return await self._upstream_failed(request, request_id, endpoint, response, state, 502)
+            return await self._upstream_failed(
+                request, request_id, endpoint, response, state, 502, finish
+            )
         except (
             aiohttp.ClientPayloadError,
             aiohttp.ServerDisconnectedError,
@@ -528,11 +575,15 @@ class Forwarder:
                 type(exc).__name__,
                 "the upstream closed the connection mid-response",
             )
-            return await self._upstream_failed(request, request_id, endpoint, response, state, 502)
+            return await self._upstream_failed(
+                request, request_id, endpoint, response, state, 502, finish
+            )
         except aiohttp.ClientError as exc:
             state.fail("proxy_error", type(exc).__name__, "the upstream request failed")
             log.warning("upstream request %s failed: %r", request_id, exc)
-            return await self._upstream_failed(request, request_id, endpoint, response, state, 502)
+            return await self._upstream_failed(
+                request, request_id, endpoint, response, state, 502, finish
+            )
 
     async def _upstream_failed(
         self,
@@ -542,11 +593,13 @@ class Forwarder:
         response: web.StreamResponse | None,
         state: _Outcome,
         status: int,
+        finish: Callable[[web.StreamResponse | None], None],
     ) -> web.StreamResponse:
         message = f"{state.error_message}. Logorhythms request id {request_id}; try again."
         if response is None:
             return self._error(request_id, endpoint, status, "upstream_error", message)
         # Headers are gone already: end the stream the way the API itself reports late errors.
+        finish(response)
         if response.content_type == "text/event-stream":
             body = error_body(endpoint.dialect, message, error_type="upstream_error")
             frame = (

@@ -1,8 +1,10 @@
 """The proxy's durable spool: an append-only, checksummed, size-capped journal on local disk.
 
-Events go here when Kafka is down or slow, and are read back in order when it returns. This module
-is pure file I/O (no Kafka): the publisher decides when to spill, what to replay, and acknowledges
-what Kafka took.
+Every event is appended here as it is published (a write-ahead log), so it is in the kernel's page
+cache before its exchange's last byte goes to the client and outlives a killed proxy; while Kafka
+keeps up it is acknowledged within a linger and its segment deleted, and when Kafka is down or slow
+the unacknowledged records are read back in order once it returns. This module is pure file I/O
+(no Kafka): the publisher decides when to spill, what to replay, and acknowledges what Kafka took.
 
 Layout: a directory of segment files ``<id:020d>.seg``; each is a sequence of records
 ``[u32 length][u32 crc32(payload)][payload]`` with payload = key, value and headers,
@@ -11,10 +13,11 @@ does not re-send what Kafka already holds. A segment is deleted only once every 
 acknowledged.
 
 Durability: ``append()`` writes into a user-space buffer on the caller's thread (microseconds, no
-syscall on most calls); ``sync()`` -- called by the publisher every ``fsync_interval`` from a worker
-thread, when anything was appended since the last one -- hands the buffer to the OS and fsyncs.
-So a process crash (SIGKILL) loses only what was still in the buffer, and a machine crash loses at
-most the last fsync interval. Both windows are stated in docs/OPERATIONS.md.
+syscall on most calls); ``flush()`` hands the buffer to the OS (one ``write``, no fsync): the
+proxy calls it before an exchange's response head and before its last byte, so a process crash
+(SIGKILL) loses nothing a client saw. ``sync()`` -- called by the publisher from a worker thread
+while records wait longer than ``fsync_interval`` for Kafka -- also fsyncs, so a machine crash
+loses at most that interval. Both windows are stated in docs/OPERATIONS.md.
 
 Damage: a record whose length or checksum does not match (a torn write at a crash, a bad disk)
 ends the readable part of its segment: the rest of that segment is counted as corrupt and skipped,
@@ -30,7 +33,7 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -46,6 +49,10 @@ _TOPIC = "topic"
 _LOCK = ".lock"
 # A record can never be larger than this; a bigger length field means the bytes are damaged.
 _MAX_RECORD_BYTES = 64 * 1024 * 1024
+# A fully acknowledged active segment is closed and deleted once it holds this much (or an
+# eighth of the cap, if smaller): few file creations while Kafka keeps up, and little disk held by
+# records Kafka already has.
+_RECYCLE_BYTES = 4 * 1024 * 1024
 
 Headers = list[tuple[str, bytes]]
 
@@ -165,6 +172,8 @@ class Journal:
         self._next_id = 1
         self._size = 0  # bytes in all segments, kept as a running total for the hot path
         self._io_failed = False
+        self._recycle_bytes = min(_RECYCLE_BYTES, max_bytes // 8)
+        self._leftovers: list[_Segment] = []  # an earlier run's segments, found at open()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -197,6 +206,7 @@ class Journal:
         self._claim_topic()
         self._read_at = self._acked = self._load_cursor()
         self._next_id = max([self._acked.segment, *(s.id for s in self._segments)]) + 1
+        self._leftovers = list(self._segments)
         if self._segments:
             log.warning(
                 "journal %s holds %d segment(s), %d bytes from an earlier run: replaying them",
@@ -244,6 +254,10 @@ class Journal:
                 log.error("closing the journal segment %s failed: %s", writer.segment.path, exc)
             if writer.segment.end == 0:
                 self._delete(writer.segment)
+        if not self.has_unacked:
+            # Kafka holds every record: a clean stop leaves no segment behind.
+            for segment in list(self._segments):
+                self._delete(segment)
         self._save_cursor()
         self._lock_file.close()
         self._lock_file = None
@@ -252,7 +266,28 @@ class Journal:
 
     @property
     def size_bytes(self) -> int:
+        """Bytes on disk (what the cap limits), acknowledged records of the open segment too."""
         return self._size
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes of records Kafka has not acknowledged (what an outage piles up)."""
+        acked = self._acked
+        return sum(
+            s.end - (acked.offset if s.id == acked.segment else 0)
+            for s in self._segments
+            if s.id >= acked.segment and not s.corrupt
+        )
+
+    @property
+    def tail(self) -> Position:
+        """Where the last appended record ends: acknowledging it acknowledges everything."""
+        if self._writer is not None:
+            return Position(self._writer.segment.id, self._writer.segment.end)
+        if self._segments:
+            last = self._segments[-1]
+            return Position(last.id, last.end)
+        return self._acked
 
     @property
     def has_unacked(self) -> bool:
@@ -292,7 +327,17 @@ class Journal:
 
     def _writable(self, size: int) -> _Writer:
         writer = self._writer
-        if writer is not None and writer.segment.end + size <= self._segment_bytes:
+        if (
+            writer is not None
+            and writer.segment.end + size <= self._segment_bytes
+            # While Kafka keeps up (its acknowledgements reach into this segment), start a new
+            # segment every recycling size, so the old one can be deleted once acknowledged:
+            # under steady traffic the open segment is never acknowledged to its last byte.
+            and not (
+                writer.segment.end >= self._recycle_bytes
+                and self._acked.segment == writer.segment.id
+            )
+        ):
             return writer
         if writer is not None:
             if writer.segment.end == 0:
@@ -347,6 +392,10 @@ class Journal:
             else:
                 self._flushed_end = writer.segment.end
                 self._unflushed_ends = []
+
+    @property
+    def acked(self) -> Position:
+        return self._acked
 
     @property
     def needs_sync(self) -> bool:
@@ -460,6 +509,8 @@ class Journal:
             finished = segment.corrupt or position.offset >= segment.end
             if segment.id < position.segment or (segment.id == position.segment and finished):
                 if self._is_active(segment):
+                    if segment.end < self._recycle_bytes:
+                        continue  # keep appending to it: the cursor says where replay starts
                     # Drained to the last byte: close it so a crash has nothing to re-send.
                     self._retire_writer()
                 self._delete(segment)
@@ -480,6 +531,12 @@ class Journal:
     def _delete(self, segment: _Segment) -> None:
         if self._reader is not None and self._reader[0] == segment.id:
             self._close_reader()
+        with self._lock:
+            # A retired segment Kafka has whole needs no fsync: just close its file.
+            for file in [f for f in self._unsynced if f.name == str(segment.path)]:
+                self._unsynced.remove(file)
+                with contextlib.suppress(OSError):
+                    file.close()
         with contextlib.suppress(FileNotFoundError):
             segment.path.unlink()
         self._segments.remove(segment)
@@ -506,6 +563,32 @@ class Journal:
     def save_cursor(self) -> None:
         """Remember the acknowledged position (cheap; called periodically by the publisher)."""
         self._save_cursor()
+
+    def leftover_records(self) -> Iterator[JournalRecord]:
+        """Every readable record of the segments an earlier run left (acknowledged ones too),
+        oldest first, up to the first damage in each: what that run published last."""
+        for segment in self._leftovers:
+            try:
+                data = segment.path.read_bytes()
+            except OSError:
+                continue
+            yield from _records(data)
+
+
+def _records(data: bytes) -> Iterator[JournalRecord]:
+    at = 0
+    while at + _RECORD_HEADER.size <= len(data):
+        length, crc = _RECORD_HEADER.unpack_from(data, at)
+        payload = data[at + _RECORD_HEADER.size : at + _RECORD_HEADER.size + length]
+        if not 0 < length <= _MAX_RECORD_BYTES or len(payload) != length:
+            return
+        if zlib.crc32(payload) != crc:
+            return
+        try:
+            yield decode_payload(payload)
+        except (struct.error, UnicodeDecodeError):
+            return
+        at += _RECORD_HEADER.size + length
 
 
 def segment_paths(directory: Path) -> Sequence[Path]:

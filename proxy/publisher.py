@@ -1,15 +1,21 @@
 """The proxy's only Kafka producer, with an on-disk journal for when Kafka is slow or away.
 
-``publish()`` never waits. While Kafka keeps up, events go to a bounded in-memory queue that one
-pump task drains, once the oldest has waited the linger (50 ms by default), into one aiokafka
-batch per partition, in arrival order (so the events of an exchange keep their order on their
-partition). When Kafka is unreachable, a send does not finish within our deadline, a delivery
-fails, or too many events wait in memory, the publisher
-*spills*: what still waits in memory is appended to the journal, and so is every new event, until
-the pump has replayed the whole journal into Kafka (oldest first) and Kafka acknowledged it. Keeping
-every event in the journal while it is non-empty is what keeps global order: a new event can never
-overtake a journaled one. Dropping happens only when the journal refuses a record (its size cap, a
-failed disk), and is counted.
+``publish()`` never waits. Every event is appended to the journal (a buffered write-ahead log;
+``write_through()`` hands it to the kernel, which the proxy does before an exchange's response head
+and before its last byte, so a killed proxy loses nothing a client saw). While Kafka keeps up,
+events also go to a bounded in-memory queue that one pump task drains, once the oldest has waited
+the linger (50 ms by default), into one aiokafka batch per partition, in arrival order (so the
+events of an exchange keep their order on their partition); when Kafka acknowledges a drain, the
+journal is acknowledged up to where that drain ended, and its segments are deleted. When Kafka is
+unreachable, a send does not finish within our deadline, a delivery fails, or too many events
+wait in memory, the publisher *spills*: it forgets what it holds in memory (the journal has it),
+rewinds the journal to the last acknowledged record, and from then on new events go to the
+journal only, until the pump has replayed the whole journal into Kafka (oldest first) and Kafka
+acknowledged it. Keeping every event in the journal while it is non-empty is what keeps global
+order: a new event can never overtake a journaled one. Dropping happens only when the journal
+refuses a record while spilling (its size cap, a failed disk); it is counted and the exchange is
+named in the drop log (``proxy/droplog.py``). At start, the exchanges an earlier, killed run
+left open get a ``proxy_died`` completed event (``proxy/recovery.py``).
 
 Every aiokafka call runs under our own deadline: its producer can hang in ``start()``, ``send()``
 (waiting for metadata) and ``stop()`` while the broker is away.
@@ -22,18 +28,25 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from proxy.journal import Headers, Journal, Position
+from proxy.droplog import DropLog
+from proxy.journal import Headers, Journal, JournalRecord, Position
 from proxy.partitioner import partition_for
 
 log = logging.getLogger(__name__)
 
 _Event = tuple[bytes, bytes, Headers | None]
+# What waits in memory: the event, and whether the journal holds it too (False only when the
+# journal refused it while Kafka kept up: then memory is its only copy).
+_Queued = tuple[bytes, bytes, Headers | None, bool]
+# Events a dead run left unfinished, turned into the events that end them (proxy/recovery.py).
+Recovery = Callable[[Iterable[JournalRecord]], list[_Event]]
 _CURSOR_SAVE_INTERVAL_S = 1.0
 # Publish-to-acknowledgement latencies kept between two metric flushes: a bounded sample, so a
 # busy proxy spends nothing more on it than an idle one.
@@ -54,6 +67,8 @@ class PublishStats:
     journaled: int = 0
     replayed: int = 0  # journal records acknowledged by Kafka
     dropped: int = 0
+    dropped_exchanges: int = 0  # distinct exchanges named in the drop log
+    recovered: int = 0  # exchanges an earlier run left open, ended as proxy_died
     send_failures: int = 0  # sends that failed or timed out and were journaled or retried
     resent: int = 0  # journaled after a missed deadline, yet acknowledged later: sent twice
     spills: int = 0  # times the publisher switched from memory to the journal
@@ -78,13 +93,18 @@ class Publisher:
         fsync_interval_s: float = 0.2,
         replay_window: int = 1000,
         client_id: str = "logorhythms-proxy",
+        drop_log: DropLog | None = None,
+        recovery: Recovery | None = None,
     ) -> None:
         self.topic = topic
         self.journal = journal
+        self.drop_log = drop_log if drop_log is not None else DropLog(journal.directory)
         self.stats = PublishStats()
+        self._recovery = recovery
+        self._dropped_keys = self.drop_log.recent  # the drop log's own dict: no call per event
         self._bootstrap = bootstrap_servers
         self._client_id = client_id
-        self._queue: collections.deque[_Event] = collections.deque()
+        self._queue: collections.deque[_Queued] = collections.deque()
         self._latency_samples_ms: list[float] = []
         self._queue_max = queue_max
         self._kafka_timeout_s = kafka_timeout_s
@@ -98,16 +118,20 @@ class Publisher:
         self._idle = asyncio.Event()  # set whenever ``idle`` became true
         self._producer: AIOKafkaProducer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        # Handed to aiokafka, not yet acknowledged, in send order, with the time it was sent.
-        # One entry per batch handed to aiokafka: its events, in order, and when it was sent.
-        self._in_flight: dict[asyncio.Future[object], tuple[list[_Event], float]] = {}
+        # Handed to aiokafka, not yet acknowledged, in send order: one entry per batch, with its
+        # events, in order, when it was sent, and the drain it belongs to.
+        self._in_flight: dict[asyncio.Future[object], tuple[list[_Queued], float, _Drain]] = {}
         self._in_flight_events = 0
+        # Drains of the queue not yet wholly acknowledged, oldest first: the journal is
+        # acknowledged up to the end of each, in order, once all its batches are.
+        self._drains: collections.deque[_Drain] = collections.deque()
         self._partition_count = 0
         self._partition_of: dict[bytes, int] = {}
         self._producer_broken = False
         self._connected = False
         self._spilling = False
         self._started = False
+        self._cursor_saved = 0.0
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -142,8 +166,16 @@ class Publisher:
         self.journal.open()
         # Until Kafka answers, events are safest on disk (anything queued before start goes first).
         self._spilling = True
+        if self._recovery is not None:
+            ended = self._recovery(self.journal.leftover_records())
+            self.stats.recovered += len(ended)
+            for event in ended:
+                self._append(event)
         while self._queue:
-            self._append(self._queue.popleft())
+            key, value, headers, journaled = self._queue.popleft()
+            if not journaled:
+                self._append((key, value, headers))
+        self.journal.flush()
         self._started = True
         for name, coro in (("kafka-publisher", self._run()), ("journal-sync", self._sync_loop())):
             task = asyncio.create_task(coro, name=name)
@@ -171,22 +203,20 @@ class Publisher:
                 await task
         self._tasks.clear()
         await self._close_producer(flush=True)
-        # What Kafka did not acknowledge is journaled: at worst re-sent once, never lost.
+        # What Kafka did not acknowledge stays in the journal: at worst re-sent once, never lost.
         for future in self._in_flight:
             future.remove_done_callback(self._on_delivery)  # settled here, once
-        unacked = [
-            event
-            for future, (events, _) in self._in_flight.items()
-            if not _succeeded(future)
-            for event in events
-        ]
-        self.stats.delivered += self._in_flight_events - len(unacked)
+        for future, (events, _, drain) in self._in_flight.items():
+            if _succeeded(future):
+                self.stats.delivered += len(events)
+                drain.batches -= 1
+        self._ack_drains()
         self._in_flight.clear()
         self._in_flight_events = 0
-        self._queue.extendleft(reversed(unacked))
-        if self._queue:
+        if self._queue or self._drains:
             self._spill("shutting down before Kafka acknowledged everything")
         self.journal.close()
+        self.drop_log.close()
         self._connected = False
         self._started = False
 
@@ -206,47 +236,81 @@ class Publisher:
     def publish(self, key: bytes, value: bytes, headers: Headers | None = None) -> None:
         """Hand one event over. Never blocks; never raises."""
         self.stats.published += 1
-        if not self._spilling and len(self._queue) + self._in_flight_events < self._queue_max:
+        if self._dropped_keys and key in self._dropped_keys:
+            # An exchange that lost an event cannot be whole: its rest would only take room
+            # from whole exchanges, and it is named in the drop log already.
+            self._dropped(key, "exchange_incomplete")
+            return
+        if self._spilling:
+            self._append((key, value, headers))
+            return
+        journaled = self.journal.append(key, value, headers)
+        if len(self._queue) + self._in_flight_events < self._queue_max:
             if not self._queue:  # the pump waits for events only while the queue is empty
                 self._queued_since = time.monotonic()
                 self._wakeup.set()
-            self._queue.append((key, value, headers))
+            self._queue.append((key, value, headers, journaled))
             return
-        if not self._spilling:
-            self._spill(f"{self._queue_max} events wait for Kafka")
-        self._append((key, value, headers))
+        self._queue.append((key, value, headers, journaled))
+        self._spill(f"{self._queue_max} events wait for Kafka")
+
+    def write_through(self) -> None:
+        """Hand every event published so far to the kernel (one ``write``, no fsync): from here
+        on a killed proxy cannot lose them. Cheap when nothing new was published."""
+        self.journal.flush()
 
     def _append(self, event: _Event) -> None:
         if self.journal.append(*event):
             self.stats.journaled += 1
         else:
-            self.stats.dropped += 1
-            if self.stats.dropped == 1 or self.stats.dropped % 10_000 == 0:
-                log.error(
-                    "journal cannot take more events (%d bytes used, healthy=%s): %d dropped",
-                    self.journal.size_bytes,
-                    self.journal.healthy,
-                    self.stats.dropped,
-                )
+            self._dropped(event[0], "journal_full" if self.journal.healthy else "journal_io_error")
+
+    def _dropped(self, key: bytes, reason: str) -> None:
+        self.stats.dropped += 1
+        if key not in self.drop_log:
+            self.drop_log.record(key, reason)
+            self.stats.dropped_exchanges = self.drop_log.exchanges
+        if self.stats.dropped == 1 or self.stats.dropped % 10_000 == 0:
+            log.error(
+                "journal cannot take more events (%d bytes used, healthy=%s): %d dropped, "
+                "%d exchanges named in %s",
+                self.journal.size_bytes,
+                self.journal.healthy,
+                self.stats.dropped,
+                self.drop_log.exchanges,
+                self.drop_log.path,
+            )
+
+    def record_drop(self, key: bytes, reason: str) -> None:
+        """An event of exchange ``key`` was lost before reaching the publisher (say, encoding)."""
+        self._dropped(key, reason)
 
     def _spill(self, reason: str) -> None:
-        """Switch to the journal; what still waits in memory goes first, to keep the order."""
+        """Switch to the journal. What waits in memory is forgotten (the journal holds it: the
+        replay starts at the last acknowledged record), except events the journal refused while
+        Kafka kept up, which are appended now; a disk that failed and a Kafka that failed at
+        once is the one case where such an event may land behind a later one of its exchange."""
         if not self._spilling:
             self._spilling = True
             self._idle.clear()
             self.stats.spills += 1
             log.warning("Kafka is not keeping up (%s): journaling events to disk", reason)
-        while self._queue:
-            self._append(self._queue.popleft())
+        held = [e for events, _, _ in self._in_flight.values() for e in events]
+        held += self._queue
+        self._in_flight.clear()
+        self._in_flight_events = 0
+        self._drains.clear()
+        self._queue.clear()
+        self.journal.rewind()
+        self.stats.journaled += sum(1 for *_, journaled in held if journaled)
+        for key, value, headers, journaled in held:
+            if not journaled:
+                self._append((key, value, headers))
         self._wakeup.set()
 
     def _abandon_in_flight(self, reason: str) -> None:
-        """Kafka did not confirm in time: journal every unconfirmed event (in send order, ahead of
-        the queue) and drop the producer, so its buffered batches are not sent a second time."""
-        unconfirmed = [event for events, _ in self._in_flight.values() for event in events]
-        self._in_flight.clear()
-        self._in_flight_events = 0
-        self._queue.extendleft(reversed(unconfirmed))
+        """Kafka did not confirm in time: replay every unconfirmed event from the journal and
+        drop the producer, so its buffered batches are not sent a second time."""
         self._producer_broken = True
         self._connected = False
         self.stats.send_failures += 1
@@ -344,7 +408,14 @@ class Publisher:
             await asyncio.sleep(gathering)
         # Everything waiting goes out now, as one batch per partition: one aiokafka call and one
         # future per batch instead of per event (about 8x less CPU per event, PERFORMANCE.md).
+        # Whatever Kafka gets is in the kernel first, so a dead run's journal is a superset of
+        # what reached Kafka (proxy/recovery.py counts the chunks there).
+        self.journal.flush()
+        drain = _Drain(self.journal.tail)
+        self._drains.append(drain)
         batches = self._build_batches()
+        drain.batches = len(batches)
+        drain.events = sum(len(events) for _, _, events in batches)
         for position, (partition, batch, events) in enumerate(batches):
             try:
                 async with asyncio.timeout(self._kafka_timeout_s):
@@ -359,7 +430,7 @@ class Publisher:
                 self._queue.extendleft(reversed(unsent))
                 self._abandon_in_flight(f"send failed: {exc!r}")
                 return False
-            self._in_flight[future] = (events, time.monotonic())
+            self._in_flight[future] = (events, time.monotonic(), drain)
             self._in_flight_events += len(events)
             future.add_done_callback(self._on_delivery)
         return True
@@ -369,18 +440,18 @@ class Publisher:
             raise KafkaError("the producer is not connected")
         return self._producer
 
-    def _build_batches(self) -> list[tuple[int, Any, list[_Event]]]:
+    def _build_batches(self) -> list[tuple[int, Any, list[_Queued]]]:
         """Drain the queue into aiokafka batches, one open batch per partition, in order.
 
         The partition is Kafka's default partitioner's (murmur2 of the key), so an exchange's
         events land where a plain ``send()`` would have put them, in the same order.
         """
         producer = self._producer_or_raise()
-        built: list[tuple[int, Any, list[_Event]]] = []
-        open_batches: dict[int, tuple[Any, list[_Event]]] = {}
+        built: list[tuple[int, Any, list[_Queued]]] = []
+        open_batches: dict[int, tuple[Any, list[_Queued]]] = {}
         while self._queue:
             event = self._queue.popleft()
-            key, value, headers = event
+            key, value, headers, _ = event
             partition = self._partition(key)
             current = open_batches.get(partition)
             if (
@@ -420,14 +491,24 @@ class Publisher:
         if not _succeeded(future):
             self._abandon_in_flight(f"delivery failed: {_failure(future)!r}")
             return
-        events, sent_at = self._in_flight.pop(future)
+        events, sent_at, drain = self._in_flight.pop(future)
         self._in_flight_events -= len(events)
         if len(self._latency_samples_ms) < _LATENCY_SAMPLES_MAX:
             self._latency_samples_ms.append((time.monotonic() - sent_at) * 1000)
         self.stats.delivered += len(events)
+        drain.batches -= 1
+        if drain is self._drains[0]:
+            self._ack_drains()
         self._connected = True
         if self.idle:
             self._idle.set()
+
+    def _ack_drains(self) -> None:
+        """Acknowledge the journal up to the end of the oldest drains Kafka took whole."""
+        drains = self._drains
+        while drains and drains[0].batches == 0:
+            drain = drains.popleft()
+            self.journal.ack(drain.end, drain.events)
 
     async def _replay(self) -> bool:
         """Send the journal to Kafka in order; stop spilling once all of it is acknowledged.
@@ -485,10 +566,21 @@ class Publisher:
             return False
 
     async def _sync_loop(self) -> None:
-        """fsync the journal every interval, off the event loop, when anything was appended."""
+        """fsync the journal every interval, off the event loop, when records wait for Kafka
+        longer than that: while spilling, or while an acknowledgement is overdue. While Kafka
+        keeps up, its acknowledgement comes first and the fsync is skipped (a killed process
+        loses nothing either way: the records are in the page cache). The acknowledged position
+        is remembered at the same pace, so a restart re-sends little of what Kafka has."""
+        acked_saved: Position | None = None
         while True:
             await asyncio.sleep(self._fsync_interval_s)
-            if not self.journal.needs_sync:
+            if self.journal.acked != acked_saved and time.monotonic() - self._cursor_saved > 1.0:
+                acked_saved = self.journal.acked
+                self.journal.save_cursor()
+                self._cursor_saved = time.monotonic()
+            oldest = next(iter(self._in_flight.values()), None)
+            overdue = oldest is not None and time.monotonic() - oldest[1] > self._fsync_interval_s
+            if not (self.journal.needs_sync and (self._spilling or overdue)):
                 continue
             self.journal.flush()  # in the loop, where a failed write is handled
             try:
@@ -508,6 +600,16 @@ class Publisher:
 
 class _ReplayFailed(Exception):
     pass
+
+
+@dataclass(slots=True)
+class _Drain:
+    """One drain of the memory queue: where the journal stood when it began, and how many of its
+    batches Kafka has not acknowledged yet."""
+
+    end: Position
+    batches: int = 0
+    events: int = 0
 
 
 async def _stop_producer(producer: AIOKafkaProducer, *, flush_s: float) -> None:

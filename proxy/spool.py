@@ -16,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 
 from aiohttp import web
 
-from proxy.journal import Journal, JournalError
+from proxy.journal import Headers, Journal, JournalError, JournalRecord
 from proxy.publisher import Publisher
+from proxy.recovery import died_completions
 from proxy.settings import ProxySettings
+from schemas import Codec
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,12 @@ def publisher_for(
         ),
         fsync_interval_s=settings.journal_fsync_interval_ms / 1000,
         client_id=client_id,
+        recovery=_recovery,
     )
+
+
+def _recovery(records: Iterable[JournalRecord]) -> list[tuple[bytes, bytes, Headers | None]]:
+    return died_completions(records, Codec())
 
 
 def adoption_context(

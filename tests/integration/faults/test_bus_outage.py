@@ -6,13 +6,15 @@ One broker SIGKILL + restart for the whole scenario (the costly part on this mac
 - proxy C has a 4 MiB journal and gets more than that during the outage (B6);
 - traffic goes to all three during the outage; one body is larger than an event may be (B9);
 - the broker comes back on the same port: the journals replay, the oracle must be exact for
-  A and B, and for C exactly the events its ``dropped`` counter admits are missing.
+  A and B, and for C exactly the events its ``dropped`` counter admits are missing, and its
+  drop log names exactly the exchanges missing from ClickHouse.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import stat
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import pytest
 
 from deploy.local.kafka import KafkaBroker
 from proxy.app import PUBLISHER, SETTINGS, create_app
+from proxy.droplog import read_dropped
 from tests.integration.conftest import Pipeline, ProxyFactory, serve
 from tests.integration.faults.oracle import wait_reconciled
 from tests.integration.faults.traffic import Served, burst, call, eventually, get_json
@@ -95,7 +98,9 @@ async def test_kafka_outage_serves_clients_and_replays_everything_once(
             _, stats_c = await get_json(f"{url_c}/statsz")
             assert stats_b["events_journaled"] == stats_b["events_published"]
             assert stats_c["events_dropped"] > 0  # B6: the cap was hit ...
-            assert stats_c["journal_bytes"] <= 4 * 1024**2  # ... and respected
+            assert stats_c["journal_disk_bytes"] <= 4 * 1024**2  # ... and respected
+            assert stats_c["dropped_exchanges"] > 0  # ... and the exchanges named
+            assert stats_c["drop_log"] == str(tmp_path / "c" / "dropped.log")
 
             await asyncio.to_thread(kafka_broker.restart)
             outage_s = time.monotonic() - kill_at
@@ -140,6 +145,18 @@ async def test_kafka_outage_serves_clients_and_replays_everything_once(
         assert time.monotonic() < deadline, (landed, c_stats)
         await asyncio.sleep(0.25)
     assert landed == c_stats.published - c_stats.dropped
+
+    # The drop log names exactly the exchanges missing from ClickHouse, once each, privately.
+    named = read_dropped(tmp_path / "c")
+    [(whole,)] = await p.clickhouse.rows(
+        "SELECT groupArray(request_id) FROM exchanges FINAL"
+        " WHERE request_id IN {ids:Array(String)}",
+        {"ids": c_ids},
+    )
+    assert named, "nothing was named in the drop log"
+    assert len(named) == len(set(named)) == c_stats.dropped_exchanges
+    assert set(named) == set(c_ids) - set(whole)
+    assert stat.S_IMODE((tmp_path / "c" / "dropped.log").stat().st_mode) == 0o600
 
     # The proxies' own accounting agrees: nothing left in memory or on disk.
     for app in (p.proxy_app, app_b, app_c):

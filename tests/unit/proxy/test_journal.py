@@ -67,16 +67,61 @@ def test_rewind_reads_unacknowledged_records_again(tmp_path: Path) -> None:
 
 
 def test_fully_drained_journal_leaves_no_segment(tmp_path: Path) -> None:
+    # Segments reach the recycling size (an eighth of the cap) before filling.
+    journal = _journal(tmp_path, max_bytes=16 * 1024, segment_bytes=4096)
+    for i in range(5):
+        journal.append(b"k", bytes([i]) * 500)
+    read = journal.read(100)
+    journal.ack(read[-1][0], len(read))
+    assert not journal.has_unacked
+    assert journal.backlog_bytes == 0
+    assert segment_paths(tmp_path) == []
+    journal.append(b"k", b"later")  # and it keeps working afterwards
+    assert _values(journal) == [b"later"]
+    journal.close()
+
+
+def test_small_drained_segment_is_kept_for_appends_and_gone_after_close(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
     for i in range(5):
         journal.append(b"k", bytes([i]))
     read = journal.read(100)
     journal.ack(read[-1][0], len(read))
-    assert not journal.has_unacked
-    assert segment_paths(tmp_path) == []
-    journal.append(b"k", b"later")  # and it keeps working afterwards
+    # Below the recycling size the open segment stays: no file churn while Kafka keeps up.
+    assert len(segment_paths(tmp_path)) == 1
+    assert journal.backlog_bytes == 0
+    assert journal.size_bytes > 0
+    journal.append(b"k", b"later")
+    assert journal.backlog_bytes > 0
     assert _values(journal) == [b"later"]
+    journal.ack(journal.tail, 1)
     journal.close()
+    assert segment_paths(tmp_path) == []
+
+    again = _journal(tmp_path)
+    assert _values(again) == []
+    again.close()
+
+
+def test_leftover_records_include_acknowledged_ones(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    for i in range(6):
+        journal.append(f"k{i}".encode(), bytes([i]))
+    journal.ack(journal.read(3)[-1][0], 3)
+    journal.flush()
+    journal.save_cursor()
+    # A killed process: its files close (the lock goes with them), nothing else happens.
+    assert journal._lock_file is not None
+    assert journal._writer is not None
+    journal._writer.file.close()
+    journal._close_reader()
+    journal._lock_file.close()
+    journal._lock_file = None
+
+    again = _journal(tmp_path)
+    assert [r.key for r in again.leftover_records()] == [f"k{i}".encode() for i in range(6)]
+    assert _values(again) == [bytes([i]) for i in range(3, 6)]  # replay starts at the cursor
+    again.close()
 
 
 def test_cap_drops_and_counts(tmp_path: Path) -> None:
@@ -240,3 +285,22 @@ def test_records_are_never_replayed_into_another_topic(tmp_path: Path) -> None:
     drained = Journal(tmp_path, topic="exchanges-b")
     drained.open()  # an empty journal may change hands
     drained.close()
+
+
+def test_steady_traffic_acknowledged_one_drain_behind_keeps_the_disk_small(tmp_path: Path) -> None:
+    """Kafka keeps up but the open segment is never acknowledged to its last byte: segments are
+    still recycled, so the disk holds about the recycling size, not a whole segment."""
+    journal = _journal(tmp_path, max_bytes=1 << 20, segment_bytes=512 * 1024)  # recycle: 128 KiB
+    previous = journal.tail
+    largest = 0
+    for i in range(3000):  # ~600 KB
+        journal.append(b"k", bytes([i % 256]) * 200)
+        if i % 10 == 9:
+            journal.ack(previous, 10)  # the drain before this one
+            previous = journal.tail
+            largest = max(largest, journal.size_bytes)
+            assert len(segment_paths(tmp_path)) <= 2
+    assert largest < 160 * 1024
+    journal.ack(journal.tail, 10)
+    journal.close()
+    assert segment_paths(tmp_path) == []
