@@ -22,7 +22,7 @@ from proxy.eventloop import new_event_loop
 from proxy.forward import Forwarder
 from proxy.guard import HTTP_SERVER_LOG, Guard
 from proxy.publisher import Publisher
-from proxy.routing import Endpoint, Router, passthrough_path_ok
+from proxy.routing import Endpoint, Router
 from proxy.settings import ProxySettings
 from proxy.spool import adoption_context, journal_dir, orphaned_spools, publisher_for
 from proxy.upstream import create_session
@@ -163,8 +163,8 @@ async def _models(request: web.Request) -> web.StreamResponse:
 
 
 async def _passthrough(request: web.Request) -> web.StreamResponse:
-    if not passthrough_path_ok(request.raw_path):
-        return await _not_found(request)
+    # The path is checked by the Forwarder (proxy.routing.upstream_path), so a refused one is
+    # still captured, as a rejected exchange.
     return await request.app[FORWARDER].handle(request, PASSTHROUGH[_dialect(request)])
 
 
