@@ -99,11 +99,11 @@ def create_app(settings: ProxySettings, *, worker: int = 0) -> web.Application:
     for endpoint in ENDPOINTS:
         app.router.add_post(endpoint.path, _endpoint_handler(endpoint))
     app.router.add_get(MODELS.path, _models)
-    app.router.add_route("*", "/v1/{tail:.*}", _passthrough)
+    app.router.add_route("*", r"/v1/{tail:[\s\S]*}", _passthrough)  # control chars too
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/statsz", _statsz)
-    app.router.add_route("*", "/{tail:.*}", _not_found)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _not_found)
     return app
 
 
