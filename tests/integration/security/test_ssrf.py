@@ -228,7 +228,6 @@ async def test_path_escapes_never_leave_the_base_path(pipeline_factory: ProxyFac
 async def test_absolute_form_target_is_refused_and_captured(pipeline: Pipeline) -> None:
     status, raw = await _send(pipeline.proxy_url, "GET", "http://127.0.0.1:1/v1/files")
     assert status == 400
-    assert orjson.loads(raw.partition(b"\r\n\r\n")[2])["error"]["type"] == (
-        "invalid_request_error"
-    )
+    error = orjson.loads(raw.partition(b"\r\n\r\n")[2])["error"]
+    assert error["type"] == "invalid_request_error"
     assert pipeline.upstream.received == []
