@@ -297,6 +297,7 @@ class Redactor:
         # literal quote (the engine skips from quote to quote), the shape scan looks at long
         # tokens only (proxy.credentials).
         data = self.known(data)
+        learnt = len(self._known)
         data = _CREDENTIAL_MEMBER.sub(self._member, data)
         if b'\\"' in data:
             data = _ESCAPED_MEMBER.sub(self._member, data)
@@ -305,6 +306,8 @@ class Redactor:
             for start, end in spans:
                 self.learn(_decoded(data[start:end]))
             data = self._fingerprinter.replace_spans(data, spans)
+        if len(self._known) > learnt:  # a value found by name may appear elsewhere in the body
+            data = self.known(data)
         return data
 
     def _member(self, match: re.Match[bytes]) -> bytes:

@@ -144,7 +144,7 @@ def _body() -> bytes:
         "token": NAMED["body token"],
         "metadata": {"deep": {"client_secret": NAMED["body nested client_secret"]}},
         "messages": [
-            {"role": "user", "content": "keys: " + " ".join(SHAPED.values())},
+            {"role": "user", "content": "keys: " + " ".join([*SHAPED.values(), NAMED["body token"]])},
             {"role": "user", "content": f"curl -H 'Authorization: Bearer {BEARER_TOKEN}'"},
             {
                 "role": "assistant",
