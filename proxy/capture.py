@@ -26,26 +26,16 @@ MAX_FORWARDED_FOR_CHARS = 1024
 MIN_REDACTED_SECRET_CHARS = 8
 # Header names whose value is the client's key (its fingerprint is stored on its own).
 CLIENT_KEY_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
-# A JSON member whose name may say it holds a credential, with a string value:
-# ``"api_key": "sk-…"``. Written over bytes, so it also works on bodies that are not valid UTF-8 or
-# JSON. The name is only a candidate here (it contains one of the words); the callback decides by
-# ``credentials.is_credential_name``, so "max_tokens" or "prompt_cache_key" stay.
-_NAME_HINT = (
-    rb"(?:auth|token|secret|passw|pwd|passphrase|cookie|session|credential|creds|signature"
-    rb"|bearer|jwt|key|openai-organization|openai-project)"
-)
-_CREDENTIAL_MEMBER = re.compile(
-    rb'"([A-Za-z0-9_.$@-]{0,64}?' + _NAME_HINT + rb'[A-Za-z0-9_.$@-]{0,64})"'
-    rb'(\s*:\s*)"((?:[^"\\]|\\.)*)"',
-    re.IGNORECASE,
-)
+# A JSON member with a string value: its name, then (matched from the name's end) its value.
+# Written over bytes, so it also works on bodies that are not valid UTF-8 or JSON. Every member
+# name is looked at (the engine skips from quote to quote), and ``credentials.is_credential_name``
+# (cached) decides; the value is read only for a credential's name, so "content" costs nothing.
+_MEMBER_NAME = re.compile(rb'"([A-Za-z0-9_.$@-]{1,64}+)"\s*+:\s*+"')
+_MEMBER_VALUE = re.compile(rb'(?:[^"\\]|\\.)*+(?=")')
 # The same one level down: a member of JSON held in a JSON string, as tool-call arguments are
 # (``"arguments": "{\"token\": \"…\"}"``) and as JSON pasted into a prompt is.
-_ESCAPED_MEMBER = re.compile(
-    rb'\\"([A-Za-z0-9_.$@-]{0,64}?' + _NAME_HINT + rb'[A-Za-z0-9_.$@-]{0,64})\\"'
-    rb'(\s*:\s*)\\"([^"\\]*)\\"',
-    re.IGNORECASE,
-)
+_ESCAPED_NAME = re.compile(rb'\\"([A-Za-z0-9_.$@-]{1,64}+)\\"\s*+:\s*+\\"')
+_ESCAPED_VALUE = re.compile(rb'[^"\\]*+(?=\\")')
 # ``name=value`` inside a path or free text (``/v1/x?key=…``, ``;token=…``).
 _ASSIGNMENT = re.compile(r"([A-Za-z0-9_.-]{1,64})=([^&;/?#\s]+)")
 
@@ -298,9 +288,9 @@ class Redactor:
         # tokens only (proxy.credentials).
         data = self.known(data)
         learnt = len(self._known)
-        data = _CREDENTIAL_MEMBER.sub(self._member, data)
+        data = self._members(data, _MEMBER_NAME, _MEMBER_VALUE)
         if b'\\"' in data:
-            data = _ESCAPED_MEMBER.sub(self._member, data)
+            data = self._members(data, _ESCAPED_NAME, _ESCAPED_VALUE)
         spans = credentials.shaped_spans(data)
         if spans:
             for start, end in spans:
@@ -310,25 +300,35 @@ class Redactor:
             data = self.known(data)
         return data
 
-    def _member(self, match: re.Match[bytes]) -> bytes:
-        value = match.group(3)
-        name = _decoded(match.group(1))
-        if (
-            not value
-            or value.rpartition(b" ")[2].startswith(FINGERPRINT_PREFIX.encode())
-            or not credentials.is_credential_name(name)
-        ):
-            return match.group(0)  # not a credential, empty, or already replaced as known
+    def _members(self, data: bytes, names: re.Pattern[bytes], values: re.Pattern[bytes]) -> bytes:
+        """``data`` with the string value of each credential-named member fingerprinted."""
+        out: list[bytes] = []
+        last = 0
+        for name in names.finditer(data):
+            if name.start() < last or not credentials.is_credential_name(
+                name.group(1).decode("latin-1")
+            ):
+                continue
+            value = values.match(data, name.end())
+            if value is None or not value.group():
+                continue
+            if value.group().rpartition(b" ")[2].startswith(FINGERPRINT_PREFIX.encode()):
+                continue  # already replaced as a known secret
+            out += (data[last : value.start()], self._replacement(value.group()))
+            last = value.end()
+        if not out:
+            return data
+        out.append(data[last:])
+        return b"".join(out)
+
+    def _replacement(self, value: bytes) -> bytes:
         token = _decoded(value)
         scheme, sep, rest = token.partition(" ")
         if sep and rest.strip() and scheme.lower() in credentials.SCHEMES:
             self.learn(rest.strip())
-            fp = f"{scheme} {self._fingerprinter.fingerprint(rest.strip())}"
-        else:
-            self.learn(token)
-            fp = self._fingerprinter.fingerprint(token)
-        quote_ = b'\\"' if match.group(0)[:1] == b"\\" else b'"'
-        return quote_ + match.group(1) + quote_ + match.group(2) + quote_ + fp.encode() + quote_
+            return f"{scheme} {self._fingerprinter.fingerprint(rest.strip())}".encode()
+        self.learn(token)
+        return self._fingerprinter.fingerprint(token).encode()
 
 
 def peek_json(body: bytes) -> tuple[str | None, bool]:

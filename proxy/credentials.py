@@ -128,6 +128,17 @@ def shaped_spans(data: bytes) -> list[tuple[int, int]]:
     KB of prose (docs/PERFORMANCE.md).
     """
     runs = data.translate(_RUNS)
+    start = data.find(b";base64,")
+    if start >= 0:
+        # Base64 payloads (images, audio, files) are long tokens all through, and a key inside
+        # one is encoded, not readable: data URLs are skipped to their closing quote.
+        blank = bytearray(runs)
+        while start >= 0:
+            end = data.find(b'"', start)
+            end = len(data) if end < 0 else end
+            blank[start:end] = b" " * (end - start)
+            start = data.find(b";base64,", end)
+        runs = bytes(blank)
     find = runs.find
     spans: list[tuple[int, int]] = []
     pos = find(_RUN)
