@@ -136,6 +136,7 @@ def _body() -> bytes:
     arguments = orjson.dumps(
         {"password": NAMED["body tool argument password"], "key": "Enter", "n": 2}
     ).decode()
+    named = NAMED["body token"]  # also under its name below: replaced in both places
     doc = {
         "model": "gpt-4o-mini",
         "max_tokens": 100,
@@ -144,7 +145,7 @@ def _body() -> bytes:
         "token": NAMED["body token"],
         "metadata": {"deep": {"client_secret": NAMED["body nested client_secret"]}},
         "messages": [
-            {"role": "user", "content": "keys: " + " ".join([*SHAPED.values(), NAMED["body token"]])},
+            {"role": "user", "content": "keys: " + " ".join([*SHAPED.values(), named])},
             {"role": "user", "content": f"curl -H 'Authorization: Bearer {BEARER_TOKEN}'"},
             {
                 "role": "assistant",
