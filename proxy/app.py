@@ -26,7 +26,7 @@ from proxy.forward import Forwarder
 from proxy.guard import HTTP_SERVER_LOG, Guard
 from proxy.protocol import ApiAppRunner, dialect_of, not_a_forward_proxy
 from proxy.publisher import Publisher
-from proxy.routing import Endpoint, Router, passthrough_path_ok
+from proxy.routing import Endpoint, Router
 from proxy.settings import ProxySettings
 from proxy.spool import adoption_context, journal_dir, orphaned_spools, publisher_for
 from proxy.upstream import create_session
@@ -103,11 +103,11 @@ def create_app(settings: ProxySettings, *, worker: int = 0) -> web.Application:
     for endpoint in ENDPOINTS:
         app.router.add_post(endpoint.path, _endpoint_handler(endpoint))
     app.router.add_get(MODELS.path, _models)
-    app.router.add_route("*", "/v1/{tail:.*}", _passthrough)
+    app.router.add_route("*", r"/v1/{tail:[\s\S]*}", _passthrough)  # control chars too
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/statsz", _statsz)
-    app.router.add_route("*", "/{tail:.*}", _not_found)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _not_found)
     return app
 
 
@@ -177,8 +177,8 @@ async def _models(request: web.Request) -> web.StreamResponse:
 
 
 async def _passthrough(request: web.Request) -> web.StreamResponse:
-    if not passthrough_path_ok(request.raw_path):
-        return await _not_found(request)
+    # The path is checked by the Forwarder (proxy.routing.upstream_path), so a refused one is
+    # still captured, as a rejected exchange.
     return await _admitted(request, PASSTHROUGH[_dialect(request)])
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import yarl
 from aiohttp import web
 
 from proxy import capture, telemetry
@@ -33,7 +34,16 @@ from proxy.errors import BodyTimeoutError, error_body
 from proxy.forwarded import resolve_client_ip
 from proxy.guard import Rejection, read_body
 from proxy.publisher import Publisher
-from proxy.routing import Endpoint, NoRoute, Route, Router, models_body, with_model
+from proxy.routing import (
+    Endpoint,
+    NoRoute,
+    PathRefusal,
+    Route,
+    Router,
+    models_body,
+    upstream_path,
+    with_model,
+)
 from proxy.settings import ProxySettings
 from proxy.upstream import response_headers, upstream_headers, upstream_query
 from schemas import Codec, EventType
@@ -223,9 +233,22 @@ class Forwarder:
         headers, client_key_fp = self._fingerprinter.headers(raw_headers)
         peer_ip = request.remote or ""
         forwarded_for = request.headers.get("X-Forwarded-For")
+        raw_query = request.rel_url.raw_query_string
         redactor = self._fingerprinter.redactor(
-            raw_headers, request.query_string, self._service_secrets
+            raw_headers, raw_query, self._service_secrets, request.rel_url.raw_path
         )
+        path: str | None = None  # the validated path, sent upstream exactly as it is
+        if rejection is None and endpoint.kind == "forward":
+            checked = upstream_path(request.raw_path, request.rel_url.raw_path, raw_query)
+            if isinstance(checked, PathRefusal):
+                rejection = Rejection(
+                    status=checked.status,
+                    error_type="invalid_request_error",
+                    reason=checked.reason,
+                    message=checked.message,
+                )
+            else:
+                path = checked
         state = _Outcome()
         body = b""
         if rejection is not None:
@@ -247,11 +270,15 @@ class Forwarder:
                 state.fail("client_disconnect", "client_reset", "the client left mid-body")
         model, stream = capture.peek_json(body)
         route = (
-            self._router.route(endpoint, request.path, model)
-            if not state.error_type and endpoint.kind == "forward"
+            self._router.route(endpoint, path, model)
+            if not state.error_type and path is not None
             else None
         )
         routed = route if isinstance(route, Route) else None
+        sent_url = ""  # exactly what goes on the request line, scheme and host in front
+        if routed is not None:
+            query = upstream_query(raw_query, routed.provider)
+            sent_url = routed.upstream_url + (f"?{query}" if query else "")
         request_event = _RequestEvent(
             lambda record: self._emit(EventType.REQUEST, key, record, trace),
             body,
@@ -261,8 +288,8 @@ class Forwarder:
                 request_id=request_id,
                 received_at_us=received_at_us,
                 method=request.method,
-                path=request.path,
-                query=self._fingerprinter.query(request.query_string),
+                path=redactor.text(request.path),
+                query=self._fingerprinter.query(raw_query),
                 headers=headers,
                 peer_ip=peer_ip,
                 forwarded_for=forwarded_for,
@@ -274,7 +301,7 @@ class Forwarder:
                 endpoint=endpoint.path,
                 dialect=endpoint.dialect,
                 provider=routed.provider.name if routed else "",
-                upstream_url=routed.upstream_url if routed else "",
+                upstream_url=redactor.text(sent_url),
                 model_sent=routed.model_sent if routed else None,
                 proxy_instance=_INSTANCE,
                 refused_size=(
@@ -360,8 +387,8 @@ class Forwarder:
                 response = self._local(request_id, key, started, state)
             else:
                 response = await self._forward(
-                    request, endpoint, routed, raw_headers, body, model, key, started, state,
-                    request_id, redactor, request_event, finish,
+                    request, endpoint, routed, sent_url, raw_headers, body, model, key, started,
+                    state, request_id, redactor, request_event, finish,
                 )  # fmt: skip
             return response
         except asyncio.CancelledError:
@@ -409,6 +436,7 @@ class Forwarder:
         request: web.Request,
         endpoint: Endpoint,
         route: Route,
+        sent_url: str,
         raw_headers: list[tuple[str, str]],
         body: bytes,
         model: str | None,
@@ -444,8 +472,9 @@ class Forwarder:
                 deadline,
                 self._session.request(
                     request.method,
-                    route.upstream_url,
-                    params=upstream_query(request.query_string, route.provider),
+                    # Sent as it is: aiohttp neither re-encodes nor removes dot segments from an
+                    # encoded URL, so the upstream sees the path proxy.routing checked.
+                    yarl.URL(sent_url, encoded=True),
                     # A large body goes as a file-like object, written in pieces (bytes above
                     # 1 MiB would block the event loop while being sent; aiohttp warns).
                     data=sent_body if len(sent_body) <= LARGE_BODY else io.BytesIO(sent_body),

@@ -7,9 +7,10 @@ providers speaking the endpoint's dialect are considered: the proxy does not tra
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 import orjson
 
@@ -101,20 +102,79 @@ def _unknown(model: str) -> NoRoute:
     )
 
 
-def passthrough_path_ok(raw_path: str) -> bool:
-    """Whether a pass-through path stays under the provider's base URL once resolved.
+# Longer paths are refused (414): no API path the proxy forwards comes near it.
+MAX_PATH_CHARS = 2048
+# A path segment, once fully decoded, may hold only these: RFC 3986 unreserved characters and the
+# sub-delimiters that need no encoding, minus ";" (Tomcat's "..;" path parameters) and "&". With
+# nothing in it that a client library or an upstream would encode or decode, the string sent is
+# the string checked: no layer can see a different path. Non-ASCII, "%", "\\", "?", "#" and
+# control characters are refused by omission.
+_SEGMENT = re.compile(r"[A-Za-z0-9._~:@!$'()*+,=-]+")
+# Query bytes that travel as they came: printable ASCII without "#", "\\" and quoting characters.
+_QUERY = re.compile(r"[A-Za-z0-9._~:@!$&'()*+,;=/?%\[\]|{}^`-]*")
+_MAX_DECODINGS = 4
 
-    ``/v1/../admin`` (dot segments, raw or percent-encoded, or an encoded slash or backslash)
-    would otherwise leave the API prefix on the upstream host, with the service's key attached.
+
+@dataclass(frozen=True, slots=True)
+class PathRefusal:
+    """Why a request path is not sent upstream: the status, the completed event's error type,
+    and a message the client can act on."""
+
+    status: int
+    reason: str
+    message: str
+
+
+def _refuse(reason: str, what: str, status: int = 400) -> PathRefusal:
+    return PathRefusal(status, reason, f"The request path {what}; send a plain /v1/... path.")
+
+
+def upstream_path(request_target: str, raw_path: str, raw_query: str) -> str | PathRefusal:
+    """The one validated form of a request path: percent-decoded until stable, refused when it
+    could mean anything but a path under the provider's base URL.
+
+    ``request_target`` is the request line's target as received (to refuse absolute-form),
+    ``raw_path`` and ``raw_query`` its undecoded parts. Refused: an absolute-form target, paths
+    over ``MAX_PATH_CHARS``, nested encodings that do not settle, a ``/`` that was encoded, dot
+    segments (``.``, ``..``, ``%2e``, ``%252e``, ``..;``, overlong UTF-8 ``%c0%ae``), empty
+    segments, and anything outside ``_SEGMENT`` (``\\``, ``?``, ``#``, ``;``, ``%``, NUL, control
+    and non-ASCII characters); a query with bytes outside ``_QUERY``. The returned path is what
+    is sent, byte for byte: it needs no encoding.
     """
-    path = raw_path.partition("?")[0]
-    decoded = unquote(path)
-    return (
-        "\\" not in decoded
-        and "//" not in decoded
-        and "%2f" not in path.lower()
-        and not any(segment in {".", ".."} for segment in decoded.split("/"))
-    )
+    if not request_target.startswith("/"):
+        return _refuse("absolute_form_target", "must be in origin form (no scheme or host)")
+    if len(raw_path) > MAX_PATH_CHARS:
+        return _refuse("path_too_long", f"is longer than {MAX_PATH_CHARS} characters", 414)
+    data = raw_path.encode("utf-8", "surrogateescape")
+    for _ in range(_MAX_DECODINGS):
+        once = unquote_to_bytes(data)
+        if once == data:
+            break
+        data = once
+    else:
+        return _refuse("path_encoding", "is percent-encoded more times than can be checked")
+    # Bytes that are not ASCII (overlong UTF-8 forms of "." and "/" among them) become "\ufffd",
+    # which no segment may hold.
+    decoded = data.decode("ascii", "replace")
+    if decoded.count("/") != raw_path.count("/"):
+        return _refuse("path_encoded_slash", "holds an encoded '/' inside a segment")
+    segments = decoded.split("/")[1:]
+    for i, segment in enumerate(segments):
+        if not segment:
+            if i == len(segments) - 1:
+                continue  # a trailing slash
+            return _refuse("path_empty_segment", "holds an empty segment ('//')")
+        if segment.strip(".") == "" or segment.startswith(".."):
+            return _refuse("path_dot_segment", "holds a '.' or '..' segment")
+        if _SEGMENT.fullmatch(segment) is None:
+            return _refuse(
+                "path_character",
+                "holds a character that is not allowed in a path segment "
+                "('\\', '?', '#', ';', '%', control or non-ASCII characters)",
+            )
+    if _QUERY.fullmatch(raw_query) is None:
+        return _refuse("query_character", "has a query string with characters not allowed")
+    return decoded
 
 
 def upstream_url(provider: Provider, path: str) -> str:

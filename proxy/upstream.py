@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from urllib.parse import unquote_plus
 
 import aiohttp
 from multidict import CIMultiDict
 
-from proxy.capture import CREDENTIAL_QUERY_PARAMS
+from proxy import credentials
 from proxy.settings import Provider, ProxySettings
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus framing headers aiohttp sets itself.
@@ -104,16 +103,24 @@ def upstream_headers(
 
 
 def upstream_query(query_string: str, provider: Provider) -> str | None:
-    """The client's query string minus credential parameters (``?key=…``), which, like credential
-    headers, go upstream only when the provider uses the client's own key. Other parameters are
-    kept byte for byte, in order."""
+    """The client's raw query string minus credential parameters, which, like credential
+    headers, go upstream only when the provider uses the client's own key.
+
+    A parameter is a credential by its name decoded until stable (``?key=``, ``?%256Bey=``,
+    ``?access_token=``) or by its value's shape (``?x=sk-…``, decoded until stable too), so no
+    encoding lets a key through. Other parameters are kept byte for byte, in order.
+    """
     if not query_string or provider.bring_your_own_key:
         return query_string or None
-    kept = [
-        part
-        for part in query_string.split("&")
-        if unquote_plus(part.partition("=")[0]).lower() not in CREDENTIAL_QUERY_PARAMS
-    ]
+    kept = []
+    for part in query_string.split("&"):
+        name, _, value = part.partition("=")
+        if credentials.is_credential_name(credentials.query_param_name(name), bare_key=True):
+            continue
+        plain = credentials.query_param_name(value).encode("utf-8", "surrogateescape")
+        if credentials.shaped_spans(plain):
+            continue
+        kept.append(part)
     return "&".join(kept) or None
 
 

@@ -9,8 +9,10 @@ Thread CPU clock, best of 5 rounds, prose bodies as in ``bench_proxy``. ``--tree
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import importlib
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -52,6 +54,17 @@ def main() -> None:
         redact = best_us(lambda body=body: redactor.body(body), calls)
         digest = best_us(lambda body=body: hashlib.sha256(body).digest(), calls)
         print(f"{size // 1024:5d} KB  Redactor.body {redact:9.1f} us   sha256 {digest:8.1f} us")
+    # Bodies the value-shape scan has to look at closely: long tokens everywhere (a base64 image)
+    # and a body holding keys to replace.
+    image = (
+        b'{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":'
+        b'{"url":"data:image/png;base64,' + base64.b64encode(os.urandom(75_000)) + b'"}}]}]}'
+    )
+    keyed = request_body(1024).replace(b"The ", b"sk-proj-0123456789abcdefghijKLMN ", 3)
+    for label, body in (("100 KB base64 image", image), ("1 KB with 3 keys", keyed)):
+        calls = max(3, 2_000_000 // len(body))
+        fresh = lambda body=body: fingerprinter.redactor(HEADERS, "", secrets).body(body)  # noqa: E731
+        print(f"{label:>19}  Redactor.body {best_us(fresh, calls):9.1f} us")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -22,9 +23,13 @@ from tests.integration.security.scan import (
     clickhouse_bytes,
     directory_bytes,
     leaks,
+    raw_exchange,
+    status_of,
     topic_bytes,
     wait_ready,
 )
+from tests.key_shapes import ALL as CORPUS
+from tests.key_shapes import BEARER_TOKEN, NAMED, SHAPED
 
 BEARER = "sk-canary-bearer-a1b2c3d4e5"
 API_KEY = "canary-apikey-hdr-f6a7b8c9"
@@ -154,3 +159,115 @@ async def test_planted_credentials_are_stored_nowhere(
     assert ids[0].encode() in places["clickhouse exchanges"]
     assert b"publishing to Kafka" in places["logs"]  # the proxy's own log records are captured
     assert leaks([*ALL, SERVICE_KEY], places) == []
+
+
+def _corpus_headers() -> dict[str, str]:
+    headers = {
+        "Authorization": f"Bearer {SHAPED['openai project']}",
+        "X-Auth-Token": NAMED["X-Auth-Token"],
+        "anthropic-api-key": NAMED["anthropic-api-key"],
+        "OpenAI-Api-Key": NAMED["OpenAI-Api-Key"],
+        "X-Session-Token": NAMED["X-Session-Token"],
+        "X-Forwarded-Authorization": f"Bearer {BEARER_TOKEN}",
+        "Content-Type": "application/json",
+    }
+    # Every shape under a header name that says nothing.
+    headers.update({f"X-Note-{i}": f"note {key}" for i, key in enumerate(SHAPED.values())})
+    return headers
+
+
+def _corpus_query() -> str:
+    named = f"key={NAMED['query key']}&%256Bey={NAMED['query double-encoded name']}&user=alice"
+    return named + "".join(f"&n{i}={quote(k)}" for i, k in enumerate(SHAPED.values()))
+
+
+def _corpus_body(*, stream: bool) -> bytes:
+    arguments = orjson.dumps({"password": NAMED["body tool argument password"], "city": "Oslo"})
+    tool_call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "login", "arguments": arguments.decode()},
+    }
+    # The upstream echoes the last user message: every key comes back in response chunks.
+    echoed = [*SHAPED.values(), f"Bearer {BEARER_TOKEN}", NAMED["body token"]]
+    return orjson.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "stream": stream,
+            "max_tokens": 50,
+            "openai_api_key": NAMED["body openai_api_key"],
+            "token": NAMED["body token"],
+            "metadata": {"deep": {"nested": {"client_secret": NAMED["body nested client_secret"]}}},
+            "messages": [
+                {"role": "assistant", "tool_calls": [tool_call]},
+                {"role": "user", "content": " ".join(echoed)},
+            ],
+        }
+    )
+
+
+async def test_key_shapes_under_any_name_in_any_position_are_stored_nowhere(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"{pipeline.proxy_url}/v1/chat/completions?{_corpus_query()}"
+    ids: list[str] = []
+    async with aiohttp.ClientSession() as http:
+        for stream in (False, True):
+            async with http.post(
+                url, data=_corpus_body(stream=stream), headers=_corpus_headers()
+            ) as r:
+                assert r.status == 200, await r.text()
+                received = await r.read()
+                ids.append(r.headers["x-logorhythms-request-id"])
+            # The client gets the upstream's bytes unchanged: the echoed keys are all there.
+            assert all(key.encode() in received for key in SHAPED.values())
+        echo = {**_corpus_headers(), "x-fake-echo-auth": "1"}
+        async with http.post(url, data=_corpus_body(stream=False), headers=echo) as r:
+            assert r.status == 401
+            ids.append(r.headers["x-logorhythms-request-id"])
+        # A key in a pass-through path segment is sent (the client put it there) but not stored.
+        async with http.get(
+            f"{pipeline.proxy_url}/v1/files/{SHAPED['hugging face']}", headers=_corpus_headers()
+        ) as r:
+            ids.append(r.headers["x-logorhythms-request-id"])
+    # A key behind an encoded "?" in the path: refused, captured as rejected, stored redacted.
+    for target in (
+        f"/v1/files%3Fkey={NAMED['path key']}",
+        f"/v1/files%253Fkey%253D{NAMED['path key']}",
+        f"/v1/files/x%3Ftoken={SHAPED['gitlab']}",
+    ):
+        raw = await raw_exchange(
+            pipeline.proxy_url,
+            f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(),
+        )
+        assert status_of(raw) == 400
+        head = raw.partition(b"\r\n\r\n")[0].decode()
+        ids.append(head.lower().split("x-logorhythms-request-id: ")[1].split("\r\n")[0])
+
+    rows = {rid: await pipeline.exchange(rid, "outcome, response_text, path") for rid in ids}
+    assert [rows[rid]["outcome"] for rid in ids[:3]] == ["ok", "ok", "upstream_http_error"]
+    assert [rows[rid]["outcome"] for rid in ids[4:]] == ["rejected"] * 3
+    # The echoed keys are fingerprints in the stored response, and the text is otherwise kept.
+    echoed = rows[ids[0]]["response_text"]
+    assert FP.fingerprint(SHAPED["xai"]) in echoed
+    assert FP.fingerprint(NAMED["body token"]) in echoed
+    plain = await pipeline.exchange(ids[0], "request_body, request_headers")
+    assert orjson.loads(plain["request_body"])["token"] == FP.fingerprint(NAMED["body token"])
+    assert plain["request_headers"]["x-auth-token"] == FP.fingerprint(NAMED["X-Auth-Token"])
+
+    places = {
+        "kafka exchanges topic": await topic_bytes(pipeline.bootstrap, pipeline.topic),
+        "kafka dead-letter topic": await topic_bytes(
+            pipeline.bootstrap, f"{pipeline.topic}.deadletter"
+        ),
+        "journal": directory_bytes(_journal_dir(pipeline.proxy_app[SETTINGS])),
+        "logs": caplog.text.encode(),
+        **{
+            f"clickhouse {table}": data
+            for table, data in (await clickhouse_bytes(pipeline.clickhouse)).items()
+        },
+    }
+    assert all(rid.encode() in places["kafka exchanges topic"] for rid in ids)
+    assert places["clickhouse chunks_raw"]  # the echoes were stored, as fingerprints
+    assert leaks([*CORPUS, SERVICE_KEY], places) == []

@@ -7,10 +7,11 @@ from proxy.errors import ConfigError
 from proxy.routing import (
     Endpoint,
     NoRoute,
+    PathRefusal,
     Route,
     Router,
     models_body,
-    passthrough_path_ok,
+    upstream_path,
     with_model,
 )
 from proxy.settings import Provider, ProxySettings
@@ -129,19 +130,72 @@ def test_provider_fields_are_checked() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw_path", "ok"),
+    "raw_path",
     [
-        ("/v1/files", True),
-        ("/v1/files/file-abc/content?limit=2", True),
-        ("/v1/responses/resp_1/input_items", True),
-        ("/v1/../admin", False),
-        ("/v1/chat/%2e%2e/%2e%2e/admin", False),
-        ("/v1/chat/completions/..%2f..%2fadmin", False),
-        ("/v1/chat/completions%2f..", False),
-        ("/v1/./files", False),
-        ("/v1//files", False),
-        ("/v1/files%5c..%5cadmin", False),
+        "/v1/files",
+        "/v1/files/",
+        "/v1/files/file-abc/content",
+        "/v1/responses/resp_1/input_items",
+        "/v1/models/ft:gpt-4o-mini:org:custom:id",
+        "/v1/fine_tuning/jobs/ftjob-1/events",
     ],
 )
-def test_pass_through_paths_cannot_leave_the_api_prefix(raw_path: str, ok: bool) -> None:
-    assert passthrough_path_ok(raw_path) is ok
+def test_plain_paths_are_sent_as_they_came(raw_path: str) -> None:
+    assert upstream_path(raw_path, raw_path, "limit=2&after=x%20y") == raw_path
+
+
+def test_encoded_plain_characters_are_sent_decoded() -> None:
+    # One form only: what is checked is what is sent, with nothing left to decode.
+    assert upstream_path("/v1/files/file%2Dabc", "/v1/files/file%2Dabc", "") == "/v1/files/file-abc"
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "reason"),
+    [
+        ("/v1/../admin", "path_dot_segment"),
+        ("/v1/./files", "path_dot_segment"),
+        ("/v1/files/..", "path_dot_segment"),
+        ("/v1/chat/%2e%2e/%2e%2e/admin", "path_dot_segment"),
+        ("/v1/%2E%2E/admin", "path_dot_segment"),
+        ("/v1/%252e%252e/admin/keys", "path_dot_segment"),
+        ("/v1/%25252e%25252e/admin", "path_dot_segment"),
+        ("/v1/.%2e/admin", "path_dot_segment"),
+        ("/v1/a/..;/admin", "path_dot_segment"),
+        ("/v1/a/..%3b/admin", "path_dot_segment"),
+        ("/v1/...", "path_dot_segment"),
+        ("/v1/chat/completions/..%2f..%2fadmin", "path_encoded_slash"),
+        ("/v1/chat/completions%2f..", "path_encoded_slash"),
+        ("/v1/a%252fb", "path_encoded_slash"),
+        ("/v1/%c0%ae%c0%ae/admin", "path_character"),  # overlong UTF-8 "."
+        ("/v1/a%c0%afb", "path_character"),  # overlong UTF-8 "/"
+        ("/v1/files%5c..%5cadmin", "path_character"),
+        ("/v1/a%255cb", "path_character"),
+        ("/v1/x%3Fkey=secret", "path_character"),
+        ("/v1/x%253Fkey=secret", "path_character"),
+        ("/v1/x%23frag", "path_character"),
+        ("/v1/a;b", "path_character"),
+        ("/v1/a%00b", "path_character"),
+        ("/v1/a%0d%0aHost:x", "path_character"),
+        ("/v1/a%7fb", "path_character"),
+        ("/v1/caf%C3%A9", "path_character"),
+        ("/v1/a%25", "path_character"),
+        ("/v1/%2525252525252e", "path_encoding"),
+        ("/v1//files", "path_empty_segment"),
+        ("/v1/" + "a" * 2100, "path_too_long"),
+    ],
+)
+def test_paths_that_could_leave_the_base_url_are_refused(raw_path: str, reason: str) -> None:
+    refusal = upstream_path(raw_path, raw_path, "")
+    assert isinstance(refusal, PathRefusal)
+    assert refusal.reason == reason
+    assert refusal.status == (414 if reason == "path_too_long" else 400)
+
+
+def test_absolute_form_targets_and_odd_queries_are_refused() -> None:
+    absolute = upstream_path("http://127.0.0.1:1/v1/files", "/v1/files", "")
+    assert isinstance(absolute, PathRefusal)
+    assert absolute.reason == "absolute_form_target"
+    for query in ("a=\\b", "a=b#c", 'a="b"', "a=<b>", "a=\x00"):
+        refusal = upstream_path("/v1/files", "/v1/files", query)
+        assert isinstance(refusal, PathRefusal), query
+        assert refusal.reason == "query_character"

@@ -55,9 +55,16 @@ def test_credential_named_members_are_fingerprinted_byte_exact_elsewhere() -> No
     assert out == expected  # spacing, order, invalid UTF-8 and the empty value untouched
 
 
-def test_escaped_json_inside_a_prompt_is_not_a_member() -> None:
-    body = b'{"content": "{\\"api_key\\": \\"example-value-kept\\"}"}'
-    assert _redactor([]).body(body) == body
+def test_json_inside_a_string_is_redacted_one_level_down() -> None:
+    # Tool-call arguments are JSON in a JSON string; so is JSON pasted into a prompt. A key in
+    # either is a credential too: the value is replaced, the outer JSON stays valid.
+    body = b'{"content": "{\\"api_key\\": \\"example-value-1\\", \\"n\\": \\"kept\\"}"}'
+    out = _redactor([]).body(body)
+    assert b"example-value-1" not in out
+    assert orjson.loads(orjson.loads(out)["content"]) == {
+        "api_key": FP.fingerprint("example-value-1"),
+        "n": "kept",
+    }
 
 
 def test_secrets_from_every_credential_header_cookie_and_query_are_known() -> None:
