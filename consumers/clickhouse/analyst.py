@@ -238,13 +238,17 @@ class AnalystEngine:
             )
         return await asyncio.get_running_loop().run_in_executor(self._parser_executor, call)
 
-    def _parse(self, sql: str) -> tuple[str, str]:
+    def _parse(self, sql: str, params: dict[str, str]) -> tuple[str, str]:
         try:
             formatted: bytes = self._parser.query(
                 "SELECT formatQuery({q:String})", "TSVRaw", params={"q": _escape(sql)}
             ).bytes()
             canonical = formatted.decode().removesuffix("\n")
-            dump: bytes = self._parser.query(f"EXPLAIN AST {canonical}", "TSVRaw").bytes()
+            # With the request's parameters bound, so the tree judged is the one that runs
+            # ({t:Identifier} becomes the table it names).
+            dump: bytes = self._parser.query(
+                f"EXPLAIN AST {canonical}", "TSVRaw", params=params
+            ).bytes()
         except Exception as exc:
             raise EngineError(str(exc)) from None
         return canonical, dump.decode()
@@ -255,7 +259,7 @@ class AnalystEngine:
             raise EngineError(
                 "Code: 210. DB::Exception: the SQL engine is not running. (NETWORK_ERROR)"
             )
-        canonical, dump = await self._parse_call(lambda: self._parse(request.sql))
+        canonical, dump = await self._parse_call(lambda: self._parse(request.sql, request.params))
         verdict = check(parse_dump(dump), self._policy)
         fmt = verdict.output_format or request.default_format
         streamed = verdict.statement == "SelectWithUnionQuery" and fmt in STREAMABLE_FORMATS

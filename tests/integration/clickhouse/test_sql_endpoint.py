@@ -136,6 +136,26 @@ async def test_summary_reports_rows_read_and_returned(endpoint: Endpoint) -> Non
         assert 0 < int(partial["result_rows"]) < 3_000_000
 
 
+async def test_query_parameters_bind_and_are_judged_bound(endpoint: Endpoint) -> None:
+    async with endpoint() as url:
+        status, _, body = await _post(
+            url, "SELECT {x:UInt8} + 1, {s:String}", params={"param_x": "41", "param_s": "a'b"}
+        )
+        assert (status, body) == (200, b"42\ta\\'b\n")
+        names = {"param_db": "system", "param_t": "one"}
+        status, _, body = await _post(
+            url, "SELECT count() FROM {db:Identifier}.{t:Identifier}", params=names
+        )
+        assert (status, body) == (200, b"1\n")
+        # A table named by a parameter is checked like one named in the text.
+        names["param_t"] = "processes"
+        status, headers, body = await _post(
+            url, "SELECT * FROM {db:Identifier}.{t:Identifier}", params=names
+        )
+        assert status == 500, body  # a server's status for ACCESS_DENIED too
+        assert headers["X-ClickHouse-Exception-Code"] == "497"
+
+
 def _basic(user: str, password: str) -> dict[str, str]:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     return {"Authorization": f"Basic {token}"}
