@@ -6,9 +6,13 @@ tests/integration/security/test_sql_endpoint_attacks.py runs it inside a loading
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -205,3 +209,61 @@ async def test_right_credentials_by_each_means_are_accepted(
         # Liveness needs no credentials (load balancers, `logorhythms up`), queries do.
         async with aiohttp.ClientSession() as session, session.get(f"{url}/ping") as response:
             assert (response.status, await response.text()) == (200, "Ok.\n")
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+async def _cli(*args: str, env: dict[str, str], timeout_s: float = 60) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "deploy.cli", *args, env={**os.environ, **env}, cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_loader_refuses_a_non_loopback_bind_without_a_password(tmp_path: Path) -> None:
+    code, _, err = await _cli(
+        "load-clickhouse",
+        env={
+            "LOGORHYTHMS_SQL_HOST": "0.0.0.0",
+            "LOGORHYTHMS_SQL_PASSWORD": "",
+            "CLICKHOUSE_URL": f"chdb://{tmp_path / 'ch'}",
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        },
+    )
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.strip() and " INFO " not in line]
+    assert lines == [
+        "logorhythms loader refuses to start: LOGORHYTHMS_SQL_HOST=0.0.0.0 is reachable from "
+        "other machines: set LOGORHYTHMS_SQL_PASSWORD (and LOGORHYTHMS_SQL_USER) or bind to "
+        "127.0.0.1"
+    ], err
+    assert not (tmp_path / "ch").exists()  # refused before opening anything
+
+
+async def test_logorhythms_sql_sends_the_configured_credentials(
+    endpoint: Endpoint, tmp_path: Path
+) -> None:
+    env = {
+        "CLICKHOUSE_URL": f"chdb://{tmp_path / 'unused'}",
+        "LOGORHYTHMS_SQL_USER": "analyst",
+    }
+    async with endpoint(user="analyst", password=Secret(PASSWORD)) as url:
+        env["LOGORHYTHMS_SQL_URL"] = url
+        code, out, err = await _cli(
+            "sql", "SELECT 6 * 7 AS answer", "--format", "TSV",
+            env={**env, "LOGORHYTHMS_SQL_PASSWORD": PASSWORD},
+        )  # fmt: skip
+        assert (code, out, err) == (0, "42\n", "")
+        code, out, err = await _cli(
+            "sql", "SELECT 1", env={**env, "LOGORHYTHMS_SQL_PASSWORD": "wrong"}
+        )
+        assert code == 1
+        assert "Code: 516." in err
+        assert "(AUTHENTICATION_FAILED)" in err
+        assert out == ""
+    # A refused password never falls back to opening the directory itself.
+    assert not (tmp_path / "unused").exists()
