@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import chdb
@@ -68,6 +69,41 @@ class EngineError(Exception):
         self.text = shaped
 
 
+@dataclass(slots=True)
+class Progress:
+    """What a query has read and returned so far, for ``X-ClickHouse-Summary``.
+
+    chdb reports per result (or per streamed chunk): ``storage_rows_read``/``storage_bytes_read``
+    are what the server calls read_rows/read_bytes; its ``rows_read``/``bytes_read`` are the
+    rows and bytes of the result itself.
+    """
+
+    read_rows: int = 0
+    read_bytes: int = 0
+    result_rows: int = 0
+    result_bytes: int = 0
+    started_ns: int = field(default_factory=time.monotonic_ns)
+
+    def add(self, result: Any) -> None:
+        self.read_rows += int(result.storage_rows_read())
+        self.read_bytes += int(result.storage_bytes_read())
+        self.result_rows += int(result.rows_read())
+        self.result_bytes += int(result.bytes_read())
+
+    def summary(self) -> dict[str, str]:
+        """The server's summary fields; values are strings there too (64-bit safe JSON)."""
+        return {
+            "read_rows": str(self.read_rows),
+            "read_bytes": str(self.read_bytes),
+            "written_rows": "0",
+            "written_bytes": "0",
+            "total_rows_to_read": "0",
+            "result_rows": str(self.result_rows),
+            "result_bytes": str(self.result_bytes),
+            "elapsed_ns": str(time.monotonic_ns() - self.started_ns),
+        }
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Prepared:
     sql: str
@@ -85,6 +121,7 @@ class AnalystQuery:
         self._stream: Any = None
         self._buffered: bytes | None = None
         self._closed = False
+        self.progress = Progress()
 
     async def _call(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
@@ -102,6 +139,7 @@ class AnalystQuery:
                 )
             else:
                 result = self._conn.query(prepared.sql, prepared.output_format, params=params)
+                self.progress.add(result)
                 self._buffered = result.bytes() or b""
         except Exception as exc:
             raise EngineError(str(exc)) from None
@@ -117,6 +155,7 @@ class AnalystQuery:
                 chunk = self._stream.fetch()
                 if chunk is None:
                     return None
+                self.progress.add(chunk)
                 data: bytes = chunk.bytes()
                 if data:
                     return data
@@ -211,18 +250,15 @@ class AnalystEngine:
         return await asyncio.get_running_loop().run_in_executor(self._parser_executor, call)
 
     def _parse(self, sql: str, params: dict[str, str]) -> tuple[str, str]:
-        # The tree is built with the query parameters substituted (EXPLAIN AST refuses a query
-        # whose substitutions are missing); a value becomes a typed literal, never SQL.
         try:
             formatted: bytes = self._parser.query(
                 "SELECT formatQuery({q:String})", "TSVRaw", params={"q": _escape(sql)}
             ).bytes()
             canonical = formatted.decode().removesuffix("\n")
-            explain = f"EXPLAIN AST {canonical}"
-            dump: bytes = (
-                self._parser.query(explain, "TSVRaw", params=params)
-                if params
-                else self._parser.query(explain, "TSVRaw")
+            # With the request's parameters bound, so the tree judged is the one that runs
+            # ({t:Identifier} becomes the table it names).
+            dump: bytes = self._parser.query(
+                f"EXPLAIN AST {canonical}", "TSVRaw", params=params
             ).bytes()
         except Exception as exc:
             raise EngineError(str(exc)) from None

@@ -213,8 +213,15 @@ class QueryRequest:
     native_compression: bool = False
 
 
-def parse_request(query: Mapping[str, str], body: str) -> QueryRequest:
-    """Build a query from URL parameters and the body, as ClickHouse's HTTP handler does."""
+def parse_request(
+    query: Mapping[str, str], body: str, headers: Mapping[str, str] | None = None
+) -> QueryRequest:
+    """Build a query from URL parameters, headers and the body, as ClickHouse's handler does.
+
+    The ``X-ClickHouse-Database`` and ``X-ClickHouse-Format`` headers win over the ``database``
+    and ``default_format`` parameters, as on a server (JDBC sends the headers).
+    """
+    headers = headers or {}
     text = query.get("query", "")
     if body:
         text = f"{text}\n{body}" if text else body
@@ -227,7 +234,7 @@ def parse_request(query: Mapping[str, str], body: str) -> QueryRequest:
             params[key[len("param_") :]] = value
         elif key not in _TRANSPORT:
             settings[key] = value
-    database = query.get("database") or None
+    database = headers.get("X-ClickHouse-Database") or query.get("database") or None
     if database is not None and not _IDENTIFIER.match(database):
         raise RequestError(f"Database {database!r} is not a name", code=81, name="UNKNOWN_DATABASE")
     query_id = query.get("query_id") or None
@@ -237,7 +244,9 @@ def parse_request(query: Mapping[str, str], body: str) -> QueryRequest:
             code=36,
             name="BAD_ARGUMENTS",
         )
-    default_format = query.get("default_format") or DEFAULT_FORMAT
+    default_format = (
+        headers.get("X-ClickHouse-Format") or query.get("default_format") or DEFAULT_FORMAT
+    )
     if not _IDENTIFIER.match(default_format):
         raise RequestError(f"Unknown format {default_format}", code=73, name="UNKNOWN_FORMAT")
     return QueryRequest(

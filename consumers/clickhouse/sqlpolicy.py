@@ -198,9 +198,11 @@ class Policy:
             set().union(*functions_by_category.values()) if functions_by_category else set()
         )
         denied |= (table_functions & all_scalars) - PURE_SCALAR_NAMESAKES
+        # Compared in lower case: some functions are case-insensitive (FILE would be file if
+        # a later engine registered it so); refusing a harmless namesake is the safe mistake.
         return cls(
             table_functions=frozenset(table_functions),
-            denied_functions=frozenset(denied),
+            denied_functions=frozenset(name.lower() for name in denied),
             databases=frozenset((databases or {"default"}) - {SYSTEM_DATABASE}),
             setting_types=dict(setting_types or {}),
         )
@@ -299,7 +301,7 @@ def _check_node(node: Node, parent: Node | None, policy: Policy) -> None:
                     f"table function {name}() is not allowed: it reaches outside the "
                     f"database. Allowed: {', '.join(sorted(policy.allowed_table_functions))}"
                 )
-        elif name in policy.denied_functions:
+        elif name.lower() in policy.denied_functions:
             raise QueryRefusedError(
                 f"function {name}() is not allowed: it reaches files, services or "
                 "configuration outside the database"

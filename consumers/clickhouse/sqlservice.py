@@ -29,6 +29,7 @@ from backports import zstd
 
 from consumers.clickhouse import sqlhttp
 from consumers.clickhouse.analyst import AnalystEngine, AnalystQuery, EngineError
+from consumers.clickhouse.compressedblock import BlockWriter
 from consumers.clickhouse.sqlconsole import add_console_routes
 from consumers.clickhouse.sqlpolicy import QueryRefusedError
 from consumers.settings import SqlSettings
@@ -41,6 +42,8 @@ EXCEPTION_MARKER = b"__exception__"
 SERVER_NAME = "logorhythms"
 _TIMEZONE = "UTC"
 HEALTH_TIMEOUT_S = 5.0
+# Output read before the headers are sent (the server's DBMS_DEFAULT_BUFFER_SIZE).
+HEADER_BUFFER_BYTES = 1024 * 1024
 
 
 class _Compressor(Protocol):
@@ -147,17 +150,15 @@ async def _guard_exposure(
                 "or a ClickHouse client",
             )
         )
-    if request.path not in {"/ping", "/healthz"} and settings.password is not None:
+    # /ping, /healthz and the console's static files carry no data: like a server's /play page,
+    # the console asks for the user and password itself and sends them with each query.
+    public = request.path in {"/ping", "/healthz"} or request.path.startswith("/play")
+    if not public and settings.password is not None:
         try:
             given = sqlhttp.credentials(request.query, request.headers)
         except sqlhttp.RequestError as exc:
             return _error_response(_refusal(exc.code, exc.name, str(exc)))
-        if given.password is None and given.user is None:
-            return _error_response(
-                _refusal(
-                    194, "REQUIRED_PASSWORD", "Authentication required: pass a user and password"
-                )
-            )
+        # No credentials means the default user with an empty password, as on a server.
         user_ok = secrets.compare_digest((given.user or "default").encode(), settings.user.encode())
         password_ok = settings.password.matches(given.password or "")
         if not (user_ok and password_ok):
@@ -202,7 +203,7 @@ async def _run(request: web.Request, query: object, body: str) -> web.StreamResp
     params = dict(query)  # type: ignore[call-overload]
     query_id = params.get("query_id") or str(uuid.uuid4())
     try:
-        parsed = sqlhttp.parse_request(params, body)
+        parsed = sqlhttp.parse_request(params, body, request.headers)
         settings = sqlhttp.check_settings(
             parsed.settings, engine.limits.ceilings(), engine.setting_types
         )
@@ -219,7 +220,9 @@ async def _run(request: web.Request, query: object, body: str) -> web.StreamResp
     except EngineError as exc:
         return _error_response(_Refusal(exc.code, exc.name, exc.text), query_id)
     try:
-        return await _stream(request, running, prepared.output_format, query_id, encoding)
+        return await _stream(
+            request, running, prepared.output_format, query_id, encoding, parsed.native_compression
+        )
     finally:
         await running.close()
 
@@ -230,10 +233,21 @@ async def _stream(
     fmt: str,
     query_id: str,
     encoding: str | None,
+    native_compression: bool,
 ) -> web.StreamResponse:
-    # The first chunk decides the status: an error before any output is a proper error reply.
+    # The first output decides the status: an error before any output is a proper error reply.
+    # Like the server's response buffer, up to HEADER_BUFFER_BYTES are read before the headers
+    # go out, so a result that fits has a complete X-ClickHouse-Summary.
+    head: list[bytes] = []
+    buffered = 0
+    chunk: bytes | None = b""
     try:
-        first = await running.next_chunk()
+        while buffered < HEADER_BUFFER_BYTES:
+            chunk = await running.next_chunk()
+            if chunk is None:
+                break
+            head.append(chunk)
+            buffered += len(chunk)
     except EngineError as exc:
         return _error_response(_Refusal(exc.code, exc.name, exc.text), query_id)
     response = web.StreamResponse(
@@ -243,21 +257,22 @@ async def _stream(
             "X-ClickHouse-Query-Id": query_id,
             "X-ClickHouse-Timezone": _TIMEZONE,
             "X-ClickHouse-Server-Display-Name": SERVER_NAME,
-            "X-ClickHouse-Summary": orjson.dumps(
-                {"read_rows": "0", "read_bytes": "0", "written_rows": "0", "written_bytes": "0"}
-            ).decode(),
+            "X-ClickHouse-Summary": orjson.dumps(running.progress.summary()).decode(),
         }
     )
-    compressor = _ENCODERS[encoding]() if encoding else None
+    compressor = _output_encoder(encoding, native_compression)
     if encoding:
         response.headers["Content-Encoding"] = encoding
     response.enable_chunked_encoding()
     await response.prepare(request)
-    chunk = first
     try:
+        for piece in head:
+            await response.write(compressor.compress(piece) if compressor else piece)
+        head.clear()
         while chunk is not None:
-            await response.write(compressor.compress(chunk) if compressor else chunk)
             chunk = await running.next_chunk()
+            if chunk is not None:
+                await response.write(compressor.compress(chunk) if compressor else chunk)
     except EngineError as exc:
         # Headers are gone: ClickHouse writes a marker and the exception, then breaks the
         # chunked encoding so the client cannot mistake the cut result for a whole one.
@@ -270,6 +285,29 @@ async def _stream(
         await response.write(compressor.flush())
     await response.write_eof()
     return response
+
+
+class _Layered:
+    """ClickHouse's compressed blocks (``compress=1``) inside an HTTP encoding, as on a server."""
+
+    def __init__(self, inner: _Compressor, outer: _Compressor) -> None:
+        self._inner = inner
+        self._outer = outer
+
+    def compress(self, data: bytes) -> bytes:
+        blocks = self._inner.compress(data)
+        return self._outer.compress(blocks) if blocks else b""
+
+    def flush(self) -> bytes:
+        return self._outer.compress(self._inner.flush()) + self._outer.flush()
+
+
+def _output_encoder(encoding: str | None, native_compression: bool) -> _Compressor | None:
+    http = _ENCODERS[encoding]() if encoding else None
+    if not native_compression:
+        return http
+    blocks = BlockWriter()
+    return _Layered(blocks, http) if http is not None else blocks
 
 
 async def serve_sql(engine: AnalystEngine, settings: SqlSettings) -> AsyncIterator[None]:

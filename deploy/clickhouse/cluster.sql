@@ -277,26 +277,9 @@ ORDER BY version;
 INSERT INTO logorhythms.schema_migrations (version, name) VALUES (1, 'raw_events'), (2, 'exchanges'), (3, 'indexes_and_constraints'), (4, 'rollups');
 
 -- Access. Passwords are never stored here: set them with
---   ALTER USER analyst ON CLUSTER '{cluster}' IDENTIFIED WITH sha256_password BY '...'
+--   ALTER USER loader ON CLUSTER '{cluster}' IDENTIFIED WITH sha256_password BY '...'
 -- (or manage the users in your secrets-backed users.xml) after running this file.
-
--- Analysts: SELECT only, enforced by the server (readonly = 2 still lets them tune settings such
--- as max_threads or output formats per query), with guard rails against runaway queries.
-CREATE SETTINGS PROFILE IF NOT EXISTS analyst_profile ON CLUSTER '{cluster}' SETTINGS
-    readonly = 2,
-    max_execution_time = 600,
-    max_memory_usage = 20000000000,
-    max_result_rows = 10000000,
-    result_overflow_mode = 'break';
-
-CREATE ROLE IF NOT EXISTS analyst_role ON CLUSTER '{cluster}';
-GRANT ON CLUSTER '{cluster}' SELECT ON logorhythms.* TO analyst_role;
--- no_password until the ALTER USER above sets one: do that before exposing the cluster.
-CREATE USER IF NOT EXISTS analyst ON CLUSTER '{cluster}'
-    IDENTIFIED WITH no_password
-    SETTINGS PROFILE 'analyst_profile';
-GRANT ON CLUSTER '{cluster}' analyst_role TO analyst;
-ALTER USER analyst ON CLUSTER '{cluster}' DEFAULT ROLE analyst_role;
+-- Analysts (read-only role, user and limits) are in deploy/clickhouse/analyst.sql.
 
 -- The loader: inserts and reads (read-back of open exchanges, schema version), no DDL.
 CREATE SETTINGS PROFILE IF NOT EXISTS loader_profile ON CLUSTER '{cluster}' SETTINGS

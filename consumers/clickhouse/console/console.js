@@ -15,12 +15,25 @@ function queryUrl(format) {
   return url;
 }
 
+// The user and password stay in the page (never stored) and go with each query as ClickHouse's
+// own headers, as its /play page sends them.
+function credentialHeaders() {
+  const headers = {};
+  const user = $("user").value.trim();
+  const password = $("password").value;
+  if (user || password) {
+    headers["X-ClickHouse-User"] = user || "default";
+    headers["X-ClickHouse-Key"] = password;
+  }
+  return headers;
+}
+
 async function post(sql, format) {
   return fetch(queryUrl(format), {
     method: "POST",
     body: sql,
     credentials: "same-origin",
-    headers: { "Content-Type": "text/plain; charset=utf-8" },
+    headers: { "Content-Type": "text/plain; charset=utf-8", ...credentialHeaders() },
   });
 }
 

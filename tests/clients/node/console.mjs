@@ -1,10 +1,10 @@
 // Drives the SQL console in headless Chromium as an analyst would: pick an example, run queries,
-// see errors, download CSV. Usage: node console.mjs CONSOLE_URL SCREENSHOT_PATH.
+// see errors, download CSV. Usage: node console.mjs CONSOLE_URL SCREENSHOT_PATH [USER PASSWORD].
 // Prints one JSON object with what the page showed at each step.
 import { readFile } from 'node:fs/promises'
 import { chromium } from 'playwright-core'
 
-const [consoleUrl, screenshotPath] = process.argv.slice(2)
+const [consoleUrl, screenshotPath, user, password] = process.argv.slice(2)
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -17,6 +17,10 @@ try {
   page.on('pageerror', (error) => out.consoleErrors.push(error.message))
   await page.goto(consoleUrl)
   await page.waitForSelector('#examples li button')
+  if (user !== undefined) {
+    await page.fill('#user', user)
+    await page.fill('#password', password)
+  }
   out.examples = await page.$$eval('#examples li button', (buttons) => buttons.map((b) => b.textContent))
 
   async function run(sql) {

@@ -62,6 +62,21 @@ async def test_console_in_a_browser(endpoint: Endpoint, screenshot: Path) -> Non
     assert screenshot.stat().st_size > 10_000  # noqa: ASYNC240 (after the browser is gone)
 
 
+async def test_console_with_a_password(guarded_endpoint: Endpoint, screenshot: Path) -> None:
+    # The page itself loads without credentials (it holds no data); its queries carry the user
+    # and password typed into it.
+    assert guarded_endpoint.user is not None
+    assert guarded_endpoint.password is not None
+    out = await run_tool(
+        tool("node"), "console.mjs", f"{guarded_endpoint.url}/play", str(screenshot),
+        guarded_endpoint.user, guarded_endpoint.password, cwd=NODE_DIR, timeout_s=180,
+    )  # fmt: skip
+    got = orjson.loads(out)
+    assert got["table"]["rows"] == [["0", "0"], ["1", "2"], ["2", "4"]]
+    assert got["download"]["body"].startswith('"n","twice"\n')
+    assert got["example"]["error"] is None, got["example"]
+
+
 async def test_console_page_is_locked_to_its_origin(endpoint: Endpoint) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{endpoint.url}/play") as response:

@@ -6,8 +6,11 @@ import re
 from pathlib import Path
 
 from consumers.clickhouse.migrate import load_migrations
+from consumers.clickhouse.sqlpolicy import ALLOWED_SYSTEM_TABLES
+from consumers.settings import SqlLimits
 
 CLUSTER_DDL = Path(__file__).resolve().parents[4] / "deploy" / "clickhouse" / "cluster.sql"
+ANALYST_DDL = CLUSTER_DDL.with_name("analyst.sql")
 _CREATE = re.compile(
     r"CREATE TABLE IF NOT EXISTS (?:logorhythms\.)?(\w+?)(_local)?(?: ON CLUSTER '\{cluster\}')?"
     r"\s*\(",
@@ -100,9 +103,64 @@ def test_schema_version_recorded_matches_the_migrations() -> None:
     assert f"{insert}{expected};" in ddl
 
 
-def test_analysts_are_read_only() -> None:
-    ddl = _norm(CLUSTER_DDL.read_text(encoding="utf-8"))
-    assert "SETTINGS readonly = 2," in ddl
-    assert "GRANT ON CLUSTER '{cluster}' SELECT ON logorhythms.* TO analyst_role" in ddl
-    assert "SETTINGS PROFILE 'analyst_profile'" in ddl
-    assert not re.search(r"GRANT[^;]*(INSERT|ALTER|ALL)[^;]*TO analyst", ddl)
+def test_analysts_are_defined_in_one_place() -> None:
+    statements = _statements(CLUSTER_DDL.read_text(encoding="utf-8"))
+    assert not [s for s in statements if "analyst" in s]
+
+
+def _analyst_statements() -> list[str]:
+    return [_norm(s) for s in _statements(ANALYST_DDL.read_text(encoding="utf-8"))]
+
+
+def test_analysts_profile_is_readonly_with_the_endpoints_limits() -> None:
+    profile = next(s for s in _analyst_statements() if s.startswith("CREATE SETTINGS PROFILE"))
+    limits = SqlLimits()
+    assert "readonly = 1 CONST" in profile
+    for setting, value in [
+        ("max_execution_time", limits.max_execution_time_s),
+        ("max_memory_usage", limits.max_memory_usage_bytes),
+        ("max_result_rows", limits.max_result_rows),
+        ("max_result_bytes", limits.max_result_bytes),
+    ]:
+        assert f"{setting} = {value} MAX {value}" in profile, setting
+    assert f"max_concurrent_queries_for_user = {limits.max_concurrent_queries} CONST" in profile
+    assert "result_overflow_mode = 'throw' CONST" in profile
+
+
+def test_analysts_are_granted_select_on_our_tables_and_the_allowed_system_tables_only() -> None:
+    statements = _analyst_statements()
+    grants = [s for s in statements if s.startswith("GRANT")]
+    selected = set()
+    for grant in grants:
+        match = re.fullmatch(
+            r"GRANT ON CLUSTER '\{cluster\}' (.+?) ON (\S+) TO analyst_role", grant
+        )
+        if match is None:
+            assert grant == "GRANT ON CLUSTER '{cluster}' analyst_role TO analyst", grant
+            continue
+        assert match.group(1) == "SELECT", grant
+        selected.add(match.group(2))
+    system = {name.removeprefix("system.") for name in selected if name.startswith("system.")}
+    # query_log and processes: server mode only, each under a row policy (own queries).
+    assert system == ALLOWED_SYSTEM_TABLES | {"query_log", "processes"}
+    assert selected - {f"system.{t}" for t in system} == {"logorhythms.*"}
+    for table in ("query_log", "processes"):
+        assert any(
+            s.startswith("CREATE ROW POLICY")
+            and f"ON system.{table} " in s
+            and "USING user = currentUser() TO analyst_role" in s
+            for s in statements
+        ), table
+    # Everything else is taken back first, before anything is granted.
+    revoke = statements.index("REVOKE ON CLUSTER '{cluster}' ALL ON *.* FROM analyst_role")
+    assert revoke < statements.index(grants[0])
+    assert not any(
+        re.search(r"\b(SOURCES|FILE|URL|S3|REMOTE|KILL|TEMPORARY|dictGet|INSERT|ALTER|ALL)\b", g)
+        for g in grants
+    )
+
+
+def test_the_analyst_user_cannot_log_in_until_given_a_password_and_networks() -> None:
+    user = next(s for s in _analyst_statements() if s.startswith("CREATE USER"))
+    assert "IDENTIFIED WITH no_password HOST NONE" in user
+    assert "SETTINGS PROFILE 'analyst_profile'" in user
