@@ -22,7 +22,7 @@ from aiohttp import web
 from proxy import telemetry
 from proxy.errors import openai_error_body
 from proxy.eventloop import new_event_loop
-from proxy.forward import Forwarder
+from proxy.forward import ExchangeHandler
 from proxy.guard import HTTP_SERVER_LOG, Guard
 from proxy.protocol import ApiAppRunner, dialect_of, not_a_forward_proxy
 from proxy.publisher import Publisher
@@ -53,7 +53,7 @@ PASSTHROUGH = {
 
 SETTINGS = web.AppKey("settings", ProxySettings)
 PUBLISHER = web.AppKey("publisher", Publisher)
-FORWARDER = web.AppKey("forwarder", Forwarder)
+EXCHANGE_HANDLER = web.AppKey("exchange_handler", ExchangeHandler)
 GUARD = web.AppKey("guard", Guard)
 DRAINING = web.AppKey("draining", list[bool])  # a one-element flag, set on shutdown
 WORKER = web.AppKey("worker", int)  # this process's index among settings.workers (0-based)
@@ -97,7 +97,7 @@ def create_app(settings: ProxySettings, *, worker: int = 0) -> web.Application:
     spools = orphaned_spools(settings) if worker == 0 else []
     if spools:
         app.cleanup_ctx.append(adoption_context(settings, spools))
-    app.cleanup_ctx.append(_forwarder_ctx)
+    app.cleanup_ctx.append(_exchange_handler_ctx)
     if settings.tracing:
         telemetry.enable_tracing(app)
     for endpoint in ENDPOINTS:
@@ -120,10 +120,10 @@ async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
     await publisher.stop()
 
 
-async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _exchange_handler_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with create_session(settings) as session:
-        app[FORWARDER] = Forwarder(
+        app[EXCHANGE_HANDLER] = ExchangeHandler(
             settings=settings,
             session=session,
             publisher=app[PUBLISHER],
@@ -152,8 +152,8 @@ async def _admitted(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     if refusal is not None:
         return refusal
     try:
-        # A rejection is recorded and answered by the Forwarder.
-        return await request.app[FORWARDER].handle(
+        # A rejection is recorded and answered by the ExchangeHandler.
+        return await request.app[EXCHANGE_HANDLER].handle(
             request, endpoint, guard.check(request, client_ip)
         )
     finally:
@@ -170,14 +170,14 @@ async def _models(request: web.Request) -> web.StreamResponse:
     With no model configured anywhere (say OPENAI_BASE_URL alone), the provider's own list is
     the honest answer, so the request goes upstream like any other.
     """
-    forwarder = request.app[FORWARDER]
-    if _dialect(request) == "anthropic" or not forwarder.lists_models:
+    handler = request.app[EXCHANGE_HANDLER]
+    if _dialect(request) == "anthropic" or not handler.lists_models:
         return await _passthrough(request)
     return await _admitted(request, MODELS)
 
 
 async def _passthrough(request: web.Request) -> web.StreamResponse:
-    # The path is checked by the Forwarder (proxy.routing.upstream_path), so a refused one is
+    # The path is checked by the ExchangeHandler (proxy.routing.upstream_path), so a refused one is
     # still captured, as a rejected exchange.
     return await _admitted(request, PASSTHROUGH[_dialect(request)])
 
@@ -214,7 +214,7 @@ async def _statsz(request: web.Request) -> web.Response:
     stats, journal = publisher.stats, publisher.journal.stats
     body = {
         "worker": request.app[WORKER],  # the process that answered: /statsz is per process
-        "served": request.app[FORWARDER].served,
+        "served": request.app[EXCHANGE_HANDLER].served,
         "events_published": stats.published,
         "events_delivered": stats.delivered,
         "events_journaled": stats.journaled,
@@ -250,7 +250,7 @@ def _counters(app: web.Application) -> dict[str, int]:
     publisher = app[PUBLISHER]
     stats, journal = publisher.stats, publisher.journal
     return {
-        "logorhythms.proxy.served": app[FORWARDER].served,
+        "logorhythms.proxy.served": app[EXCHANGE_HANDLER].served,
         "logorhythms.proxy.publish.enqueued": stats.published,
         "logorhythms.proxy.publish.failed": stats.send_failures,
         "logorhythms.proxy.publish.dropped": stats.dropped,
@@ -337,9 +337,9 @@ def serve(
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
             asyncio.set_event_loop(None)
-    forwarder = app.get(FORWARDER)
-    if forwarder is not None:
-        log.info("proxy stopped after serving %d exchanges", forwarder.served)
+    handler = app.get(EXCHANGE_HANDLER)
+    if handler is not None:
+        log.info("proxy stopped after serving %d exchanges", handler.served)
 
 
 async def _serve(

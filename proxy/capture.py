@@ -11,6 +11,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -352,30 +353,44 @@ def capped(data: bytes, limit: int) -> tuple[bytes, bool]:
     return data[:limit], True
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CapturedRequest:
+    """What the proxy knows of one request when it has read the body: the request event's fields.
+
+    Built once per exchange; the event is made from it (``request_event``) once the body's
+    credentials are fingerprinted, which may happen later, while the upstream works.
+    ``body`` is as the client sent it; ``max_body_in_event`` caps the stored copy.
+    ``refused_size`` set: the body was refused unread (over the limit), and is recorded as
+    truncated to nothing, with the size the client declared (0 when chunked).
+    """
+
+    request_id: str
+    received_at_us: int
+    method: str
+    path: str
+    query: str
+    headers: list[dict[str, str]]
+    peer_ip: str
+    forwarded_for: str | None
+    client_ip: str
+    client_key_fingerprint: str | None
+    body: bytes
+    max_body_in_event: int
+    model_requested: str | None
+    stream: bool
+    endpoint: str
+    dialect: str
+    provider: str
+    upstream_url: str
+    model_sent: str | None
+    proxy_instance: str
+    refused_size: int | None = None
+
+
 def request_event(
+    request: CapturedRequest,
     *,
-    request_id: str,
-    received_at_us: int,
-    method: str,
-    path: str,
-    query: str,
-    headers: list[dict[str, str]],
-    peer_ip: str,
-    forwarded_for: str | None,
-    client_ip: str,
-    client_key_fingerprint: str | None,
-    body: bytes,
-    max_body_in_event: int,
-    model_requested: str | None,
-    stream: bool,
-    endpoint: str,
-    dialect: str,
-    provider: str,
-    upstream_url: str,
-    model_sent: str | None,
-    proxy_instance: str,
     redactor: Redactor | None = None,
-    refused_size: int | None = None,
     redacted_body: bytes | None = None,
     body_sha256: str | None = None,
 ) -> dict[str, Any]:
@@ -383,44 +398,47 @@ def request_event(
 
     ``body_size`` is what the client sent; ``body`` and ``body_sha256`` are of the stored bytes,
     after credentials were fingerprinted (a hash of the original would let anyone holding the row
-    confirm a guessed password offline). ``refused_size`` set: the body was refused unread (over
-    the limit), and is recorded as truncated to nothing, with the size the client declared
-    (0 when chunked). ``redacted_body`` and ``body_sha256``, when given, are those two already
-    computed by the caller (the forwarder hashes large bodies in a worker thread).
+    confirm a guessed password offline). ``redacted_body`` and ``body_sha256``, when given, are
+    those two already computed by the caller (the exchange hashes large bodies in a worker
+    thread).
     """
+    body = request.body
     if redacted_body is not None:
         redacted = redacted_body
     else:
         redacted = redactor.body(body) if redactor is not None else body
-    stored_body, truncated = capped(redacted, max_body_in_event)
+    stored_body, truncated = capped(redacted, request.max_body_in_event)
+    refused_size = request.refused_size
     truncated = truncated or refused_size is not None
+    forwarded_for = request.forwarded_for
     if forwarded_for is not None:
         forwarded_for = forwarded_for[:MAX_FORWARDED_FOR_CHARS]
+    headers = request.headers
     user_agent = next((h["value"] for h in headers if h["name"] == "user-agent"), None)
     return {
-        "request_id": request_id,
-        "received_at_us": received_at_us,
-        "method": method,
-        "path": path,
-        "query": query,
+        "request_id": request.request_id,
+        "received_at_us": request.received_at_us,
+        "method": request.method,
+        "path": request.path,
+        "query": request.query,
         "headers": headers,
-        "peer_ip": peer_ip,
+        "peer_ip": request.peer_ip,
         "forwarded_for": forwarded_for,
-        "client_ip": client_ip,
+        "client_ip": request.client_ip,
         "user_agent": user_agent,
-        "client_key_fingerprint": client_key_fingerprint,
+        "client_key_fingerprint": request.client_key_fingerprint,
         "body": stored_body,
         "body_size": len(body) if refused_size is None else refused_size,
         "body_truncated": truncated,
         "body_sha256": body_sha256 or hashlib.sha256(redacted).hexdigest(),
-        "model_requested": model_requested,
-        "stream": stream,
-        "endpoint": endpoint,
-        "dialect": dialect,
-        "provider": provider,
-        "upstream_url": upstream_url,
-        "model_sent": model_sent,
-        "proxy_instance": proxy_instance,
+        "model_requested": request.model_requested,
+        "stream": request.stream,
+        "endpoint": request.endpoint,
+        "dialect": request.dialect,
+        "provider": request.provider,
+        "upstream_url": request.upstream_url,
+        "model_sent": request.model_sent,
+        "proxy_instance": request.proxy_instance,
     }
 
 

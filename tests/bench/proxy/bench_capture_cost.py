@@ -109,7 +109,7 @@ class Steps:
         headers, client_key = self.fingerprinter.headers(self.headers)
         redactor = self.fingerprinter.redactor(self.headers, "", ("sk-bench-service",))
         model, stream = capture.peek_json(self.body)
-        return capture.request_event(
+        captured = capture.CapturedRequest(
             request_id=REQUEST_ID,
             received_at_us=time.time_ns() // 1000,
             method="POST",
@@ -130,8 +130,8 @@ class Steps:
             upstream_url="http://127.0.0.1:9/v1/chat/completions",
             model_sent=model,
             proxy_instance="bench:1",
-            redactor=redactor,
         )
+        return capture.request_event(captured, redactor=redactor)
 
     def build_chunk(self) -> dict[str, Any]:
         return capture.chunk_event(

@@ -94,14 +94,13 @@ def test_short_values_are_not_searched_for() -> None:
 
 def test_request_event_stores_redacted_body_with_original_size() -> None:
     body = f'{{"api_key": "{CLIENT}", "model": "m"}}'.encode()
-    event = capture.request_event(
+    event = capture.request_event(capture.CapturedRequest(
         request_id="r", received_at_us=0, method="POST", path="/v1/chat/completions", query="",
         headers=[], peer_ip="127.0.0.1", forwarded_for=None, client_ip="127.0.0.1",
         client_key_fingerprint=None, body=body, max_body_in_event=1000, model_requested="m",
         stream=False, endpoint="/v1/chat/completions", dialect="openai", provider="openai",
         upstream_url="http://u/v1/chat/completions", model_sent="m", proxy_instance="t",
-        redactor=_redactor(),
-    )  # fmt: skip
+    ), redactor=_redactor())  # fmt: skip
     assert CLIENT.encode() not in event["body"]
     assert event["body_size"] == len(body)
     assert event["body_sha256"] == hashlib.sha256(event["body"]).hexdigest()
