@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from proxy.configfile import load_config_file
 from proxy.errors import ConfigError
 from proxy.eventloop import EVENT_LOOPS
 
@@ -240,9 +241,15 @@ class ProxySettings:
         values: dict[str, Any] = {}
         providers: dict[str, Provider] = {}
         if env.get(CONFIG_ENV):
-            from proxy.configfile import load_config_file  # it builds on this module's types
-
-            values, providers = load_config_file(Path(env[CONFIG_ENV]), env)
+            path = Path(env[CONFIG_ENV])
+            values, in_file = load_config_file(path, env)
+            if "trusted_proxies" in values:
+                values["trusted_proxies"] = parse_networks(
+                    values["trusted_proxies"], f"{path}: proxy.trusted_proxies"
+                )
+            for name, fields in in_file.items():
+                secret = _secret(fields.pop("api_key"))
+                providers[name] = Provider(name=name, api_key=secret, **fields)
         else:
             providers["openai"] = Provider(name="openai", base_url="https://api.openai.com/v1")
         for name, dialect, default_url in (
