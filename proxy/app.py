@@ -24,11 +24,11 @@ from proxy.errors import openai_error_body
 from proxy.eventloop import new_event_loop
 from proxy.forward import ExchangeHandler
 from proxy.guard import HTTP_SERVER_LOG, Guard
+from proxy.journal_ownership import adoption_context, journal_dir, orphaned_journals, publisher_for
 from proxy.protocol import ApiAppRunner, dialect_of, not_a_forward_proxy
 from proxy.publisher import Publisher
 from proxy.routing import Endpoint, Router
 from proxy.settings import ProxySettings
-from proxy.spool import adoption_context, journal_dir, orphaned_spools, publisher_for
 from proxy.upstream import create_session
 from schemas import Codec
 
@@ -94,9 +94,9 @@ def create_app(settings: ProxySettings, *, worker: int = 0) -> web.Application:
             )
         )
     app.cleanup_ctx.append(_publisher_ctx)
-    spools = orphaned_spools(settings) if worker == 0 else []
-    if spools:
-        app.cleanup_ctx.append(adoption_context(settings, spools))
+    journals = orphaned_journals(settings) if worker == 0 else []
+    if journals:
+        app.cleanup_ctx.append(adoption_context(settings, journals))
     app.cleanup_ctx.append(_exchange_handler_ctx)
     if settings.tracing:
         telemetry.enable_tracing(app)
@@ -287,15 +287,15 @@ def run(settings: ProxySettings) -> None:
     serve(create_app(settings))
 
 
-def collect_garbage_less() -> None:
-    """Keep the cyclic garbage collector off the hot path.
+def tune_gc_for_serving() -> None:
+    """Keep the cyclic garbage collector off the proxy's hot path (the loader tunes its own).
 
     Every exchange allocates a few thousand short-lived objects (requests, headers, event
     records), which reference counting frees; with the default thresholds the collector still ran
     every 700 allocations and walked every long-lived object (modules, the app, pools) at each
-    full collection (perf: ~3 % of a busy proxy's CPU, docs/PERFORMANCE.md). What exists when we
-    start serving is frozen out of every collection, and the youngest generation is collected
-    every 10,000 allocations instead; only reference cycles wait a little longer to be freed.
+    full collection (measured in docs/PERFORMANCE.md). What exists when we start serving is frozen
+    out of every collection, and the youngest generation is collected every 10,000 allocations
+    instead; only reference cycles wait a little longer to be freed.
     """
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
@@ -318,7 +318,7 @@ def serve(
     What ``web.run_app`` does, with our runner (which ``run_app`` cannot be given).
     """
     settings = app[SETTINGS]
-    collect_garbage_less()
+    tune_gc_for_serving()
     loop = new_event_loop(settings.event_loop)
     asyncio.set_event_loop(loop)
     main = loop.create_task(_serve(app, reuse_port=reuse_port, on_listening=on_listening))

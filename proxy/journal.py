@@ -1,4 +1,4 @@
-"""The proxy's durable spool: an append-only, checksummed, size-capped journal on local disk.
+"""The proxy's durable log: an append-only, checksummed, size-capped journal on local disk.
 
 Every event is appended here as it is published (a write-ahead log), so it is in the kernel's page
 cache before its exchange's last byte goes to the client and outlives a killed proxy; while Kafka
@@ -132,7 +132,7 @@ def decode_payload(payload: bytes) -> JournalRecord:
 
 
 class Journal:
-    """One process's spool directory. Not thread-safe except ``sync()``, which may run in a worker
+    """One process's journal directory. Not thread-safe except ``sync()``, which may run in a worker
     thread while the event loop appends."""
 
     def __init__(
