@@ -85,7 +85,7 @@ def cpu_ns_per_call(fn: Callable[[], object], iterations: int, rounds: int = 5) 
 
 
 class Steps:
-    """The per-event steps of proxy/forward.py, each callable alone."""
+    """The per-event steps of proxy/exchange.py and proxy/relay.py, each callable alone."""
 
     def __init__(self, body_size: int) -> None:
         self.codec = Codec()
@@ -105,7 +105,7 @@ class Steps:
         self.completed_record = self.build_completed()
 
     def build_request(self) -> dict[str, Any]:
-        """Everything the forwarder does per exchange for the request event (as in forward.py)."""
+        """Everything the proxy does per exchange for the request event (proxy/forward.py)."""
         headers, client_key = self.fingerprinter.headers(self.headers)
         redactor = self.fingerprinter.redactor(self.headers, "", ("sk-bench-service",))
         model, stream = capture.peek_json(self.body)
