@@ -21,7 +21,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.journal import Headers, Journal, JournalError, JournalRecord
+from proxy.journal import Journal, JournalError
+from proxy.journal_record import Headers, JournalRecord
 from proxy.publisher import Publisher
 from proxy.recovery import died_completions
 from proxy.settings import ProxySettings

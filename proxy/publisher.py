@@ -36,7 +36,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from proxy.droplog import DropLog
-from proxy.journal import Headers, Journal, JournalRecord, Position
+from proxy.journal import Journal, Position
+from proxy.journal_record import Headers, JournalRecord
 from proxy.partitioner import partition_for
 
 log = logging.getLogger(__name__)

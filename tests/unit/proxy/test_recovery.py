@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proxy import capture
-from proxy.journal import JournalRecord
+from proxy.journal_record import JournalRecord
 from proxy.recovery import OUTCOME, died_completions
 from schemas import Codec, EventType
 
