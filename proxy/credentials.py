@@ -1,6 +1,6 @@
 """What counts as a credential: the name it travels under, or the shape of its value.
 
-Pure and I/O-free. ``proxy.capture`` applies these rules to headers, query strings, paths and
+Pure and I/O-free. ``proxy.redaction`` applies these rules to headers, query strings, paths and
 bodies before an event is built; ``proxy.upstream`` uses the name rule to keep client keys in the
 query string from going upstream.
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy import capture, telemetry
+from proxy import capture, redaction, telemetry
 from proxy.errors import error_body
 from proxy.publisher import Publisher
 from schemas import Codec, EventType
@@ -40,7 +40,7 @@ class EventRecorder:
         *,
         codec: Codec,
         publisher: Publisher,
-        fingerprinter: capture.Fingerprinter,
+        fingerprinter: redaction.Fingerprinter,
         max_event_bytes: int,
         enabled: bool = True,
     ) -> None:
@@ -170,7 +170,7 @@ class Exchange:
         "trace",
     )
 
-    def __init__(self, recorder: EventRecorder, redactor: capture.Redactor, dialect: str) -> None:
+    def __init__(self, recorder: EventRecorder, redactor: redaction.Redactor, dialect: str) -> None:
         self.started_ns = time.monotonic_ns()
         self.received_at_us = time.time_ns() // 1000
         self.id = capture.new_request_id()

@@ -14,7 +14,7 @@ import socket
 import aiohttp
 from aiohttp import web
 
-from proxy import capture
+from proxy import capture, redaction
 from proxy.client_ip import resolve_client_ip
 from proxy.errors import BodyTimeoutError
 from proxy.exchange import REQUEST_ID_HEADER, EventRecorder, Exchange
@@ -53,11 +53,11 @@ class ExchangeHandler:
         self._settings = settings
         self._session = session
         self._router = router
-        self._fingerprinter = capture.Fingerprinter(settings.fingerprint_key.reveal().encode())
+        self._fingerprinter = redaction.Fingerprinter(settings.fingerprint_key.reveal().encode())
         self._service_secrets = tuple(p.api_key.reveal() for p in settings.providers if p.api_key)
         # An upstream that echoes the Authorization it got would hand the service's own key to an
         # anonymous client: that one secret is masked in what the client receives too.
-        self._shield = capture.Redactor.masking(self._fingerprinter, self._service_secrets)
+        self._shield = redaction.Redactor.masking(self._fingerprinter, self._service_secrets)
         self._recorder = EventRecorder(
             codec=codec,
             publisher=publisher,

@@ -17,7 +17,7 @@ import aiohttp
 import yarl
 from aiohttp import web
 
-from proxy import capture
+from proxy import redaction
 from proxy.errors import error_body
 from proxy.exchange import LARGE_BODY, REQUEST_ID_HEADER, Exchange, RequestEvent
 from proxy.routing import Route
@@ -96,7 +96,7 @@ class Relay:
         *,
         session: aiohttp.ClientSession,
         settings: ProxySettings,
-        shield: capture.Redactor,
+        shield: redaction.Redactor,
     ) -> None:
         self._exchange = exchange
         self._request = request

@@ -21,7 +21,7 @@ from typing import Any
 
 import fastavro
 
-from proxy import capture
+from proxy import capture, redaction
 from proxy.journal import Journal
 from proxy.publisher import Publisher
 from schemas import Codec, EventType
@@ -89,7 +89,7 @@ class Steps:
 
     def __init__(self, body_size: int) -> None:
         self.codec = Codec()
-        self.fingerprinter = capture.Fingerprinter(b"k" * 32)
+        self.fingerprinter = redaction.Fingerprinter(b"k" * 32)
         self.body = body_of(body_size)
         # Never started: publish() measures the in-memory path (no journal file is written).
         self.publisher = Publisher(

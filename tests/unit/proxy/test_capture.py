@@ -8,7 +8,7 @@ import re
 import time
 import uuid
 
-from proxy import capture
+from proxy import capture, redaction
 
 KEY = b"k" * 32
 
@@ -25,8 +25,8 @@ def test_request_ids_are_uuid7_and_time_ordered() -> None:
 
 
 def test_fingerprint_is_keyed_and_stable() -> None:
-    a = capture.Fingerprinter(KEY)
-    b = capture.Fingerprinter(b"other-key")
+    a = redaction.Fingerprinter(KEY)
+    b = redaction.Fingerprinter(b"other-key")
     assert a.fingerprint("sk-1") == a.fingerprint("sk-1")
     assert a.fingerprint("sk-1") != b.fingerprint("sk-1")
     assert a.fingerprint("sk-1") != a.fingerprint("sk-2")
@@ -34,7 +34,7 @@ def test_fingerprint_is_keyed_and_stable() -> None:
 
 
 def test_credential_headers_are_fingerprinted_and_others_kept() -> None:
-    fp = capture.Fingerprinter(KEY)
+    fp = redaction.Fingerprinter(KEY)
     headers, client_key = fp.headers(
         [
             ("Authorization", "Bearer sk-secret-1"),
@@ -57,7 +57,7 @@ def test_credential_headers_are_fingerprinted_and_others_kept() -> None:
 
 
 def test_credential_query_parameters_are_fingerprinted() -> None:
-    fp = capture.Fingerprinter(KEY)
+    fp = redaction.Fingerprinter(KEY)
     assert fp.query("") == ""
     assert fp.query("a=1&b=2") == "a=1&b=2"
     stored = fp.query("key=AIzaSECRET&alt=sse")
@@ -94,13 +94,13 @@ def test_request_event_caps_body_but_keeps_size_and_hash() -> None:
 
 
 def test_cached_fingerprint_equals_a_fresh_hmac_and_the_cache_stays_bounded() -> None:
-    cached = capture.Fingerprinter(KEY)
+    cached = redaction.Fingerprinter(KEY)
     first = cached.fingerprint("sk-live-abcdef123456")
     assert cached.fingerprint("sk-live-abcdef123456") == first
-    assert capture.Fingerprinter(KEY).fingerprint("sk-live-abcdef123456") == first
-    for i in range(capture.FINGERPRINT_CACHE_MAX + 10):
+    assert redaction.Fingerprinter(KEY).fingerprint("sk-live-abcdef123456") == first
+    for i in range(redaction.FINGERPRINT_CACHE_MAX + 10):
         cached.fingerprint(f"sk-flood-{i}")
-    assert len(cached._cache) <= capture.FINGERPRINT_CACHE_MAX
+    assert len(cached._cache) <= redaction.FINGERPRINT_CACHE_MAX
     assert cached.fingerprint("sk-live-abcdef123456") == first
 
 
@@ -127,7 +127,7 @@ def test_a_forked_child_does_not_repeat_its_parents_request_ids() -> None:
 
 
 def test_precomputed_redaction_and_digest_give_the_same_event() -> None:
-    fingerprinter = capture.Fingerprinter(KEY)
+    fingerprinter = redaction.Fingerprinter(KEY)
     headers = [("Authorization", "Bearer sk-client-key-12345678")]
     redactor = fingerprinter.redactor(headers, "", ())
     body = b'{"model":"m","api_key":"sk-inline-secret-1","messages":"sk-client-key-12345678"}'
@@ -168,7 +168,7 @@ def test_precomputed_redaction_and_digest_give_the_same_event() -> None:
 
 
 def test_one_pass_redaction_still_finds_members_in_any_case_and_spacing() -> None:
-    redactor = capture.Fingerprinter(KEY).redactor([], "", ())
+    redactor = redaction.Fingerprinter(KEY).redactor([], "", ())
     for body, secret in (
         (b'{"API_KEY": "sk-upper-secret"}', b"sk-upper-secret"),
         (b'{"x-Api-Key" :"sk-mixed-secret"}', b"sk-mixed-secret"),

@@ -6,15 +6,15 @@ import hashlib
 
 import orjson
 
-from proxy import capture
+from proxy import capture, redaction
 
 KEY = b"k" * 32
-FP = capture.Fingerprinter(KEY)
+FP = redaction.Fingerprinter(KEY)
 CLIENT = "sk-client-canary-0123456789"
 SERVICE = "sk-service-canary-9876543210"
 
 
-def _redactor(headers: list[tuple[str, str]] | None = None, query: str = "") -> capture.Redactor:
+def _redactor(headers: list[tuple[str, str]] | None = None, query: str = "") -> redaction.Redactor:
     return FP.redactor(
         headers if headers is not None else [("Authorization", f"Bearer {CLIENT}")],
         query,
@@ -128,7 +128,7 @@ def test_upstream_set_cookie_is_fingerprinted_in_the_completed_event() -> None:
 
 
 def test_masking_keeps_the_length() -> None:
-    mask = capture.Redactor.masking(FP, [SERVICE])
+    mask = redaction.Redactor.masking(FP, [SERVICE])
     data = f"echo {SERVICE}!".encode()
     out = mask.known(data)
     assert len(out) == len(data)
