@@ -19,6 +19,11 @@ left open get a ``proxy_died`` completed event (``proxy/recovery.py``).
 
 Every aiokafka call runs under our own deadline: its producer can hang in ``start()``, ``send()``
 (waiting for metadata) and ``stop()`` while the broker is away.
+
+Length: the pump (memory to Kafka) and the spill and replay (journal to Kafka) are two modes of
+one state machine: they hand over to each other on every failure and recovery, and share the
+producer, the queue, the in-flight drains and the journal's acknowledged position. Split apart,
+each would need the other's internals, so they stay in one module.
 """
 
 from __future__ import annotations
