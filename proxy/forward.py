@@ -38,6 +38,20 @@ from schemas import Codec
 _INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _checked_path(request: web.Request, raw_query: str) -> tuple[str | None, Rejection | None]:
+    """The path to send upstream (proxy.routing.upstream_path), or why it is refused."""
+    checked = upstream_path(request.raw_path, request.rel_url.raw_path, raw_query)
+    if isinstance(checked, PathRefusal):
+        refusal = Rejection(
+            status=checked.status,
+            error_type="invalid_request_error",
+            reason=checked.reason,
+            message=checked.message,
+        )
+        return None, refusal
+    return checked, None
+
+
 class ExchangeHandler:
     """Serves and captures every exchange of one proxy process."""
 
@@ -86,16 +100,7 @@ class ExchangeHandler:
         exchange = Exchange(self._recorder, redactor, endpoint.dialect)
         path: str | None = None  # the validated path, sent upstream exactly as it is
         if rejection is None and endpoint.kind == "forward":
-            checked = upstream_path(request.raw_path, request.rel_url.raw_path, raw_query)
-            if isinstance(checked, PathRefusal):
-                rejection = Rejection(
-                    status=checked.status,
-                    error_type="invalid_request_error",
-                    reason=checked.reason,
-                    message=checked.message,
-                )
-            else:
-                path = checked
+            path, rejection = _checked_path(request, raw_query)
         if rejection is not None:
             exchange.outcome.fail("rejected", rejection.reason, rejection.message)
         else:
@@ -118,7 +123,7 @@ class ExchangeHandler:
         response: web.StreamResponse | None = None
         try:
             if routed is None:
-                response = self._answer_here(request, exchange, rejection, route)
+                response = self._answer_here(exchange, rejection, route)
             else:
                 body = exchange.body
                 sent = body if routed.model_sent == model else with_model(body, routed.model_sent)
@@ -195,7 +200,6 @@ class ExchangeHandler:
 
     def _answer_here(
         self,
-        request: web.Request,
         exchange: Exchange,
         rejection: Rejection | None,
         route: Route | NoRoute | None,
