@@ -36,7 +36,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick-jit",
         action="store_true",
-        help="C1-only JIT: ~1 s faster start, lower throughput (for throwaway brokers)",
+        help="C1-only JIT: faster start, lower throughput (for throwaway brokers)",
     )
     parser.add_argument("--log-file", type=Path, default=None, help="default DATA_DIR/broker.log")
     parser.add_argument("--timeout", type=float, default=90, help="start-up timeout, seconds")

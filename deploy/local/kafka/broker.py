@@ -2,9 +2,9 @@
 
 :meth:`KafkaBroker.start` formats the log dir on first use, launches ``java`` and returns only
 once the broker answers a Metadata request that lists a live broker (``probe.py`` says why a
-TCP connect is not enough). On a clean start of Kafka 4.4 that happens ~50 ms after the
-PLAINTEXT port opens, so the stricter check costs nothing. Stop, kill, pause and resume exist
-for shutdown and for fault tests.
+TCP connect is not enough); on a clean start Kafka opens its PLAINTEXT port only once the node
+is unfenced, so the stricter check costs nothing. Stop, kill, pause and resume exist for
+shutdown and for fault tests.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class KafkaBroker:
     written before a crash is readable afterwards. Ports are fixed at construction (free
     ones are picked when not given), so restarts keep the same bootstrap address.
 
-    ``quick_jit`` (default off; the test fixtures turn it on): C1-only JIT, ~1 s faster
+    ``quick_jit`` (default off; the test fixtures turn it on): C1-only JIT, faster
     start, lower peak throughput -- not what a long-lived ``make up`` broker wants.
     ``class_data_sharing`` (default on): start from the AppCDS archive the first gracefully
     stopped broker leaves behind (``class_data.py``).

@@ -44,14 +44,13 @@ def java_command(
 ) -> list[str]:
     """The JVM command line for ``main_class`` with a small-footprint profile.
 
-    Measured on the 2-core dev box (restart of an existing data dir, median of 3):
-    SerialGC 3.9 s, + C1-only 2.7 s, + AppCDS 2.2 s, + both 1.7 s; G1 + C1-only 2.9 s.
+    Why each flag, with start-up figures: docs/decisions/0006-local-kafka-broker.md.
 
     * ``-Xmx`` small, ``-Xms`` up to 128 MB: the broker idles well below 200 MB of heap.
     * SerialGC: cheapest collector on 2 cores; G1's concurrent threads only compete with the
       broker (and the tests) for CPU at this heap size, and it started no faster.
-    * ``quick_jit`` adds ``-XX:TieredStopAtLevel=1`` (C1 only): ~1 s faster start-up but
-      lower peak throughput, so it is for tests, not for the long-lived ``make up`` broker.
+    * ``quick_jit`` adds ``-XX:TieredStopAtLevel=1`` (C1 only): faster start-up but lower
+      peak throughput, so it is for tests, not for the long-lived ``make up`` broker.
     * ``-XX:+ExitOnOutOfMemoryError``: die loudly instead of limping along half-broken.
     * AppCDS flags, if any, come in through ``extra_jvm_args`` (``class_data.py``).
     """
