@@ -44,7 +44,7 @@ def java_command(
 ) -> list[str]:
     """The JVM command line for ``main_class`` with a small-footprint profile.
 
-    Why each flag, with start-up figures: docs/decisions/0006-local-kafka-broker.md.
+    Why each flag, with start-up figures: docs/decisions/0013-local-kafka-broker.md.
 
     * ``-Xmx`` small, ``-Xms`` up to 128 MB: the broker idles well below 200 MB of heap.
     * SerialGC: cheapest collector on 2 cores; G1's concurrent threads only compete with the
