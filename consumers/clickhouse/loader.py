@@ -16,7 +16,7 @@ from consumers.clickhouse.sqlservice import serve_sql
 from consumers.datadog.statsd import StatsdEmitter, StatsdRunnerMetrics
 from consumers.datadog.tracing import ConsumerTracing
 from consumers.runner import Runner
-from consumers.settings import LoaderSettings, SettingsError, embedded_path, is_embedded
+from consumers.settings import LoaderSettings, embedded_path, is_embedded
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ def main() -> None:
     collect_garbage_less()
     try:
         asyncio.run(run_loader(LoaderSettings.from_env()))
-    except (SchemaTooNewError, SettingsError) as exc:
-        # Not a crash: an operator decision (upgrade the loader, set a password). Say so in one
-        # line, without a traceback.
+    except SchemaTooNewError as exc:
+        # Not a crash: an operator decision (upgrade the loader). Say so in one line, without a
+        # traceback. A SettingsError goes up to the command, which reports every service's
+        # configuration errors the same way (one line, exit 2).
         raise SystemExit(f"logorhythms loader refuses to start: {exc}") from None

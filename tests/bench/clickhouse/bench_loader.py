@@ -162,7 +162,7 @@ async def sink_mode(messages: list[tuple[str, bytes]], batch: int, data_dir: Pat
     warm_up = encoded(traffic(10, salt="warm-up"), codec)
     await sink.write(_decode(codec, sink, _fetched(warm_up, 0, partition=1)))
     undo = _instrument(sink, stages)
-    # What Runner.flush does around a batch (absent before session 3: then a no-op).
+    # What Runner.flush does around a batch.
     pause = getattr(runner_module, "CycleCollectionPause", contextlib.nullcontext)()
 
     async def one_batch(fetched: list[ConsumerRecord[bytes, bytes]]) -> None:

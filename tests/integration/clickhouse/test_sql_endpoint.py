@@ -107,11 +107,14 @@ async def test_format_and_database_headers_win_over_parameters(endpoint: Endpoin
             url,
             "SELECT currentDatabase() AS db",
             params={"default_format": "CSV", "database": "default"},
-            headers={"X-ClickHouse-Format": "JSONEachRow", "X-ClickHouse-Database": "system"},
+            headers={
+                "X-ClickHouse-Format": "JSONEachRow",
+                "X-ClickHouse-Database": "information_schema",
+            },
         )
     assert status == 200, body
     assert headers["X-ClickHouse-Format"] == "JSONEachRow"
-    assert orjson.loads(body) == {"db": "system"}
+    assert orjson.loads(body) == {"db": "information_schema"}
 
 
 async def test_summary_reports_rows_read_and_returned(endpoint: Endpoint) -> None:
@@ -234,10 +237,11 @@ async def test_the_loader_refuses_a_non_loopback_bind_without_a_password(tmp_pat
             "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
         },
     )
-    assert code == 1
+    assert code == 2
     lines = [line for line in err.splitlines() if line.strip() and " INFO " not in line]
     assert lines == [
-        "logorhythms loader refuses to start: LOGORHYTHMS_SQL_HOST=0.0.0.0 is reachable from "
+        "logorhythms load-clickhouse: configuration error: LOGORHYTHMS_SQL_HOST=0.0.0.0 is "
+        "reachable from "
         "other machines: set LOGORHYTHMS_SQL_PASSWORD (and LOGORHYTHMS_SQL_USER) or bind to "
         "127.0.0.1"
     ], err

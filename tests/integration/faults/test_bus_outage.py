@@ -34,6 +34,7 @@ KAFKA_TIMEOUT_S = 3.0
 # Extra latency a client may see from capture while Kafka is down, on this shared 2-core machine
 # (the proxy never waits for Kafka, so a stall would show as >= KAFKA_TIMEOUT_S).
 LAT_BUDGET_S = 1.0  # over the same burst measured with Kafka healthy
+BIG_BODY_BYTES = 3 * 1024 * 1024  # sent upstream as a file-like object, stored truncated
 
 
 async def _events_in_clickhouse(p: Pipeline, ids: list[str]) -> int:
@@ -80,9 +81,8 @@ async def test_kafka_outage_serves_clients_and_replays_everything_once(
             for url in (p.proxy_url, url_b):
                 during += await burst(url, 30)
                 during += await burst(url, 5, stream=True, words=10)
-            # B9: larger than an event may be (900 KiB). Kept under 1 MiB because the proxy hands
-            # bodies to aiohttp as bytes, which warns above 1 MiB (an error under pytest).
-            big = await call(session, url_b, prompt_bytes=1000 * 1024)
+            # B9: a body more than three times what an event may hold (900 KiB).
+            big = await call(session, url_b, prompt_bytes=BIG_BODY_BYTES)
             flood = await burst(url_c, 40, prompt_bytes=200 * 1024)  # ~8 MB > 4 MiB journal
 
             for url in (p.proxy_url, url_b, url_c):
@@ -134,7 +134,7 @@ async def test_kafka_outage_serves_clients_and_replays_everything_once(
         "SELECT body_size, body_truncated FROM requests_raw FINAL WHERE request_id = {id:String}",
         {"id": big.request_id},
     )
-    assert size > 1000 * 1024
+    assert size > BIG_BODY_BYTES
     assert truncated
 
     # B6: exactly the events C counted as dropped are missing; nothing else.

@@ -23,7 +23,7 @@ import pytest
 from deploy.local.kafka import free_ports
 from tests.integration.faults.traffic import call
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FINGERPRINT_CANARY = "fp-canary-5d1e0b7a93"
 ANTHROPIC_CANARY = "sk-ant-canary-0c4f2e8b61"
 STRAY_CANARY = "gsk_stray-canary-9a7e3d"  # a secret no service names
