@@ -105,11 +105,33 @@ class RequestEvent:
     exchange still has its request event first.
     """
 
-    __slots__ = ("_digest", "_exchange", "_redacted", "captured", "emitted")
+    # It holds what it needs itself, not its Exchange (which holds it): no reference cycle, so
+    # reference counting frees both with the request (the cyclic collector is tuned down).
+    __slots__ = (
+        "_digest",
+        "_key",
+        "_recorder",
+        "_redacted",
+        "_redactor",
+        "_trace",
+        "captured",
+        "emitted",
+    )
 
-    def __init__(self, exchange: Exchange, captured: capture.CapturedRequest) -> None:
-        self._exchange = exchange
+    def __init__(
+        self,
+        captured: capture.CapturedRequest,
+        *,
+        recorder: EventRecorder,
+        key: bytes,
+        trace: telemetry.Headers | None,
+        redactor: redaction.Redactor,
+    ) -> None:
         self.captured = captured
+        self._recorder = recorder
+        self._key = key
+        self._trace = trace
+        self._redactor = redactor
         self._redacted: bytes | None = None
         self._digest: asyncio.Future[str] | None = None
         self.emitted = False
@@ -117,7 +139,7 @@ class RequestEvent:
     def start(self) -> None:
         if self.emitted or self._redacted is not None:
             return
-        self._redacted = self._exchange.redactor.body(self.captured.body)
+        self._redacted = self._redactor.body(self.captured.body)
         if len(self._redacted) <= LARGE_BODY:
             self.emit()
             return
@@ -138,14 +160,13 @@ class RequestEvent:
         digest, sha256 = self._digest, None
         if digest is not None and digest.done() and not digest.cancelled():
             sha256 = digest.result() if digest.exception() is None else None
-        exchange = self._exchange
         record = capture.request_event(
             self.captured,
-            redactor=exchange.redactor,
+            redactor=self._redactor,
             redacted_body=self._redacted,
             body_sha256=sha256,
         )
-        exchange.recorder.emit(EventType.REQUEST, exchange.key, record, exchange.trace)
+        self._recorder.emit(EventType.REQUEST, self._key, record, self._trace)
 
 
 class Exchange:
@@ -186,7 +207,9 @@ class Exchange:
         self.request_event: RequestEvent | None = None
 
     def capture_request(self, captured: capture.CapturedRequest) -> RequestEvent:
-        self.request_event = RequestEvent(self, captured)
+        self.request_event = RequestEvent(
+            captured, recorder=self.recorder, key=self.key, trace=self.trace, redactor=self.redactor
+        )
         return self.request_event
 
     def error(

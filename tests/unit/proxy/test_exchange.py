@@ -3,6 +3,7 @@ the completed event last, whatever step ends the exchange. Read back from a real
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,16 @@ def test_an_error_answer_names_the_exchange_in_the_dialects_shape(journal: Journ
         response.body
         == b'{"type":"error","error":{"type":"not_found_error","message":"no such model"}}'
     )
+
+
+def test_an_exchange_is_freed_by_reference_counting_alone(journal: Journal) -> None:
+    """The cyclic collector is tuned to run rarely (proxy.app.tune_gc_for_serving): an exchange
+    and its request event must not form a reference cycle."""
+    recorder = recorder_for(journal)
+    gc.collect()
+    exchange = new_exchange(recorder)
+    assert exchange.request_event is not None
+    exchange.request_event.emit()
+    exchange.finish(None)
+    del exchange
+    assert gc.collect() == 0
