@@ -185,4 +185,3 @@ def test_a_released_writer_missing_from_history_is_unreadable() -> None:
     decoded = Codec(extra_writer_schemas=[retired]).decode(data).record
     assert decoded["delivered"] is True  # the current reader's default
     assert decoded["seq"] == written["seq"]
-
