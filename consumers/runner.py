@@ -15,25 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from consumers.cyclegc import CycleCollectionPause
+from consumers.deadletter import DeadLetterProducer, as_consumer_record
+from consumers.decode import decode_batch
 from consumers.faultpoint import fault_point
 from consumers.settings import ConsumerSettings
 from consumers.sink import (
     Batch,
     ColumnarSink,
     Committed,
-    EventColumns,
     Record,
     Rejected,
     Sink,
@@ -41,7 +42,7 @@ from consumers.sink import (
     StatefulSink,
     WriteResult,
 )
-from schemas import Codec, CodecError, EventType
+from schemas import Codec, EventType
 
 log = logging.getLogger(__name__)
 
@@ -76,33 +77,6 @@ class RunnerTracing(Protocol):
         ...
 
 
-class CycleCollectionPause:
-    """Pauses the cyclic garbage collector while one batch is delivered.
-
-    A batch allocates a few tracked objects per record (``Record``, ``Decoded``, the sink's own)
-    that all live until the batch is written: every young-generation collection during the batch
-    scans them again and frees nothing, ~10 % of the ClickHouse loader's CPU (docs/PERFORMANCE.md).
-    Paused, they are freed by reference counting when the batch is done, never scanned. The
-    collector is resumed as soon as a batch waits for a retry, so a long outage never runs
-    without it.
-    """
-
-    def __init__(self) -> None:
-        self._paused = False
-
-    def __enter__(self) -> None:
-        self._paused = gc.isenabled()  # never resume what someone else switched off
-        gc.disable()
-
-    def __exit__(self, *exc: object) -> None:
-        self.resume()
-
-    def resume(self) -> None:
-        if self._paused:
-            self._paused = False
-            gc.enable()
-
-
 class _Revocation(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
@@ -132,7 +106,7 @@ class Runner:
         self._tracing = tracing
         self._codec = codec or Codec()
         self._consumer: AIOKafkaConsumer | None = None
-        self._deadletter: AIOKafkaProducer | None = None
+        self._deadletter: DeadLetterProducer | None = None
         self._pending: list[ConsumerRecord[bytes, bytes]] = []
         self._pending_bytes = 0
         self._first_pending_at: float | None = None
@@ -168,11 +142,10 @@ class Runner:
             # batch age so capture lag stays below a second at low traffic.
             fetch_max_wait_ms=100,
         )
-        self._deadletter = AIOKafkaProducer(
+        self._deadletter = DeadLetterProducer(
             bootstrap_servers=s.kafka_bootstrap_servers,
-            client_id=f"{s.group_id}-deadletter",
-            acks="all",
-            enable_idempotence=True,
+            group_id=s.group_id,
+            topic=s.deadletter_topic,
         )
         async with contextlib.AsyncExitStack() as stack:
             # Every close is bounded by the shutdown budget (see _bounded) and idempotent, so
@@ -300,9 +273,11 @@ class Runner:
         # Written even when empty: a stateful sink then still says what may be committed.
         result = await self._write_with_retry(batch)
         write_ms = (time.monotonic() - started) * 1000
-        poison.extend((_as_consumer_record(item.record), item.reason) for item in result.rejected)
+        poison.extend((as_consumer_record(item.record), item.reason) for item in result.rejected)
         if poison:
-            await self._dead_letter(poison)
+            assert self._deadletter is not None
+            await self._deadletter.send(poison)
+            self.stats.deadlettered += len(poison)
         await fault_point("before_commit")
         await self._commit(pending, result.commit)
         if self._tracing is not None:
@@ -410,30 +385,6 @@ class Runner:
             if paused:
                 self._consumer.resume(*self._consumer.assignment())
 
-    async def _dead_letter(self, poison: Poison) -> None:
-        assert self._deadletter is not None
-        futures = []
-        for raw, reason in poison:
-            log.error(
-                "dead-lettering %s/%d@%d: %s", raw.topic, raw.partition, raw.offset, reason[:200]
-            )
-            futures.append(
-                await self._deadletter.send(
-                    self._settings.deadletter_topic,
-                    raw.value,
-                    key=raw.key,
-                    headers=[
-                        ("reason", reason[:2000].encode()),
-                        ("source_topic", raw.topic.encode()),
-                        ("source_partition", str(raw.partition).encode()),
-                        ("source_offset", str(raw.offset).encode()),
-                        ("consumer_group", self._settings.group_id.encode()),
-                    ],
-                )
-            )
-        await asyncio.gather(*futures)
-        self.stats.deadlettered += len(poison)
-
     async def _commit(
         self,
         records: list[ConsumerRecord[bytes, bytes]],
@@ -475,51 +426,3 @@ class Runner:
                 log.warning("commit failed (%r); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._settings.retry_max_backoff_s)
-
-
-Poison = list[tuple[ConsumerRecord[bytes, bytes], str]]  # a record and why it is dead-lettered
-
-
-def decode_batch(
-    codec: Codec,
-    pending: Sequence[ConsumerRecord[bytes, bytes]],
-    columnar: Mapping[EventType, tuple[str, ...]],
-) -> tuple[Batch, Poison]:
-    """Step 1 of a batch: the sink's batch and the undecodable records. The events of the types
-    in ``columnar`` go into ``Batch.columns`` (those fields only), every other into a Record."""
-    good: list[Record] = []
-    poison: Poison = []
-    columns = codec.columns(columnar) if columnar else None
-    sources: dict[EventType, list[ConsumerRecord[bytes, bytes]]] = {t: [] for t in columnar}
-    for raw in pending:
-        value = raw.value or b""
-        try:
-            if columns is not None:
-                taken = columns.append(value)
-                if taken is not None:
-                    sources[taken].append(raw)
-                    continue
-            event = codec.decode(value)
-        except CodecError as exc:
-            poison.append((raw, f"undecodable: {exc}"))
-            continue
-        headers = tuple(raw.headers or ())
-        good.append(
-            Record(raw.topic, raw.partition, raw.offset, raw.key, raw.value, event, headers)
-        )
-    if columns is None:
-        return Batch.of(good), poison
-    as_columns = {
-        kind: EventColumns(kind, fields, columns.columns[kind], sources[kind])
-        for kind, fields in columnar.items()
-    }
-    return Batch.of(good, as_columns), poison
-
-
-def _as_consumer_record(record: Record) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(
-        topic=record.topic, partition=record.partition, offset=record.offset, timestamp=0,
-        timestamp_type=0, key=record.key, value=record.value, checksum=None,
-        serialized_key_size=len(record.key or b""), serialized_value_size=len(record.value),
-        headers=(),
-    )  # fmt: skip

@@ -42,7 +42,7 @@ def normalize_clickhouse_url(url: str) -> str:
 
 
 # Batches close at whichever limit comes first. Every insert into ClickHouse has a fixed cost
-# (~20-40 ms of CPU in the embedded engine whatever its size) and makes a part to merge, so
+# (CPU in the engine whatever its size, docs/PERFORMANCE.md) and makes a part to merge, so
 # at steady load the loader aims at about one insert per table and second: a batch waits
 # 0.6 s for more records, plus the 0.2-0.4 s the batch takes, a cycle of about a second; and
 # it holds up to 50 000 records (about a second of the loader's full rate). The age is also

@@ -1,9 +1,9 @@
 """A fast Avro binary reader for our event schemas: what fastavro's ``schemaless_reader`` returns.
 
-fastavro interprets the (writer, reader) schema pair on every call, ~10 µs an event on average and
-the largest single share of the loader's CPU (docs/PERFORMANCE.md). Here each pair is compiled
-once into the source of one straight-line Python function (varints, strings and dicts built
-inline, no call per field), which reads two to three times faster.
+fastavro interprets the (writer, reader) schema pair on every call, the largest single share of
+the loader's CPU. Here each pair is compiled once into the source of one straight-line Python
+function (varints, strings and dicts built inline, no call per field); what that saves is in
+docs/decisions/0006-compiled-avro-codec.md.
 
 Only what our schemas use is compiled: null, boolean, int, long (plain or timestamp-micros),
 string, bytes, records, arrays and unions of null with one other type, with the schema resolution

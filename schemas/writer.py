@@ -1,10 +1,9 @@
 """A fast Avro binary writer for our event schemas, byte for byte what fastavro writes.
 
 fastavro's ``schemaless_writer`` spends most of its time interpreting the schema on every call
-(~30 µs for a request event on the reference machine, the largest share of the capture's CPU
-cost). Here a schema is compiled once into the source of one straight-line Python function that
-appends every field's bytes to a list: no call per field, nested records inlined (the first
-version, a chain of per-field closures, cost 1.7 times as much).
+(the largest share of the capture's CPU cost). Here a schema is compiled once into the source of
+one straight-line Python function that appends every field's bytes to a list: no call per
+field, nested records inlined (figures: docs/decisions/0006-compiled-avro-codec.md).
 
 Only the types our schemas use are supported: null, boolean, int, long (with or without a logical
 type, given as an int), string, bytes, records, arrays and unions of null with one other type.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 
@@ -13,10 +12,11 @@ from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.migrate import SchemaTooNewError
 from consumers.clickhouse.sink import ClickHouseSink
 from consumers.clickhouse.sqlservice import serve_sql
-from consumers.datadog.statsd import StatsdEmitter, StatsdRunnerMetrics
-from consumers.datadog.tracing import ConsumerTracing
+from consumers.cyclegc import collect_garbage_less
 from consumers.runner import Runner
 from consumers.settings import LoaderSettings, embedded_path, is_embedded
+from consumers.telemetry.statsd import StatsdEmitter, StatsdRunnerMetrics
+from consumers.telemetry.tracing import ConsumerTracing
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +62,6 @@ async def run_loader(
         runner.request_stop()
         stopped.cancel()
         await run
-
-
-def collect_garbage_less() -> None:
-    """Tune the cyclic garbage collector for a process that allocates millions of short-lived
-    objects (decoded events, rows) every few seconds.
-
-    With the default thresholds a collection runs every 700 allocations and, together with the
-    full collections they trigger, took ~10 % of the loader's CPU (docs/PERFORMANCE.md). What
-    exists after start-up (modules, parsed schemas) is frozen out of every collection, and the
-    youngest generation is collected every 10,000 allocations instead. Batches free almost all
-    they allocate by reference counting; only reference cycles wait a little longer.
-    """
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
 
 
 def main() -> None:

@@ -153,8 +153,8 @@ class ClickHouseSink:
 
     @staticmethod
     def chunk_columns(chunks: EventColumns) -> Columns:
-        sources = chunks.sources
-        return [*chunks.values, [s.partition for s in sources], [s.offset for s in sources]]
+        origins = chunks.origins
+        return [*chunks.values, [o.partition for o in origins], [o.offset for o in origins]]
 
     @staticmethod
     def _chunks(batch: Batch, records: Sequence[Record]) -> EventColumns:

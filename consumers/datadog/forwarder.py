@@ -9,10 +9,10 @@ import socket
 
 from consumers.datadog.llmobs import LLMObsExporter
 from consumers.datadog.sink import DatadogSink
-from consumers.datadog.statsd import StatsdEmitter, StatsdRunnerMetrics
 from consumers.runner import Runner
 from consumers.settings import ForwarderSettings
 from consumers.sink import SinkError
+from consumers.telemetry.statsd import StatsdEmitter, StatsdRunnerMetrics
 
 log = logging.getLogger(__name__)
 

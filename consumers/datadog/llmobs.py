@@ -22,7 +22,7 @@ import threading
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from consumers.datadog.exchange import ExchangeView
+from consumers.datadog.view import ExchangeView
 
 log = logging.getLogger(__name__)
 

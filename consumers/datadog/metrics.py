@@ -1,4 +1,6 @@
-"""Every metric Logorhythms sends to Datadog, and the pure mapping of exchanges to metric points.
+"""Every metric Logorhythms' consumers send to Datadog (the runner's own, from
+``consumers/telemetry/metrics.py``, and the exchange metrics defined here), and the pure mapping of
+exchanges to metric points.
 
 Tag cardinality is bounded by construction: only the keys in ``TAG_KEYS`` exist, and every value
 comes from a small fixed set (models outside ``KNOWN_MODELS`` fold into ``other``). Nothing that
@@ -9,78 +11,39 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 
-from consumers.datadog.exchange import ExchangeView
-
-
-class Kind(StrEnum):
-    COUNT = "count"
-    GAUGE = "gauge"
-    DISTRIBUTION = "distribution"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Metric:
-    name: str
-    kind: Kind
-    tags: tuple[str, ...]
-    doc: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Point:
-    name: str
-    kind: Kind
-    value: float
-    tags: tuple[str, ...]  # "key:value", sorted
-
+from consumers.datadog.view import ExchangeView
+from consumers.telemetry.metrics import RUNNER_METRICS, Kind, Metric, Point, make_point
 
 _EXCHANGE_TAGS = ("model", "provider", "endpoint", "status_class", "stream", "outcome")
-_CONSUMER_TAGS = ("consumer",)
 
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric(name="logorhythms.exchange.count", kind=Kind.COUNT, tags=_EXCHANGE_TAGS,
-               doc="Exchanges captured and forwarded (one per completed event)."),
-        Metric(name="logorhythms.exchange.errors", kind=Kind.COUNT,
-               tags=(*_EXCHANGE_TAGS, "error_type"),
-               doc="Exchanges whose outcome is not ok (error_type folded to a bounded set)."),
-        Metric(name="logorhythms.exchange.tokens_in", kind=Kind.COUNT, tags=_EXCHANGE_TAGS,
-               doc="Prompt tokens the upstream reported (not sent when it reported none)."),
-        Metric(name="logorhythms.exchange.tokens_out", kind=Kind.COUNT, tags=_EXCHANGE_TAGS,
-               doc="Completion tokens the upstream reported."),
-        Metric(name="logorhythms.exchange.bytes_in", kind=Kind.COUNT, tags=_EXCHANGE_TAGS,
-               doc="Request body bytes received from clients."),
-        Metric(name="logorhythms.exchange.bytes_out", kind=Kind.COUNT, tags=_EXCHANGE_TAGS,
-               doc="Response bytes delivered to clients."),
-        Metric(name="logorhythms.exchange.ttfb_ms", kind=Kind.DISTRIBUTION, tags=_EXCHANGE_TAGS,
-               doc="Time from request received to the first upstream byte."),
-        Metric(name="logorhythms.exchange.ttft_ms", kind=Kind.DISTRIBUTION, tags=_EXCHANGE_TAGS,
-               doc="Time from request received to the first generated token."),
-        Metric(name="logorhythms.exchange.duration_ms", kind=Kind.DISTRIBUTION,
-               tags=_EXCHANGE_TAGS, doc="Total time from request received to the last byte."),
-        Metric(name="logorhythms.consumer.lag_records", kind=Kind.GAUGE,
-               tags=(*_CONSUMER_TAGS, "partition"),
-               doc="Records between the committed offset and the partition's end."),
-        Metric(name="logorhythms.consumer.batch.size_records", kind=Kind.DISTRIBUTION,
-               tags=_CONSUMER_TAGS, doc="Records per delivered batch."),
-        Metric(name="logorhythms.consumer.write.latency_ms", kind=Kind.DISTRIBUTION,
-               tags=_CONSUMER_TAGS,
-               doc="Time the sink took to write one batch (the ClickHouse insert for "
-               "consumer:clickhouse), retries included."),
-        Metric(name="logorhythms.consumer.write.retries", kind=Kind.COUNT, tags=_CONSUMER_TAGS,
-               doc="Retriable sink failures (the batch is retried, nothing committed)."),
-        Metric(name="logorhythms.consumer.deadletter.count", kind=Kind.COUNT,
-               tags=_CONSUMER_TAGS, doc="Records sent to the dead-letter topic."),
-        Metric(name="logorhythms.datadog.open_exchanges", kind=Kind.GAUGE, tags=(),
-               doc="Exchanges the Datadog forwarder holds, waiting for their completed event."),
-        Metric(name="logorhythms.datadog.abandoned", kind=Kind.COUNT, tags=(),
-               doc="Open exchanges given up on (no completed event within the age limit)."),
-    )
-}  # fmt: skip
+_EXCHANGE_METRICS = (
+    Metric(name="logorhythms.exchange.count", kind=Kind.COUNT, tags=_EXCHANGE_TAGS,
+           doc="Exchanges captured and forwarded (one per completed event)."),
+    Metric(name="logorhythms.exchange.errors", kind=Kind.COUNT,
+           tags=(*_EXCHANGE_TAGS, "error_type"),
+           doc="Exchanges whose outcome is not ok (error_type folded to a bounded set)."),
+    Metric(name="logorhythms.exchange.tokens_in", kind=Kind.COUNT, tags=_EXCHANGE_TAGS,
+           doc="Prompt tokens the upstream reported (not sent when it reported none)."),
+    Metric(name="logorhythms.exchange.tokens_out", kind=Kind.COUNT, tags=_EXCHANGE_TAGS,
+           doc="Completion tokens the upstream reported."),
+    Metric(name="logorhythms.exchange.bytes_in", kind=Kind.COUNT, tags=_EXCHANGE_TAGS,
+           doc="Request body bytes received from clients."),
+    Metric(name="logorhythms.exchange.bytes_out", kind=Kind.COUNT, tags=_EXCHANGE_TAGS,
+           doc="Response bytes delivered to clients."),
+    Metric(name="logorhythms.exchange.ttfb_ms", kind=Kind.DISTRIBUTION, tags=_EXCHANGE_TAGS,
+           doc="Time from request received to the first upstream byte."),
+    Metric(name="logorhythms.exchange.ttft_ms", kind=Kind.DISTRIBUTION, tags=_EXCHANGE_TAGS,
+           doc="Time from request received to the first generated token."),
+    Metric(name="logorhythms.exchange.duration_ms", kind=Kind.DISTRIBUTION,
+           tags=_EXCHANGE_TAGS, doc="Total time from request received to the last byte."),
+    Metric(name="logorhythms.datadog.open_exchanges", kind=Kind.GAUGE, tags=(),
+           doc="Exchanges the Datadog forwarder holds, waiting for their completed event."),
+    Metric(name="logorhythms.datadog.abandoned", kind=Kind.COUNT, tags=(),
+           doc="Open exchanges given up on (no completed event within the age limit)."),
+)  # fmt: skip
+
+METRICS: dict[str, Metric] = {**RUNNER_METRICS, **{m.name: m for m in _EXCHANGE_METRICS}}
 
 TAG_KEYS = frozenset(tag for metric in METRICS.values() for tag in metric.tags)
 
@@ -158,10 +121,7 @@ def tags(values: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def _point(name: str, value: float, tag_values: Mapping[str, str]) -> Point:
-    metric = METRICS[name]
-    if set(tag_values) != set(metric.tags):
-        raise ValueError(f"{name} takes tags {metric.tags}, got {sorted(tag_values)}")
-    return Point(name=name, kind=metric.kind, value=value, tags=tags(tag_values))
+    return make_point(METRICS[name], value, tag_values)
 
 
 def exchange_points(view: ExchangeView, error_types: ErrorTypes) -> list[Point]:
@@ -191,32 +151,6 @@ def exchange_points(view: ExchangeView, error_types: ErrorTypes) -> list[Point]:
     if view.completion_tokens is not None:
         points.append(_point("logorhythms.exchange.tokens_out", view.completion_tokens, base))
     return points
-
-
-def consumer_batch_points(
-    *, consumer: str, records: int, write_ms: float, retries: int, deadlettered: int
-) -> list[Point]:
-    tag = {"consumer": consumer}
-    points = [
-        _point("logorhythms.consumer.batch.size_records", records, tag),
-        _point("logorhythms.consumer.write.latency_ms", write_ms, tag),
-    ]
-    if retries:
-        points.append(_point("logorhythms.consumer.write.retries", retries, tag))
-    if deadlettered:
-        points.append(_point("logorhythms.consumer.deadletter.count", deadlettered, tag))
-    return points
-
-
-def consumer_lag_points(*, consumer: str, lag_by_partition: Mapping[int, int]) -> list[Point]:
-    return [
-        _point(
-            "logorhythms.consumer.lag_records",
-            lag,
-            {"consumer": consumer, "partition": str(partition)},
-        )
-        for partition, lag in sorted(lag_by_partition.items())
-    ]
 
 
 def point(name: str, value: float, **tag_values: str) -> Point:

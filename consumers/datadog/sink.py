@@ -23,12 +23,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from consumers.datadog.exchange import ExchangeView, exchange_view
 from consumers.datadog.llmobs import HandoverError
-from consumers.datadog.metrics import ErrorTypes, Point, exchange_points, point
-from consumers.datadog.tracing import trace_headers
+from consumers.datadog.metrics import ErrorTypes, exchange_points, point
+from consumers.datadog.view import ExchangeView, exchange_view
 from consumers.exchange.assemble import ChunkIn
 from consumers.sink import Batch, Committed, Record, Rejected, SinkError, WriteResult
+from consumers.telemetry.metrics import Point
+from consumers.telemetry.tracing import trace_headers
 from schemas import EventType
 
 log = logging.getLogger(__name__)

@@ -35,12 +35,14 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
-from consumers import runner as runner_module
+from consumers import cyclegc as runner_module
 from consumers.clickhouse import sink as sink_module
 from consumers.clickhouse.client import ClickHouse
-from consumers.clickhouse.loader import collect_garbage_less, run_loader
+from consumers.clickhouse.loader import run_loader
 from consumers.clickhouse.sink import ClickHouseSink
-from consumers.runner import Runner, decode_batch
+from consumers.cyclegc import collect_garbage_less
+from consumers.decode import decode_batch
+from consumers.runner import Runner
 from consumers.settings import ConsumerSettings, LoaderSettings
 from consumers.sink import Batch
 from deploy.local.kafka import KafkaBroker, create_topic, ensure_kafka_jars

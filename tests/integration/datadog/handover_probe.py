@@ -7,8 +7,8 @@ from consumers.datadog.llmobs import prepare_environment
 
 prepare_environment()
 
-from consumers.datadog.exchange import ExchangeView  # noqa: E402
 from consumers.datadog.llmobs import HandoverError, LLMObsExporter  # noqa: E402
+from consumers.datadog.view import ExchangeView  # noqa: E402
 
 
 def main() -> None:

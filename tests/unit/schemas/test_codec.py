@@ -89,8 +89,3 @@ def test_older_writer_is_read_by_newer_reader_with_defaults() -> None:
     assert decoded.record["truncated"] is False
     assert decoded.record["delivered"] is True
     assert decoded.record["data"] == b"data: {}\n\n"
-
-
-def test_schema_history_folder_resolves_against_current() -> None:
-    for path in sorted((SCHEMA_DIR / "history").glob("*.avsc")):
-        Codec().add_writer_schema(load_schema(path))  # raises if not one of ours

@@ -6,18 +6,18 @@ import dataclasses
 
 import pytest
 
-from consumers.datadog.exchange import ExchangeView
 from consumers.datadog.metrics import (
     METRICS,
     TAG_KEYS,
     ErrorTypes,
-    Kind,
     exchange_points,
     fold_model,
     point,
     status_class,
     tags,
 )
+from consumers.datadog.view import ExchangeView
+from consumers.telemetry.metrics import Kind
 
 VIEW = ExchangeView(
     request_id="0190b6a8-0000-7000-8000-000000000001", started_at_ns=1, duration_ns=250_000_000,

@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 import pytest
 
-from consumers.datadog.exchange import ExchangeView
 from consumers.datadog.llmobs import HandoverError
-from consumers.datadog.metrics import Point
 from consumers.datadog.sink import DatadogSink, parse_forwarded
+from consumers.datadog.view import ExchangeView
 from consumers.sink import Batch, Record, SinkError
+from consumers.telemetry.metrics import Point
 from schemas import Decoded, EventType
 
 TOPIC = "t"

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumers.runner import CycleCollectionPause
+from consumers.cyclegc import CycleCollectionPause
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from datadog.dogstatsd.base import DogStatsd
 
-from consumers.datadog.metrics import Kind, Point, consumer_batch_points, consumer_lag_points
+from consumers.telemetry.metrics import Kind, Point, consumer_batch_points, consumer_lag_points
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from aiokafka.structs import ConsumerRecord
 
 from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.sink import ClickHouseSink
-from consumers.runner import decode_batch
+from consumers.decode import decode_batch
 from consumers.sink import Batch, Record, WriteResult
 from schemas import Codec, EventType
 from tests.integration.clickhouse.synthetic import Exchange, encoded, uuid7

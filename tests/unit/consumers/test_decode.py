@@ -8,7 +8,7 @@ import random
 from aiokafka.structs import ConsumerRecord
 
 from consumers.clickhouse.sink import CHUNK_FIELDS
-from consumers.runner import decode_batch
+from consumers.decode import decode_batch
 from consumers.sink import Batch, EventColumns, Record
 from schemas import Codec, CodecError, EventType
 from schemas.codec import MAGIC, schema_fingerprint
