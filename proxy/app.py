@@ -293,7 +293,7 @@ def tune_gc_for_serving() -> None:
     Every exchange allocates a few thousand short-lived objects (requests, headers, event
     records), which reference counting frees; with the default thresholds the collector still ran
     every 700 allocations and walked every long-lived object (modules, the app, pools) at each
-    full collection (measured in docs/PERFORMANCE.md). What exists when we start serving is frozen
+    full collection (docs/decisions/0009-gc-tuning.md). What exists when we start serving is frozen
     out of every collection, and the youngest generation is collected every 10,000 allocations
     instead; only reference cycles wait a little longer to be freed.
     """

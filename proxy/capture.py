@@ -22,7 +22,7 @@ MAX_FORWARDED_FOR_CHARS = 1024
 
 class _RandomPool:
     """OS randomness fetched 4 KiB at a time: one getrandom() call per 409 request ids instead of
-    one per id (a system call costs ~1 µs+ on a VM)."""
+    one per id (docs/decisions/0010-request-id-random-pool.md)."""
 
     __slots__ = ("_buffer", "_offset")
 

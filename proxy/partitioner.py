@@ -1,10 +1,10 @@
-"""Kafka's default partitioner (murmur2 of the key), more than twice as fast as aiokafka's.
+"""Kafka's default partitioner (murmur2 of the key), faster than aiokafka's.
 
 The publisher places each exchange's events itself (one batch per partition), and must put them
 exactly where a plain ``producer.send()`` would, since the journal's replay uses that: both must
 agree, or an exchange caught by a spill would straddle two partitions. aiokafka's pure-Python
-murmur2 reads the key byte by byte with a mask per step, ~8 µs for a request id on the reference
-machine, once per exchange; this one reads it four bytes at a time.
+murmur2 reads the key byte by byte with a mask per step, once per exchange; this one reads it
+four bytes at a time (docs/decisions/0007-own-linger-and-partitioner.md).
 """
 
 from __future__ import annotations

@@ -413,7 +413,7 @@ class Publisher:
         if gathering > 0:
             await asyncio.sleep(gathering)
         # Everything waiting goes out now, as one batch per partition: one aiokafka call and one
-        # future per batch instead of per event (about 8x less CPU per event, PERFORMANCE.md).
+        # future per batch instead of per event (docs/decisions/0007-own-linger-and-partitioner.md).
         # Whatever Kafka gets is in the kernel first, so a dead run's journal is a superset of
         # what reached Kafka (proxy/recovery.py counts the chunks there).
         self.journal.flush()

@@ -172,7 +172,7 @@ class Relay:
         state.upstream_status = upstream.status
         await self._request_event.finished()
         # A sized, non-streamed body: send the head with the first body bytes in one system call
-        # (each one costs tens of µs on a VM's loopback) instead of two.
+        # instead of two.
         sized = upstream.content_length is not None and upstream.content_type != "text/event-stream"
         self._sized = sized
         response = self._response = (_HeadWithBodyResponse if sized else web.StreamResponse)(

@@ -108,9 +108,9 @@ class ProxySettings:
     # Deadline for every aiokafka call (start, send, delivery), which can hang without one.
     kafka_timeout_s: float = 10.0
     # How long the publisher gathers a batch, and how it is compressed: the proxy's CPU per event
-    # falls as batches grow (docs/PERFORMANCE.md); the linger adds to capture lag, never to a
-    # client's response. zstd (level 3): a batch costs a third of lz4's CPU (aiokafka's lz4 is
-    # the slow high-compression level 9) and ~40 % smaller batches on the broker.
+    # falls as batches grow (docs/decisions/0007-own-linger-and-partitioner.md); the linger adds
+    # to capture lag, never to a client's response. zstd (level 3) costs less CPU than aiokafka's
+    # lz4 (level 9) and makes smaller batches (docs/decisions/0008-zstd-compression.md).
     kafka_linger_ms: int = 50
     kafka_compression: str = "zstd"
     # After in-flight exchanges finished: how long Kafka may take to acknowledge the rest before
