@@ -321,7 +321,7 @@ class AnalystEngine:
         statements = [f"SET {name} = {_quote(value)}" for name, value in values.items()]
         if request.database:
             statements.append(f"USE `{request.database}`")
-        # Last: from here on this session cannot change a setting, create anything, or write.
+        # Last: from here on the chdb session cannot change a setting, create anything, or write.
         statements.append("SET readonly = 1")
         return statements
 
