@@ -1,8 +1,14 @@
 """Assemble what the model answered from the response bytes, for every dialect we proxy.
 
-Input is the ordered chunk list exactly as forwarded to the client; output is the text, tool calls,
-finish reason, token usage and the time of the first token. Malformed input never raises: it is
-counted in ``parse_errors`` and the rest of the response is still assembled.
+Input is an ordered chunk list (all the upstream sent, or only what reached the client: the
+caller chooses); output is the text, tool calls, finish reason, token usage, the provider's own
+error and the time of the first token. Malformed input never raises: it is counted in
+``parse_errors`` and the rest of the response is still assembled.
+
+``choices`` follows one rule in every dialect and mode: one text per choice the response
+carried (a chat choice by its index; an Anthropic message or a Responses object is one choice),
+'' for a choice without text (a tool call), [] when the response carried none (an error body,
+a stream cut before its first choice).
 """
 
 from __future__ import annotations
@@ -22,6 +28,17 @@ class ChunkIn(NamedTuple):
     seq: int
     offset_ns: int
     data: bytes
+    # False for the bytes the proxy read from the upstream but could not write to the client.
+    delivered: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderError:
+    """The provider's own description of an error, from its JSON error body or error event."""
+
+    type: str = ""
+    code: str = ""
+    message: str = ""
 
 
 @dataclass(slots=True)
@@ -46,6 +63,7 @@ class Assembled:
     sse_events: int = 0
     parse_errors: int = 0
     error_in_stream: str | None = None
+    provider_error: ProviderError | None = None
     done_marker: bool = False
     # False for a stream that stopped without its dialect's end event ([DONE], message_stop,
     # response.completed): the upstream cut it short even if the connection closed cleanly.
@@ -65,7 +83,46 @@ def final_outcome(
             "no_end_of_stream",
             "the upstream closed the stream without its end-of-stream event",
         )
+    if outcome == "upstream_http_error" and answer.provider_error is not None:
+        # The provider's message says what went wrong; the reason phrase ("Not Found") does not.
+        return outcome, error_type or "", answer.provider_error.message or error_message or ""
     return outcome, error_type or "", error_message or ""
+
+
+def provider_error(doc: dict[str, Any]) -> ProviderError | None:
+    """The error a provider describes in one JSON document, or None if it describes none.
+
+    Shapes: OpenAI's body and stream event ``{"error": {"message", "type", "code", "param"}}``;
+    Anthropic's body and ``error`` event ``{"type": "error", "error": {"type", "message"}}``; the
+    Responses API's ``error`` event ``{"type": "error", "code", "message", "param"}`` and its
+    ``response.failed`` event, whose ``response.error`` is ``{"code", "message"}``.
+    """
+    nested = doc.get("error")
+    if isinstance(nested, dict):
+        found: dict[str, Any] = nested
+    elif doc.get("type") == "error":
+        found = doc
+    elif doc.get("type") == "response.failed":
+        response = doc.get("response")
+        failed = response.get("error") if isinstance(response, dict) else None
+        if not isinstance(failed, dict):
+            return None
+        found = failed
+    else:
+        return None
+    kind = found.get("type")
+    return ProviderError(
+        type=_text_of(kind) if kind != "error" or found is not doc else "",
+        code=_text_of(found.get("code")),
+        message=_text_of(found.get("message")),
+    )
+
+
+def _text_of(value: Any) -> str:
+    # Providers send codes as strings, numbers or null; a column holds them as text.
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    return value if isinstance(value, str) else str(value)
 
 
 def assemble(chunks: Sequence[ChunkIn], *, endpoint: str, dialect: str, stream: bool) -> Assembled:
@@ -116,8 +173,8 @@ def _assemble_body(
     out.first_token_offset_ns = chunks[0].offset_ns
     out.model = _str(doc.get("model"))
     out.response_id = _str(doc.get("id"))
-    if isinstance(doc.get("error"), dict):
-        out.error_in_stream = None
+    out.provider_error = provider_error(doc)
+    if out.provider_error is not None:
         return out
     if dialect == "anthropic":
         _anthropic_message(doc, out)
@@ -233,10 +290,12 @@ class _StreamState:
             or ("error" in doc and isinstance(doc["error"], dict))
             or ("type" in doc and doc["type"] == "error")
         ):
-            nested = doc.get("error")
-            error: dict[str, Any] = nested if isinstance(nested, dict) else doc
-            out.error_in_stream = _str(error.get("message")) or _str(error.get("type")) or "error"
+            found = provider_error(doc) or ProviderError(message=_text_of(doc.get("message")))
+            out.provider_error = found
+            out.error_in_stream = found.message or found.type or "error"
             return
+        if "type" in doc and doc["type"] == "response.failed":
+            out.provider_error = provider_error(doc)
         self._handle(doc, offset_ns)
 
     def _openai(self, doc: dict[str, Any], offset_ns: int) -> None:
@@ -249,14 +308,15 @@ class _StreamState:
             out.response_id = _str(doc.get("id"))
         for choice in doc.get("choices") or []:
             index = choice.get("index", 0) or 0
+            # Every choice the stream names is a choice, with or without text (a tool call).
+            texts = self.texts.get(index)
+            if texts is None:
+                texts = self.texts[index] = []
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 content = delta.get("content")
                 if content and isinstance(content, str):
                     # self._text, inlined: one call less for nearly every event.
-                    texts = self.texts.get(index)
-                    if texts is None:
-                        texts = self.texts[index] = []
                     texts.append(content)
                     if out.first_token_offset_ns is None:
                         out.first_token_offset_ns = offset_ns
@@ -284,6 +344,7 @@ class _StreamState:
         if kind == "message_stop":
             self.out.stream_ended = True
         if kind == "message_start":
+            self.texts.setdefault(0, [])  # one message: one choice, even without text
             message = doc.get("message") or {}
             self.out.model = _str(message.get("model"))
             self.out.response_id = _str(message.get("id"))
@@ -322,6 +383,7 @@ class _StreamState:
             self._first_token(offset_ns)
         elif kind in {"response.completed", "response.failed", "response.incomplete"}:
             self.out.stream_ended = True
+            self.texts.setdefault(0, [])
             response = doc.get("response") or {}
             self.out.model = _str(response.get("model"))
             self.out.response_id = _str(response.get("id"))
@@ -337,6 +399,7 @@ class _StreamState:
                         }
                     )
         elif kind == "response.created":
+            self.texts.setdefault(0, [])  # one response: one choice, even without text
             response = doc.get("response") or {}
             self.out.model = _str(response.get("model"))
             self.out.response_id = _str(response.get("id"))
