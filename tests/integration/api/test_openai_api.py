@@ -249,11 +249,16 @@ async def test_upstream_errors_pass_through_with_provider_body(
         assert caught.value.body["message"] == f"fake upstream error {status}"  # type: ignore[index]
         row = await api.exchange(
             response.headers[REQUEST_ID],
-            "status, upstream_status, outcome, error_type, response_headers, chunk_count",
+            "status, upstream_status, outcome, error_type, error_message, response_headers, "
+            "chunk_count, provider_error_type, provider_error_code, provider_error_message",
         )
         assert row["status"] == row["upstream_status"] == status
         assert row["outcome"] == "upstream_http_error"
         assert row["error_type"] == f"http_{status}"
+        # The provider's own words, not the reason phrase ("Too Many Requests").
+        message = f"fake upstream error {status}"
+        assert row["error_message"] == row["provider_error_message"] == message
+        assert (row["provider_error_type"], row["provider_error_code"]) == ("server_error", "")
         assert row["chunk_count"] >= 1
         count = row["chunk_count"]
         chunks = await api.wait_for(
