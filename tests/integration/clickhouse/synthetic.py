@@ -98,7 +98,11 @@ class Exchange:
             if self.cached_tokens is not None:
                 usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
         if self.status >= 400:
-            return [orjson.dumps({"error": {"message": self.error_message or "failed"}})]
+            limited = self.status == 429
+            error = {"message": self.error_message or "failed", "param": None,
+                     "type": "requests" if limited else "server_error",
+                     "code": "rate_limit_exceeded" if limited else None}  # fmt: skip
+            return [orjson.dumps({"error": error})]
         if self.dialect == "anthropic":
             doc: dict[str, Any] = {
                 "id": f"msg_{self.request_id[-8:]}",
