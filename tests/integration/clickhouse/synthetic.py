@@ -61,6 +61,7 @@ class Exchange:
     cached_tokens: int | None = None
     ttfb_ms: int = 100
     gap_ms: Sequence[int] = (20, 20, 20)  # between consecutive chunks of a stream
+    undelivered: int = 0  # the last chunks read from the upstream but not written to the client
 
     def request_body(self) -> bytes:
         body: dict[str, Any] = {"model": self.model, "stream": self.stream}
@@ -194,7 +195,7 @@ class Exchange:
                         offset_ns=offset_ns,
                         data=piece,
                         max_bytes=1024 * 1024,
-                        delivered=True,
+                        delivered=seq <= len(data) - self.undelivered,
                     ),
                 )
             )
