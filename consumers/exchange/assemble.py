@@ -110,9 +110,9 @@ def provider_error(doc: dict[str, Any]) -> ProviderError | None:
         found = failed
     else:
         return None
-    kind = found.get("type")
     return ProviderError(
-        type=_text_of(kind) if kind != "error" or found is not doc else "",
+        # A top-level error event's own type is just "error": no provider error type.
+        type="" if found is doc else _text_of(found.get("type")),
         code=_text_of(found.get("code")),
         message=_text_of(found.get("message")),
     )
@@ -295,7 +295,11 @@ class _StreamState:
             out.error_in_stream = found.message or found.type or "error"
             return
         if "type" in doc and doc["type"] == "response.failed":
+            # The Responses API's way to end a stream with an error: as an error event would.
             out.provider_error = provider_error(doc)
+            if out.provider_error is not None:
+                found = out.provider_error
+                out.error_in_stream = found.message or found.code or "error"
         self._handle(doc, offset_ns)
 
     def _openai(self, doc: dict[str, Any], offset_ns: int) -> None:

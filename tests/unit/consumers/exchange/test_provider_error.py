@@ -105,6 +105,9 @@ def test_a_failed_response_carries_its_error() -> None:
                    endpoint="/v1/responses", dialect="openai", stream=True)  # fmt: skip
     assert out.provider_error == ProviderError(code="rate_limit_exceeded", message="slow down")
     assert out.finish_reason == "failed"
+    assert final_outcome("ok", None, None, out) == (
+        "upstream_error_in_stream", "stream_error", "slow down"
+    )  # fmt: skip
 
 
 def test_an_http_error_names_the_providers_message_not_the_reason_phrase() -> None:
