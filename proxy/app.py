@@ -22,13 +22,13 @@ from aiohttp import web
 from proxy import telemetry
 from proxy.errors import openai_error_body
 from proxy.eventloop import new_event_loop
-from proxy.forward import Forwarder
+from proxy.forward import ExchangeHandler
 from proxy.guard import HTTP_SERVER_LOG, Guard
+from proxy.journal_ownership import adoption_context, journal_dir, orphaned_journals, publisher_for
 from proxy.protocol import ApiAppRunner, dialect_of, not_a_forward_proxy
 from proxy.publisher import Publisher
 from proxy.routing import Endpoint, Router
 from proxy.settings import ProxySettings
-from proxy.spool import adoption_context, journal_dir, orphaned_spools, publisher_for
 from proxy.upstream import create_session
 from schemas import Codec
 
@@ -53,7 +53,7 @@ PASSTHROUGH = {
 
 SETTINGS = web.AppKey("settings", ProxySettings)
 PUBLISHER = web.AppKey("publisher", Publisher)
-FORWARDER = web.AppKey("forwarder", Forwarder)
+EXCHANGE_HANDLER = web.AppKey("exchange_handler", ExchangeHandler)
 GUARD = web.AppKey("guard", Guard)
 DRAINING = web.AppKey("draining", list[bool])  # a one-element flag, set on shutdown
 WORKER = web.AppKey("worker", int)  # this process's index among settings.workers (0-based)
@@ -94,10 +94,10 @@ def create_app(settings: ProxySettings, *, worker: int = 0) -> web.Application:
             )
         )
     app.cleanup_ctx.append(_publisher_ctx)
-    spools = orphaned_spools(settings) if worker == 0 else []
-    if spools:
-        app.cleanup_ctx.append(adoption_context(settings, spools))
-    app.cleanup_ctx.append(_forwarder_ctx)
+    journals = orphaned_journals(settings) if worker == 0 else []
+    if journals:
+        app.cleanup_ctx.append(adoption_context(settings, journals))
+    app.cleanup_ctx.append(_exchange_handler_ctx)
     if settings.tracing:
         telemetry.enable_tracing(app)
     for endpoint in ENDPOINTS:
@@ -120,10 +120,10 @@ async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
     await publisher.stop()
 
 
-async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _exchange_handler_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with create_session(settings) as session:
-        app[FORWARDER] = Forwarder(
+        app[EXCHANGE_HANDLER] = ExchangeHandler(
             settings=settings,
             session=session,
             publisher=app[PUBLISHER],
@@ -152,8 +152,8 @@ async def _admitted(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     if refusal is not None:
         return refusal
     try:
-        # A rejection is recorded and answered by the Forwarder.
-        return await request.app[FORWARDER].handle(
+        # A rejection is recorded and answered by the ExchangeHandler.
+        return await request.app[EXCHANGE_HANDLER].handle(
             request, endpoint, guard.check(request, client_ip)
         )
     finally:
@@ -170,14 +170,14 @@ async def _models(request: web.Request) -> web.StreamResponse:
     With no model configured anywhere (say OPENAI_BASE_URL alone), the provider's own list is
     the honest answer, so the request goes upstream like any other.
     """
-    forwarder = request.app[FORWARDER]
-    if _dialect(request) == "anthropic" or not forwarder.lists_models:
+    handler = request.app[EXCHANGE_HANDLER]
+    if _dialect(request) == "anthropic" or not handler.lists_models:
         return await _passthrough(request)
     return await _admitted(request, MODELS)
 
 
 async def _passthrough(request: web.Request) -> web.StreamResponse:
-    # The path is checked by the Forwarder (proxy.routing.upstream_path), so a refused one is
+    # The path is checked by the ExchangeHandler (proxy.routing.upstream_path), so a refused one is
     # still captured, as a rejected exchange.
     return await _admitted(request, PASSTHROUGH[_dialect(request)])
 
@@ -214,7 +214,7 @@ async def _statsz(request: web.Request) -> web.Response:
     stats, journal = publisher.stats, publisher.journal.stats
     body = {
         "worker": request.app[WORKER],  # the process that answered: /statsz is per process
-        "served": request.app[FORWARDER].served,
+        "served": request.app[EXCHANGE_HANDLER].served,
         "events_published": stats.published,
         "events_delivered": stats.delivered,
         "events_journaled": stats.journaled,
@@ -250,7 +250,7 @@ def _counters(app: web.Application) -> dict[str, int]:
     publisher = app[PUBLISHER]
     stats, journal = publisher.stats, publisher.journal
     return {
-        "logorhythms.proxy.served": app[FORWARDER].served,
+        "logorhythms.proxy.served": app[EXCHANGE_HANDLER].served,
         "logorhythms.proxy.publish.enqueued": stats.published,
         "logorhythms.proxy.publish.failed": stats.send_failures,
         "logorhythms.proxy.publish.dropped": stats.dropped,
@@ -287,15 +287,15 @@ def run(settings: ProxySettings) -> None:
     serve(create_app(settings))
 
 
-def collect_garbage_less() -> None:
-    """Keep the cyclic garbage collector off the hot path.
+def tune_gc_for_serving() -> None:
+    """Keep the cyclic garbage collector off the proxy's hot path (the loader tunes its own).
 
     Every exchange allocates a few thousand short-lived objects (requests, headers, event
     records), which reference counting frees; with the default thresholds the collector still ran
     every 700 allocations and walked every long-lived object (modules, the app, pools) at each
-    full collection (perf: ~3 % of a busy proxy's CPU, docs/PERFORMANCE.md). What exists when we
-    start serving is frozen out of every collection, and the youngest generation is collected
-    every 10,000 allocations instead; only reference cycles wait a little longer to be freed.
+    full collection (docs/decisions/0009-gc-tuning.md). What exists when we start serving is frozen
+    out of every collection, and the youngest generation is collected every 10,000 allocations
+    instead; only reference cycles wait a little longer to be freed.
     """
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
@@ -318,7 +318,7 @@ def serve(
     What ``web.run_app`` does, with our runner (which ``run_app`` cannot be given).
     """
     settings = app[SETTINGS]
-    collect_garbage_less()
+    tune_gc_for_serving()
     loop = new_event_loop(settings.event_loop)
     asyncio.set_event_loop(loop)
     main = loop.create_task(_serve(app, reuse_port=reuse_port, on_listening=on_listening))
@@ -337,9 +337,9 @@ def serve(
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
             asyncio.set_event_loop(None)
-    forwarder = app.get(FORWARDER)
-    if forwarder is not None:
-        log.info("proxy stopped after serving %d exchanges", forwarder.served)
+    handler = app.get(EXCHANGE_HANDLER)
+    if handler is not None:
+        log.info("proxy stopped after serving %d exchanges", handler.served)
 
 
 async def _serve(

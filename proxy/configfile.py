@@ -1,9 +1,10 @@
-"""Read the proxy's TOML config file (LOGORHYTHMS_CONFIG) into ProxySettings values.
+"""Read the proxy's TOML config file (LOGORHYTHMS_CONFIG) into plain, type-checked values.
 
 Strict on purpose: an unknown key is an error naming the key and the file, because a misspelt
 timeout or provider field silently ignored is how a service ends up doing the wrong thing.
 Keys are never in the file itself: each provider names the environment variable that holds it.
-See deploy/config.example.toml for every key with its meaning.
+See deploy/config.example.toml for every key with its meaning. proxy.settings builds the
+settings (and their providers) from what this returns; this module knows none of its types.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from proxy.errors import ConfigError
-from proxy.settings import Provider, Secret, parse_networks
 
 _PROXY_KEYS = {
     "host": str,
@@ -56,8 +56,10 @@ _SECTIONS = {"proxy", "timeouts", "providers", "model_map"}
 
 def load_config_file(
     path: Path, env: Mapping[str, str]
-) -> tuple[dict[str, Any], dict[str, Provider]]:
-    """ProxySettings keyword values and the providers by name, as the file describes them."""
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """ProxySettings keyword values, and each provider's Provider keyword values by name, as
+    the file describes them. ``trusted_proxies`` stays a list of strings; a provider's
+    ``api_key`` is the plain value of the variable its ``api_key_env`` names, or None."""
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -72,9 +74,7 @@ def load_config_file(
         if key in proxy:
             values[key] = _typed(proxy[key], kind, path, f"proxy.{key}")
     if "trusted_proxies" in values:
-        values["trusted_proxies"] = parse_networks(
-            [str(v) for v in values["trusted_proxies"]], f"{path}: proxy.trusted_proxies"
-        )
+        values["trusted_proxies"] = [str(v) for v in values["trusted_proxies"]]
     timeouts = _table(doc, "timeouts", path)
     _no_unknown(timeouts, set(_TIMEOUT_KEYS), path, "timeouts.")
     for key, field_name in _TIMEOUT_KEYS.items():
@@ -91,7 +91,7 @@ def load_config_file(
         alias: _typed(target, str, path, f"model_map.{alias}")
         for alias, target in model_map.items()
     }
-    providers: dict[str, Provider] = {}
+    providers: dict[str, dict[str, Any]] = {}
     for name, raw in _table(doc, "providers", path).items():
         where = f"providers.{name}"
         if not isinstance(raw, dict):
@@ -101,16 +101,15 @@ def load_config_file(
             raise ConfigError(f"{path}: {where}.base_url is required")
         key_env = raw.get("api_key_env")
         api_key = env.get(_typed(key_env, str, path, f"{where}.api_key_env")) if key_env else None
-        providers[name] = Provider(
-            name=name,
-            base_url=_typed(raw["base_url"], str, path, f"{where}.base_url").rstrip("/"),
-            dialect=_typed(raw.get("dialect", "openai"), str, path, f"{where}.dialect"),
-            api_key=Secret(api_key) if api_key else None,
-            models=tuple(str(m) for m in _typed(raw.get("models", []), list, path, where)),
-            bring_your_own_key=_typed(
+        providers[name] = {
+            "base_url": _typed(raw["base_url"], str, path, f"{where}.base_url").rstrip("/"),
+            "dialect": _typed(raw.get("dialect", "openai"), str, path, f"{where}.dialect"),
+            "api_key": api_key or None,
+            "models": tuple(str(m) for m in _typed(raw.get("models", []), list, path, where)),
+            "bring_your_own_key": _typed(
                 raw.get("bring_your_own_key", False), bool, path, f"{where}.bring_your_own_key"
             ),
-        )
+        }
     return values, providers
 
 

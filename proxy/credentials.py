@@ -1,6 +1,6 @@
 """What counts as a credential: the name it travels under, or the shape of its value.
 
-Pure and I/O-free. ``proxy.capture`` applies these rules to headers, query strings, paths and
+Pure and I/O-free. ``proxy.redaction`` applies these rules to headers, query strings, paths and
 bodies before an event is built; ``proxy.upstream`` uses the name rule to keep client keys in the
 query string from going upstream.
 
@@ -124,8 +124,8 @@ def shaped_spans(data: bytes) -> list[tuple[int, int]]:
     """Where in ``data`` a value is shaped like a credential: (start, end) pairs, in order.
 
     A shape counts only at the start of a run of token characters (``task-management-…`` is
-    not an ``sk-`` key, nor is ``mysk-…``), which also makes the scan cheap: about 1-2 µs per
-    KB of prose (docs/PERFORMANCE.md).
+    not an ``sk-`` key, nor is ``mysk-…``), which also makes the scan cheap on prose
+    (docs/decisions/0005-credentials-by-name-and-shape.md).
     """
     runs = data.translate(_RUNS)
     start = data.find(b";base64,")

@@ -2,7 +2,7 @@
 else the standard library's.
 
 uvloop does the per-request loop work (callbacks, timers, socket reads and writes, transports) in C;
-measured on the proxy it saves CPU per request (docs/PERFORMANCE.md, "Proxy: hot path work").
+measured on the proxy it saves CPU per request (docs/decisions/0011-uvloop.md).
 ``LOGORHYTHMS_EVENT_LOOP=asyncio`` switches back, e.g. to rule the loop out when debugging.
 """
 

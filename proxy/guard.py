@@ -10,9 +10,10 @@ Refusals, cheapest first, each in the API's own error shape:
   405 for a method no LLM API uses (both also close the connection);
 - 400 when a credential header appears twice (which one would the upstream believe?);
 - 429 + Retry-After when the client IP's token bucket is empty.
-The last three are handed to the Forwarder, which records them as ``rejected`` exchanges without
-a body. Both per-client limits are keyed by the client IP resolved through the trusted proxies
-only, so a spoofed X-Forwarded-For can neither dodge a limit nor lock a victim out.
+The last three are handed to the ExchangeHandler (proxy/forward.py), which records them as
+``rejected`` exchanges without a body. Both per-client limits are keyed by the client IP
+resolved through the trusted proxies only, so a spoofed X-Forwarded-For can neither dodge a
+limit nor lock a victim out.
 
 Once admitted, the body must start within ``body_first_byte_timeout_s`` and keep coming, each
 read within ``body_read_timeout_s`` (``read_body``): a client trickling its upload is answered
@@ -29,8 +30,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from proxy.client_ip import resolve_client_ip
 from proxy.errors import BodyTimeoutError, error_body
-from proxy.forwarded import resolve_client_ip
 from proxy.limits import InFlight, InFlightPerKey, TokenBuckets
 from proxy.routing import Endpoint
 from proxy.settings import ProxySettings
@@ -66,7 +67,7 @@ HTTP_SERVER_LOG.addFilter(_MalformedRequestFilter())
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rejection:
-    """A refusal decided before the body is read; the Forwarder records and answers it."""
+    """A refusal decided before the body is read; the ExchangeHandler records and answers it."""
 
     status: int
     error_type: str  # the API's error type, e.g. rate_limit_error
@@ -103,7 +104,7 @@ class Guard:
         self.stats = GuardStats()
 
     def client_ip(self, request: web.Request) -> str:
-        """The address the per-client limits are keyed by (proxy/forwarded.py)."""
+        """The address the per-client limits are keyed by (proxy/client_ip.py)."""
         return resolve_client_ip(
             request.remote or "", request.headers.get("X-Forwarded-For"), self._trusted
         )

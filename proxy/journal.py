@@ -1,4 +1,4 @@
-"""The proxy's durable spool: an append-only, checksummed, size-capped journal on local disk.
+"""The proxy's durable log: an append-only, checksummed, size-capped journal on local disk.
 
 Every event is appended here as it is published (a write-ahead log), so it is in the kernel's page
 cache before its exchange's last byte goes to the client and outlives a killed proxy; while Kafka
@@ -6,11 +6,10 @@ keeps up it is acknowledged within a linger and its segment deleted, and when Ka
 the unacknowledged records are read back in order once it returns. This module is pure file I/O
 (no Kafka): the publisher decides when to spill, what to replay, and acknowledges what Kafka took.
 
-Layout: a directory of segment files ``<id:020d>.seg``; each is a sequence of records
-``[u32 length][u32 crc32(payload)][payload]`` with payload = key, value and headers,
-length-prefixed. A ``cursor`` file remembers how far replay has been acknowledged, so a restart
-does not re-send what Kafka already holds. A segment is deleted only once every record in it was
-acknowledged.
+Layout: a directory of segment files ``<id:020d>.seg``; each is a sequence of checksummed
+records (their bytes: proxy/journal_record.py). A ``cursor`` file remembers how far replay has
+been acknowledged, so a restart does not re-send what Kafka already holds. A segment is deleted
+only once every record in it was acknowledged.
 
 Durability: ``append()`` writes into a user-space buffer on the caller's thread (microseconds, no
 syscall on most calls); ``flush()`` hands the buffer to the OS (one ``write``, no fsync): the
@@ -22,6 +21,10 @@ loses at most that interval. Both windows are stated in docs/OPERATIONS.md.
 Damage: a record whose length or checksum does not match (a torn write at a crash, a bad disk)
 ends the readable part of its segment: the rest of that segment is counted as corrupt and skipped,
 never replayed. Appending never writes into an old segment: every start opens a fresh one.
+
+Length: ``Journal`` is one state machine over the segments, the writer, the reader and the cursor,
+shared by append, replay, acknowledgement and damage handling under one lock; its methods keep
+each other's invariants (what may be deleted, where reading resumes), so it stays in one module.
 """
 
 from __future__ import annotations
@@ -38,36 +41,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from proxy.journal_record import (
+    MAX_RECORD_BYTES,
+    RECORD_HEADER,
+    Headers,
+    JournalRecord,
+    decode_payload,
+    encode_record,
+    records,
+)
+
 log = logging.getLogger(__name__)
 
-_RECORD_HEADER = struct.Struct(">II")  # payload length, crc32 of payload
-_PAYLOAD_HEADER = struct.Struct(">HIH")  # key length, value length, header count
-_HEADER_ITEM = struct.Struct(">HI")  # header name length, header value length
 _SEGMENT_SUFFIX = ".seg"
 _CURSOR = "cursor"
 _TOPIC = "topic"
 _LOCK = ".lock"
-# A record can never be larger than this; a bigger length field means the bytes are damaged.
-_MAX_RECORD_BYTES = 64 * 1024 * 1024
 # A fully acknowledged active segment is closed and deleted once it holds this much (or an
 # eighth of the cap, if smaller): few file creations while Kafka keeps up, and little disk held by
 # records Kafka already has.
 _RECYCLE_BYTES = 4 * 1024 * 1024
-
-Headers = list[tuple[str, bytes]]
 
 
 class JournalError(Exception):
     """The journal directory cannot be used; the message says what to fix."""
 
     retriable = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JournalRecord:
-    key: bytes
-    value: bytes
-    headers: Headers | None
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -104,35 +103,8 @@ class _Writer:
     file: BinaryIO
 
 
-def encode_record(key: bytes, value: bytes, headers: Headers | None) -> bytes:
-    parts = [_PAYLOAD_HEADER.pack(len(key), len(value), len(headers or ())), key, value]
-    for name, data in headers or ():
-        raw = name.encode()
-        parts += [_HEADER_ITEM.pack(len(raw), len(data)), raw, data]
-    payload = b"".join(parts)
-    return _RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def decode_payload(payload: bytes) -> JournalRecord:
-    key_len, value_len, count = _PAYLOAD_HEADER.unpack_from(payload, 0)
-    at = _PAYLOAD_HEADER.size
-    key = payload[at : at + key_len]
-    at += key_len
-    value = payload[at : at + value_len]
-    at += value_len
-    headers: Headers = []
-    for _ in range(count):
-        name_len, data_len = _HEADER_ITEM.unpack_from(payload, at)
-        at += _HEADER_ITEM.size
-        name = payload[at : at + name_len].decode()
-        at += name_len
-        headers.append((name, payload[at : at + data_len]))
-        at += data_len
-    return JournalRecord(key=key, value=value, headers=headers if count else None)
-
-
 class Journal:
-    """One process's spool directory. Not thread-safe except ``sync()``, which may run in a worker
+    """One process's journal directory. Not thread-safe except ``sync()``, which may run in a worker
     thread while the event loop appends."""
 
     def __init__(
@@ -459,12 +431,10 @@ class Journal:
             opened.seek(self._read_at.offset)
             self._reader = (segment.id, opened)
         file = self._reader[1]
-        header = file.read(_RECORD_HEADER.size)
-        length, crc = (
-            _RECORD_HEADER.unpack(header) if len(header) == _RECORD_HEADER.size else (0, 0)
-        )
-        payload = file.read(length) if 0 < length <= _MAX_RECORD_BYTES else b""
-        end = self._read_at.offset + _RECORD_HEADER.size + length
+        header = file.read(RECORD_HEADER.size)
+        length, crc = RECORD_HEADER.unpack(header) if len(header) == RECORD_HEADER.size else (0, 0)
+        payload = file.read(length) if 0 < length <= MAX_RECORD_BYTES else b""
+        end = self._read_at.offset + RECORD_HEADER.size + length
         if not payload or len(payload) != length or zlib.crc32(payload) != crc or end > segment.end:
             self._mark_corrupt(segment)
             return None
@@ -572,23 +542,7 @@ class Journal:
                 data = segment.path.read_bytes()
             except OSError:
                 continue
-            yield from _records(data)
-
-
-def _records(data: bytes) -> Iterator[JournalRecord]:
-    at = 0
-    while at + _RECORD_HEADER.size <= len(data):
-        length, crc = _RECORD_HEADER.unpack_from(data, at)
-        payload = data[at + _RECORD_HEADER.size : at + _RECORD_HEADER.size + length]
-        if not 0 < length <= _MAX_RECORD_BYTES or len(payload) != length:
-            return
-        if zlib.crc32(payload) != crc:
-            return
-        try:
-            yield decode_payload(payload)
-        except (struct.error, UnicodeDecodeError):
-            return
-        at += _RECORD_HEADER.size + length
+            yield from records(data)
 
 
 def segment_paths(directory: Path) -> Sequence[Path]:

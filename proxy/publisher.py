@@ -19,6 +19,11 @@ left open get a ``proxy_died`` completed event (``proxy/recovery.py``).
 
 Every aiokafka call runs under our own deadline: its producer can hang in ``start()``, ``send()``
 (waiting for metadata) and ``stop()`` while the broker is away.
+
+Length: the pump (memory to Kafka) and the spill and replay (journal to Kafka) are two modes of
+one state machine: they hand over to each other on every failure and recovery, and share the
+producer, the queue, the in-flight drains and the journal's acknowledged position. Split apart,
+each would need the other's internals, so they stay in one module.
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 
 from proxy.droplog import DropLog
-from proxy.journal import Headers, Journal, JournalRecord, Position
-from proxy.partitioner import partition_for
+from proxy.journal import Journal, Position
+from proxy.journal_record import Headers, JournalRecord
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,16 @@ _CURSOR_SAVE_INTERVAL_S = 1.0
 # busy proxy spends nothing more on it than an idle one.
 _LATENCY_SAMPLES_MAX = 1024
 _PARTITION_CACHE_MAX = 4096  # exchanges' partitions remembered: more than are in flight at once
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (aiokafka's, and Java's) gives ``key``.
+
+    The publisher places each exchange's events itself, one batch per partition, and must put
+    them exactly where a plain ``producer.send()`` would: the journal's replay relies on it.
+    """
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 @dataclass(slots=True)
@@ -407,7 +423,7 @@ class Publisher:
         if gathering > 0:
             await asyncio.sleep(gathering)
         # Everything waiting goes out now, as one batch per partition: one aiokafka call and one
-        # future per batch instead of per event (about 8x less CPU per event, PERFORMANCE.md).
+        # future per batch instead of per event (docs/decisions/0007-own-linger-and-partitioner.md).
         # Whatever Kafka gets is in the kernel first, so a dead run's journal is a superset of
         # what reached Kafka (proxy/recovery.py counts the chunks there).
         self.journal.flush()

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from proxy import capture
-from proxy.journal import JournalRecord
+from proxy.journal_record import JournalRecord
 from schemas import Codec, CodecError, EventType
 
 log = logging.getLogger(__name__)

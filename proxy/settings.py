@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from proxy.configfile import load_config_file
 from proxy.errors import ConfigError
 from proxy.eventloop import EVENT_LOOPS
 
@@ -107,9 +108,9 @@ class ProxySettings:
     # Deadline for every aiokafka call (start, send, delivery), which can hang without one.
     kafka_timeout_s: float = 10.0
     # How long the publisher gathers a batch, and how it is compressed: the proxy's CPU per event
-    # falls as batches grow (docs/PERFORMANCE.md); the linger adds to capture lag, never to a
-    # client's response. zstd (level 3): a batch costs a third of lz4's CPU (aiokafka's lz4 is
-    # the slow high-compression level 9) and ~40 % smaller batches on the broker.
+    # falls as batches grow (docs/decisions/0007-own-linger-and-partitioner.md); the linger adds
+    # to capture lag, never to a client's response. zstd (level 3) costs less CPU than aiokafka's
+    # lz4 (level 9) and makes smaller batches (docs/decisions/0008-zstd-compression.md).
     kafka_linger_ms: int = 50
     kafka_compression: str = "zstd"
     # After in-flight exchanges finished: how long Kafka may take to acknowledge the rest before
@@ -240,9 +241,15 @@ class ProxySettings:
         values: dict[str, Any] = {}
         providers: dict[str, Provider] = {}
         if env.get(CONFIG_ENV):
-            from proxy.configfile import load_config_file  # it builds on this module's types
-
-            values, providers = load_config_file(Path(env[CONFIG_ENV]), env)
+            path = Path(env[CONFIG_ENV])
+            values, in_file = load_config_file(path, env)
+            if "trusted_proxies" in values:
+                values["trusted_proxies"] = parse_networks(
+                    values["trusted_proxies"], f"{path}: proxy.trusted_proxies"
+                )
+            for name, fields in in_file.items():
+                secret = _secret(fields.pop("api_key"))
+                providers[name] = Provider(name=name, api_key=secret, **fields)
         else:
             providers["openai"] = Provider(name="openai", base_url="https://api.openai.com/v1")
         for name, dialect, default_url in (

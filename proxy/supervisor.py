@@ -1,8 +1,9 @@
 """`logorhythms proxy --workers N`: N proxy processes on one port, and the parent that keeps them.
 
 Each worker is a whole proxy (its own event loop, Kafka producer and journal directory, see
-proxy/spool.py) listening on the same host:port with SO_REUSEPORT, so the kernel spreads new
-connections across them and every core serves. The supervisor (the parent) serves nothing:
+proxy/journal_ownership.py) listening on the same host:port with SO_REUSEPORT, so the kernel
+spreads new connections across them and every core serves. The supervisor (the parent) serves
+nothing:
 
 - it refuses to start when the port is taken, before any worker runs;
 - it starts the workers (multiprocessing "spawn": a fresh interpreter each, handed the settings

@@ -46,7 +46,7 @@ def create_session(settings: ProxySettings) -> aiohttp.ClientSession:
         ttl_dns_cache=300,
         keepalive_timeout=60,
     )
-    # Only connect and the optional total are aiohttp's: the forwarder times the response head
+    # Only connect and the optional total are aiohttp's: proxy.relay times the response head
     # (first byte) and each read (between chunks) itself, so the two can differ and be told apart.
     timeout = aiohttp.ClientTimeout(
         total=settings.upstream_total_timeout_s,  # None by default: never cut a healthy stream

@@ -10,7 +10,7 @@ import time
 import orjson
 import pytest
 
-from proxy.capture import Fingerprinter
+from proxy.redaction import Fingerprinter
 
 
 @pytest.mark.parametrize("messages", [5, 100, 10_000])

@@ -29,14 +29,14 @@ def _free_port() -> int:
 def _exchange_events(request_id: str, text: str) -> list[tuple[EventType, dict[str, object]]]:
     body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": text}]})
     answer = orjson.dumps({"choices": [{"index": 0, "message": {"content": text}}]})
-    request = capture.request_event(
+    request = capture.request_event(capture.CapturedRequest(
         request_id=request_id, received_at_us=time.time_ns() // 1000, method="POST",
         path="/v1/chat/completions", query="", headers=[], peer_ip="127.0.0.1",
         forwarded_for=None, client_ip="127.0.0.1", client_key_fingerprint=None, body=body,
         max_body_in_event=1 << 20, model_requested="m", stream=False,
         endpoint="/v1/chat/completions", dialect="openai", provider="openai", upstream_url="u",
         model_sent="m", proxy_instance="test",
-    )  # fmt: skip
+    ))  # fmt: skip
     chunk = capture.chunk_event(
         request_id=request_id, seq=1, offset_ns=1000, data=answer, max_bytes=1 << 20,
         delivered=True,

@@ -21,7 +21,7 @@ from typing import Any
 
 import fastavro
 
-from proxy import capture
+from proxy import capture, redaction
 from proxy.journal import Journal
 from proxy.publisher import Publisher
 from schemas import Codec, EventType
@@ -85,11 +85,11 @@ def cpu_ns_per_call(fn: Callable[[], object], iterations: int, rounds: int = 5) 
 
 
 class Steps:
-    """The per-event steps of proxy/forward.py, each callable alone."""
+    """The per-event steps of proxy/exchange.py and proxy/relay.py, each callable alone."""
 
     def __init__(self, body_size: int) -> None:
         self.codec = Codec()
-        self.fingerprinter = capture.Fingerprinter(b"k" * 32)
+        self.fingerprinter = redaction.Fingerprinter(b"k" * 32)
         self.body = body_of(body_size)
         # Never started: publish() measures the in-memory path (no journal file is written).
         self.publisher = Publisher(
@@ -105,11 +105,11 @@ class Steps:
         self.completed_record = self.build_completed()
 
     def build_request(self) -> dict[str, Any]:
-        """Everything the forwarder does per exchange for the request event (as in forward.py)."""
+        """Everything the proxy does per exchange for the request event (proxy/forward.py)."""
         headers, client_key = self.fingerprinter.headers(self.headers)
         redactor = self.fingerprinter.redactor(self.headers, "", ("sk-bench-service",))
         model, stream = capture.peek_json(self.body)
-        return capture.request_event(
+        captured = capture.CapturedRequest(
             request_id=REQUEST_ID,
             received_at_us=time.time_ns() // 1000,
             method="POST",
@@ -130,8 +130,8 @@ class Steps:
             upstream_url="http://127.0.0.1:9/v1/chat/completions",
             model_sent=model,
             proxy_instance="bench:1",
-            redactor=redactor,
         )
+        return capture.request_event(captured, redactor=redactor)
 
     def build_chunk(self) -> dict[str, Any]:
         return capture.chunk_event(

@@ -1,5 +1,6 @@
-"""Upstream faults (FAULTS.md U1-U6) and client faults (L1-L2): what the client got, and what
-landed in ClickHouse. Timeouts are set small so each case takes well under a second of waiting.
+"""Upstream faults (fault matrix rows U1-U5, kept in tests/README.md) and client faults (L1-L2):
+what the client got, and what landed in ClickHouse. Timeouts are set small so each case takes
+well under a second of waiting.
 """
 
 from __future__ import annotations
@@ -94,9 +95,10 @@ def _closed_port() -> int:
     return port
 
 
-async def test_u1_connect_refused_and_dns_failure_are_502_in_each_dialect(
+async def test_connect_refused_and_dns_failure_are_502_in_each_dialect(
     pipeline_factory: ProxyFactory,
 ) -> None:
+    """Fault matrix U1: the upstream cannot be reached."""
     pipeline = await pipeline_factory(
         providers=(
             Provider(name="openai", base_url=f"http://127.0.0.1:{_closed_port()}/v1",
@@ -123,7 +125,8 @@ async def test_u1_connect_refused_and_dns_failure_are_502_in_each_dialect(
         assert row["duration_ms"] > 0
 
 
-async def test_u1_no_first_byte_in_time_is_504(api_factory: ProxyFactory) -> None:
+async def test_no_first_byte_in_time_is_504(api_factory: ProxyFactory) -> None:
+    """Fault matrix U1: the upstream accepts but never answers."""
     pipeline = await api_factory(**FAST)
     for name, shape_key in (("chat", "error"), ("messages", "type")):
         got = await call(pipeline, *STREAMS[name], head_delay_ms=5000)
@@ -140,9 +143,10 @@ async def test_u1_no_first_byte_in_time_is_504(api_factory: ProxyFactory) -> Non
 
 @pytest.mark.parametrize(("fault", "outcome"), [("stall", "upstream_timeout"),
                                                 ("reset", "upstream_disconnect")])  # fmt: skip
-async def test_u2_u3_stream_stalls_or_resets_after_three_events(
+async def test_stream_stalls_or_resets_after_three_events(
     api_factory: ProxyFactory, fault: str, outcome: str
 ) -> None:
+    """Fault matrix U2 (stall) and U3 (reset) mid-stream."""
     pipeline = await api_factory(**FAST)
     knob = {"stall_after": 3} if fault == "stall" else {"reset_after": 3}
     for endpoint, request in STREAMS.items():
@@ -168,7 +172,8 @@ async def test_u2_u3_stream_stalls_or_resets_after_three_events(
         assert all(c[2] for c in chunks)
 
 
-async def test_u4_malformed_events_pass_verbatim_and_are_counted(api: Pipeline) -> None:
+async def test_malformed_events_pass_verbatim_and_are_counted(api: Pipeline) -> None:
+    """Fault matrix U4: malformed SSE events."""
     got = await call(api, *STREAMS["chat"], malformed=1, delay_ms=5)
     assert b"data: {not json\n\n" in got.body
     assert b": keepalive\n\n" in got.body
@@ -183,7 +188,8 @@ async def test_u4_malformed_events_pass_verbatim_and_are_counted(api: Pipeline) 
     assert b"".join(c[1] for c in chunks) == got.body
 
 
-async def test_u5_error_event_in_stream(api: Pipeline) -> None:
+async def test_error_event_in_stream_is_passed_on_and_recorded(api: Pipeline) -> None:
+    """Fault matrix U5: the upstream reports an error inside a 200 stream."""
     for endpoint, request in STREAMS.items():
         got = await call(api, *request, error_in_stream=1, delay_ms=5)
         assert got.status == 200
@@ -207,7 +213,8 @@ async def test_u5_error_event_in_stream(api: Pipeline) -> None:
         assert b"".join(c[1] for c in chunks) == got.body
 
 
-async def test_l1_client_cancels_mid_stream(api: Pipeline) -> None:
+async def test_client_cancelling_mid_stream_stops_the_upstream_read(api: Pipeline) -> None:
+    """Fault matrix L1: the client goes away mid-stream."""
     async with openai.AsyncOpenAI(
         base_url=f"{api.proxy_url}/v1", api_key=CLIENT_KEY, max_retries=0
     ) as client:
@@ -260,7 +267,8 @@ def _chat_text(stream: bytes) -> str:
     return "".join(text)
 
 
-async def test_l2_slow_reader_is_dropped_at_the_write_deadline(api_factory: ProxyFactory) -> None:
+async def test_slow_reader_is_dropped_at_the_write_deadline(api_factory: ProxyFactory) -> None:
+    """Fault matrix L2: a client that stops reading."""
     pipeline = await api_factory(**FAST)
     path, body = STREAMS["chat"]
     headers = {"x-fake-chunks": "300", "x-fake-pad-bytes": str(64 * 1024)}

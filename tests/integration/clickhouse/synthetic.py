@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from proxy.capture import chunk_event, completed_event, request_event
+from proxy.capture import CapturedRequest, chunk_event, completed_event, request_event
 from schemas import Codec, EventType
 
 MS = 1_000_000  # nanoseconds in a millisecond
@@ -160,7 +160,7 @@ class Exchange:
         ]
         if self.forwarded_for is not None:
             headers.append({"name": "x-forwarded-for", "value": self.forwarded_for})
-        request = request_event(
+        captured = CapturedRequest(
             request_id=self.request_id,
             received_at_us=self.received_at_ms * 1000,
             method="POST",
@@ -182,6 +182,7 @@ class Exchange:
             model_sent=self.model,
             proxy_instance="proxy-test",
         )
+        request = request_event(captured)
         out: list[tuple[EventType, dict[str, Any]]] = [(EventType.REQUEST, request)]
         offset_ns = self.ttfb_ms * MS
         data = self.response_chunks()

@@ -238,7 +238,7 @@ class Exchange:
                 ],
             }
         )
-        return EventType.REQUEST, capture.request_event(
+        return EventType.REQUEST, capture.request_event(capture.CapturedRequest(
             request_id=self.request_id, received_at_us=self.received_at_us, method="POST",
             path="/v1/chat/completions", query="", headers=[], peer_ip="127.0.0.1",
             forwarded_for=None, client_ip="127.0.0.1", client_key_fingerprint=None, body=body,
@@ -246,7 +246,7 @@ class Exchange:
             endpoint="/v1/chat/completions", dialect="openai", provider="openai",
             upstream_url="http://upstream/v1/chat/completions", model_sent=self.model,
             proxy_instance="test",
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def chunks(self) -> list[tuple[EventType, dict[str, Any]]]:
         out = []

@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 import pytest
 
-from proxy.forward import REQUEST_ID_HEADER
+from proxy.exchange import REQUEST_ID_HEADER
 from tests.integration.conftest import Pipeline
 from tests.integration.faults.oracle import wait_reconciled
 from tests.integration.faults.processes import Service, start_proxy

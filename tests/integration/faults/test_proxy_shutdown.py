@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from deploy.local.kafka import KafkaBroker
-from proxy.forward import REQUEST_ID_HEADER
+from proxy.exchange import REQUEST_ID_HEADER
 from tests.integration.conftest import Pipeline
 from tests.integration.faults.oracle import wait_reconciled
 from tests.integration.faults.processes import Service, start_proxy

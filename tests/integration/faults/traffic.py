@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-from proxy.forward import REQUEST_ID_HEADER
+from proxy.exchange import REQUEST_ID_HEADER
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from proxy.app import SETTINGS, create_app
-from proxy.capture import Fingerprinter
+from proxy.redaction import Fingerprinter
 from proxy.settings import Provider, ProxySettings, Secret
 from tests.integration.conftest import SERVICE_KEY, Pipeline, ProxyFactory, serve
 from tests.integration.security.scan import (

@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 import pytest
 
-from proxy.app import FORWARDER
+from proxy.app import EXCHANGE_HANDLER
 from tests.integration.conftest import FakeUpstream, Pipeline
 from tests.integration.security.conftest import ATTACKER_MARKER
 from tests.integration.security.scan import raw_exchange, status_of
@@ -175,7 +175,7 @@ async def test_a_crashing_handler_is_a_500_in_the_api_shape(
     async def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug with " + M.decode())
 
-    monkeypatch.setattr(pipeline.proxy_app[FORWARDER], "handle", crash)
+    monkeypatch.setattr(pipeline.proxy_app[EXCHANGE_HANDLER], "handle", crash)
     answer = await raw_exchange(
         pipeline.proxy_url,
         b"POST /v1/messages HTTP/1.1\r\nHost: p\r\n" + ANTHROPIC + b"Content-Length: 2\r\n\r\n{}",

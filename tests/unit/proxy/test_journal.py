@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.journal import Journal, JournalError, decode_payload, encode_record, segment_paths
+from proxy.journal import Journal, JournalError, segment_paths
+from proxy.journal_record import decode_payload, encode_record
 
 
 def _journal(path: Path, **kwargs: int) -> Journal:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proxy import capture
-from proxy.journal import JournalRecord
+from proxy.journal_record import JournalRecord
 from proxy.recovery import OUTCOME, died_completions
 from schemas import Codec, EventType
 
@@ -12,26 +12,28 @@ CODEC = Codec()
 
 def _request(request_id: str) -> JournalRecord:
     event = capture.request_event(
-        request_id=request_id,
-        received_at_us=1_700_000_000_000_000,
-        method="POST",
-        path="/v1/chat/completions",
-        query="",
-        headers=[],
-        peer_ip="127.0.0.1",
-        forwarded_for=None,
-        client_ip="127.0.0.1",
-        client_key_fingerprint=None,
-        body=b'{"model":"m"}',
-        max_body_in_event=1000,
-        model_requested="m",
-        stream=True,
-        endpoint="/v1/chat/completions",
-        dialect="openai",
-        provider="openai",
-        upstream_url="http://127.0.0.1/v1/chat/completions",
-        model_sent="m",
-        proxy_instance="test",
+        capture.CapturedRequest(
+            request_id=request_id,
+            received_at_us=1_700_000_000_000_000,
+            method="POST",
+            path="/v1/chat/completions",
+            query="",
+            headers=[],
+            peer_ip="127.0.0.1",
+            forwarded_for=None,
+            client_ip="127.0.0.1",
+            client_key_fingerprint=None,
+            body=b'{"model":"m"}',
+            max_body_in_event=1000,
+            model_requested="m",
+            stream=True,
+            endpoint="/v1/chat/completions",
+            dialect="openai",
+            provider="openai",
+            upstream_url="http://127.0.0.1/v1/chat/completions",
+            model_sent="m",
+            proxy_instance="test",
+        )
     )
     value = CODEC.encode(EventType.REQUEST, event)
     return JournalRecord(key=request_id.encode(), value=value, headers=[("traceparent", b"00-x")])

@@ -9,12 +9,12 @@ import os
 import orjson
 import pytest
 
-from proxy import capture, credentials
+from proxy import credentials, redaction
 from proxy.settings import Provider
 from proxy.upstream import upstream_query
 from tests.key_shapes import BEARER_TOKEN, NAMED, SHAPED
 
-FP = capture.Fingerprinter(b"k" * 32)
+FP = redaction.Fingerprinter(b"k" * 32)
 
 
 @pytest.mark.parametrize(

@@ -6,15 +6,15 @@ import hashlib
 
 import orjson
 
-from proxy import capture
+from proxy import capture, redaction
 
 KEY = b"k" * 32
-FP = capture.Fingerprinter(KEY)
+FP = redaction.Fingerprinter(KEY)
 CLIENT = "sk-client-canary-0123456789"
 SERVICE = "sk-service-canary-9876543210"
 
 
-def _redactor(headers: list[tuple[str, str]] | None = None, query: str = "") -> capture.Redactor:
+def _redactor(headers: list[tuple[str, str]] | None = None, query: str = "") -> redaction.Redactor:
     return FP.redactor(
         headers if headers is not None else [("Authorization", f"Bearer {CLIENT}")],
         query,
@@ -94,14 +94,13 @@ def test_short_values_are_not_searched_for() -> None:
 
 def test_request_event_stores_redacted_body_with_original_size() -> None:
     body = f'{{"api_key": "{CLIENT}", "model": "m"}}'.encode()
-    event = capture.request_event(
+    event = capture.request_event(capture.CapturedRequest(
         request_id="r", received_at_us=0, method="POST", path="/v1/chat/completions", query="",
         headers=[], peer_ip="127.0.0.1", forwarded_for=None, client_ip="127.0.0.1",
         client_key_fingerprint=None, body=body, max_body_in_event=1000, model_requested="m",
         stream=False, endpoint="/v1/chat/completions", dialect="openai", provider="openai",
         upstream_url="http://u/v1/chat/completions", model_sent="m", proxy_instance="t",
-        redactor=_redactor(),
-    )  # fmt: skip
+    ), redactor=_redactor())  # fmt: skip
     assert CLIENT.encode() not in event["body"]
     assert event["body_size"] == len(body)
     assert event["body_sha256"] == hashlib.sha256(event["body"]).hexdigest()
@@ -129,7 +128,7 @@ def test_upstream_set_cookie_is_fingerprinted_in_the_completed_event() -> None:
 
 
 def test_masking_keeps_the_length() -> None:
-    mask = capture.Redactor.masking(FP, [SERVICE])
+    mask = redaction.Redactor.masking(FP, [SERVICE])
     data = f"echo {SERVICE}!".encode()
     out = mask.known(data)
     assert len(out) == len(data)

@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from proxy.forward import LARGE_BODY
+from proxy.exchange import LARGE_BODY
 from proxy.settings import Provider, Secret
 from schemas import Codec, EventType
 from tests.integration.conftest import SERVICE_KEY, Pipeline, ProxyFactory

@@ -1,4 +1,4 @@
-"""Which journal each worker owns, and which spools are left for worker 0 to replay."""
+"""Which journal each worker owns, and which journals are left for worker 0 to replay."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from proxy.errors import ConfigError
+from proxy.journal_ownership import journal_dir, orphaned_journals
 from proxy.settings import ProxySettings, parse_workers
-from proxy.spool import journal_dir, orphaned_spools
 
 
 def settings(journal: Path, workers: int) -> ProxySettings:
@@ -19,7 +19,7 @@ def settings(journal: Path, workers: int) -> ProxySettings:
     )
 
 
-def spool(directory: Path, *, segments: int = 1) -> Path:
+def journal(directory: Path, *, segments: int = 1) -> Path:
     directory.mkdir(parents=True)
     (directory / "topic").write_text("t\n")
     for number in range(1, segments + 1):
@@ -32,26 +32,28 @@ def test_one_worker_keeps_the_directory_itself_and_several_get_one_each(tmp_path
     assert journal_dir(settings(tmp_path, 3), 2) == tmp_path / "worker-2"
 
 
-def test_fewer_workers_adopt_the_spools_of_the_missing_ones(tmp_path: Path) -> None:
+def test_fewer_workers_adopt_the_journals_of_the_missing_ones(tmp_path: Path) -> None:
     for index in range(4):
-        spool(tmp_path / f"worker-{index}")
-    spool(tmp_path / "worker-5", segments=0)  # drained already: nothing to adopt
+        journal(tmp_path / f"worker-{index}")
+    journal(tmp_path / "worker-5", segments=0)  # drained already: nothing to adopt
     (tmp_path / "worker-x").mkdir()  # not ours
-    assert orphaned_spools(settings(tmp_path, 2)) == [tmp_path / "worker-2", tmp_path / "worker-3"]
-    assert orphaned_spools(settings(tmp_path, 4)) == []
+    expected = [tmp_path / "worker-2", tmp_path / "worker-3"]
+    assert orphaned_journals(settings(tmp_path, 2)) == expected
+    assert orphaned_journals(settings(tmp_path, 4)) == []
 
 
-def test_one_worker_adopts_every_worker_spool(tmp_path: Path) -> None:
-    spool(tmp_path / "worker-0")
-    spool(tmp_path / "worker-1")
+def test_one_worker_adopts_every_worker_journal(tmp_path: Path) -> None:
+    journal(tmp_path / "worker-0")
+    journal(tmp_path / "worker-1")
     (tmp_path / "00000000000000000001.seg").write_bytes(b"x")  # its own: not an orphan
-    assert orphaned_spools(settings(tmp_path, 1)) == [tmp_path / "worker-0", tmp_path / "worker-1"]
+    expected = [tmp_path / "worker-0", tmp_path / "worker-1"]
+    assert orphaned_journals(settings(tmp_path, 1)) == expected
 
 
-def test_several_workers_adopt_the_single_proxys_spool(tmp_path: Path) -> None:
-    assert orphaned_spools(settings(tmp_path, 2)) == []
+def test_several_workers_adopt_the_single_proxys_journal(tmp_path: Path) -> None:
+    assert orphaned_journals(settings(tmp_path, 2)) == []
     (tmp_path / "00000000000000000003.seg").write_bytes(b"x")
-    assert orphaned_spools(settings(tmp_path, 2)) == [tmp_path]
+    assert orphaned_journals(settings(tmp_path, 2)) == [tmp_path]
 
 
 def test_worker_counts_parse_and_auto_is_the_usable_cpus() -> None:

@@ -1,14 +1,14 @@
 """Which journal directory each proxy process owns, and replaying the ones nobody owns any more.
 
-A journal takes a lock, so two processes never write one spool: with ``workers = 1`` the proxy
+A journal takes a lock, so two processes never write one journal: with ``workers = 1`` the proxy
 uses ``journal_dir`` itself (as it always did); with N workers, worker *i* uses
-``journal_dir/worker-<i>``. When the worker count changes between runs, some spools lose their
+``journal_dir/worker-<i>``. When the worker count changes between runs, some journals lose their
 owner: going down from N to M leaves ``worker-<j>`` for j >= M, and going from 1 to N leaves the
-single proxy's spool in ``journal_dir``. Worker 0 (or the single proxy) adopts those: it replays
+single proxy's journal in ``journal_dir``. Worker 0 (or the single proxy) adopts those: it replays
 each into Kafka with a publisher of its own, in the background, and leaves the directory empty.
-An adopted spool never takes new events, so its order is simply its own. A spool that cannot be
-opened (locked by a process still running, bound to another topic) stays on disk, logged, for a
-later start.
+An adopted journal never takes new events, so its order is simply its own. A journal that
+cannot be opened (locked by a process still running, bound to another topic) stays on disk,
+logged, for a later start.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.journal import Headers, Journal, JournalError, JournalRecord
+from proxy.journal import Journal, JournalError
+from proxy.journal_record import Headers, JournalRecord
 from proxy.publisher import Publisher
 from proxy.recovery import died_completions
 from proxy.settings import ProxySettings
@@ -38,7 +39,7 @@ def journal_dir(settings: ProxySettings, worker: int) -> Path:
     return base if settings.workers == 1 else base / f"{_WORKER_PREFIX}{worker}"
 
 
-def orphaned_spools(settings: ProxySettings) -> list[Path]:
+def orphaned_journals(settings: ProxySettings) -> list[Path]:
     """Journal directories holding segments that no worker of this run owns, oldest layout first."""
     base = Path(settings.journal_dir)
     candidates = [base] if settings.workers > 1 else []
@@ -89,15 +90,15 @@ def _recovery(records: Iterable[JournalRecord]) -> list[tuple[bytes, bytes, Head
 
 
 def adoption_context(
-    settings: ProxySettings, spools: Sequence[Path]
+    settings: ProxySettings, journals: Sequence[Path]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context replaying ``spools`` in the background while the app runs. At shutdown
+    """A cleanup context replaying ``journals`` in the background while the app runs. At shutdown
     whatever Kafka has not acknowledged stays in its directory, to be adopted again next start."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         tasks = {
-            asyncio.create_task(_replay(settings, spool), name=f"replay-{spool.name}")
-            for spool in spools
+            asyncio.create_task(_replay(settings, journal), name=f"replay-{journal.name}")
+            for journal in journals
         }
         yield
         for task in tasks:
@@ -109,24 +110,24 @@ def adoption_context(
     return context
 
 
-async def _replay(settings: ProxySettings, spool: Path) -> None:
+async def _replay(settings: ProxySettings, journal: Path) -> None:
     # Its events are all in its journal, none in memory: at shutdown there is nothing to wait for,
     # so it stops at once and leaves the whole flush budget to the worker's own publisher.
     publisher = publisher_for(
-        settings, spool, client_id="logorhythms-proxy-adopted", stop_timeout_s=0.0
+        settings, journal, client_id="logorhythms-proxy-adopted", stop_timeout_s=0.0
     )
     try:
         await publisher.start()  # opens the journal: takes its lock, finds its segments
     except JournalError as exc:
-        log.error("cannot replay the orphaned journal %s: %s; it stays on disk", spool, exc)
+        log.error("cannot replay the orphaned journal %s: %s; it stays on disk", journal, exc)
         return
-    log.warning("replaying the journal %s, which no worker of this run owns", spool)
+    log.warning("replaying the journal %s, which no worker of this run owns", journal)
     try:
         await publisher.flush()  # returns once Kafka acknowledged every record of it
         log.info(
-            "orphaned journal %s replayed into Kafka (%d events)", spool, publisher.stats.replayed
+            "orphaned journal %s replayed into Kafka (%d events)", journal, publisher.stats.replayed
         )
-    except Exception:  # the task's boundary: the spool stays on disk for the next start
-        log.exception("replaying the orphaned journal %s failed; it stays on disk", spool)
+    except Exception:  # the task's boundary: the journal stays on disk for the next start
+        log.exception("replaying the orphaned journal %s failed; it stays on disk", journal)
     finally:
         await publisher.stop()
