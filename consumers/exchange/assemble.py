@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from consumers.exchange.provider_error import ProviderError, error_of, text_of
 from consumers.exchange.sse import SseParser, data_events
 
 
@@ -30,15 +31,6 @@ class ChunkIn(NamedTuple):
     data: bytes
     # False for the bytes the proxy read from the upstream but could not write to the client.
     delivered: bool = True
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProviderError:
-    """The provider's own description of an error, from its JSON error body or error event."""
-
-    type: str = ""
-    code: str = ""
-    message: str = ""
 
 
 @dataclass(slots=True)
@@ -89,42 +81,6 @@ def final_outcome(
     return outcome, error_type or "", error_message or ""
 
 
-def provider_error(doc: dict[str, Any]) -> ProviderError | None:
-    """The error a provider describes in one JSON document, or None if it describes none.
-
-    Shapes: OpenAI's body and stream event ``{"error": {"message", "type", "code", "param"}}``;
-    Anthropic's body and ``error`` event ``{"type": "error", "error": {"type", "message"}}``; the
-    Responses API's ``error`` event ``{"type": "error", "code", "message", "param"}`` and its
-    ``response.failed`` event, whose ``response.error`` is ``{"code", "message"}``.
-    """
-    nested = doc.get("error")
-    if isinstance(nested, dict):
-        found: dict[str, Any] = nested
-    elif doc.get("type") == "error":
-        found = doc
-    elif doc.get("type") == "response.failed":
-        response = doc.get("response")
-        failed = response.get("error") if isinstance(response, dict) else None
-        if not isinstance(failed, dict):
-            return None
-        found = failed
-    else:
-        return None
-    return ProviderError(
-        # A top-level error event's own type is just "error": no provider error type.
-        type="" if found is doc else _text_of(found.get("type")),
-        code=_text_of(found.get("code")),
-        message=_text_of(found.get("message")),
-    )
-
-
-def _text_of(value: Any) -> str:
-    # Providers send codes as strings, numbers or null; a column holds them as text.
-    if value is None or isinstance(value, (dict, list)):
-        return ""
-    return value if isinstance(value, str) else str(value)
-
-
 def assemble(chunks: Sequence[ChunkIn], *, endpoint: str, dialect: str, stream: bool) -> Assembled:
     if not chunks:
         return Assembled()
@@ -173,7 +129,7 @@ def _assemble_body(
     out.first_token_offset_ns = chunks[0].offset_ns
     out.model = _str(doc.get("model"))
     out.response_id = _str(doc.get("id"))
-    out.provider_error = provider_error(doc)
+    out.provider_error = error_of(doc)
     if out.provider_error is not None:
         return out
     if dialect == "anthropic":
@@ -290,13 +246,13 @@ class _StreamState:
             or ("error" in doc and isinstance(doc["error"], dict))
             or ("type" in doc and doc["type"] == "error")
         ):
-            found = provider_error(doc) or ProviderError(message=_text_of(doc.get("message")))
+            found = error_of(doc) or ProviderError(message=text_of(doc.get("message")))
             out.provider_error = found
             out.error_in_stream = found.message or found.type or "error"
             return
         if "type" in doc and doc["type"] == "response.failed":
             # The Responses API's way to end a stream with an error: as an error event would.
-            out.provider_error = provider_error(doc)
+            out.provider_error = error_of(doc)
             if out.provider_error is not None:
                 found = out.provider_error
                 out.error_in_stream = found.message or found.code or "error"

@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from consumers.exchange.assemble import ChunkIn, ProviderError, assemble, final_outcome
+from consumers.exchange.assemble import ChunkIn, assemble, final_outcome
+from consumers.exchange.provider_error import ProviderError
 
 OPENAI_404 = {"error": {
     "message": "The model `gpt-9` does not exist", "type": "invalid_request_error",
