@@ -41,6 +41,8 @@ EXCHANGE_COLUMNS = (
     "status", "upstream_status", "outcome", "error_type", "error_message", "ttfb_ms", "ttft_ms",
     "duration_ms", "bytes_in", "bytes_out", "chunk_count", "chunks_missing", "gap_max_ms",
     "gap_p50_ms", "gap_p99_ms", "sse_events", "sse_parse_errors", "done_marker",
+    "upstream_response_text", "upstream_tool_calls", "provider_error_type",
+    "provider_error_code", "provider_error_message",
 )  # fmt: skip
 
 _UPSTREAM_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "openai-request-id", "cf-ray")
@@ -111,9 +113,15 @@ def exchange_row(
     endpoint = req.get("endpoint", "")
     body: bytes = req.get("body", b"")
     parsed = parse_request(body, dialect=dialect)
-    answer: Assembled = assemble(
-        chunks, endpoint=endpoint, dialect=dialect, stream=bool(req.get("stream"))
-    )
+    stream = bool(req.get("stream"))
+    # What the upstream produced (every chunk the proxy read), and what the client received
+    # (the chunks written to it): they differ only when the client went away mid-response.
+    answer: Assembled = assemble(chunks, endpoint=endpoint, dialect=dialect, stream=stream)
+    received = answer
+    if not all(c.delivered for c in chunks):
+        delivered = [c for c in chunks if c.delivered]
+        received = assemble(delivered, endpoint=endpoint, dialect=dialect, stream=stream)
+    provider_error = answer.provider_error
     usage = answer.usage
     estimated = usage.prompt_tokens is None and usage.completion_tokens is None
     if estimated:
@@ -173,10 +181,10 @@ def exchange_row(
         parsed.tools_json,
         parsed.system_prompt,
         parsed.messages,
-        answer.text,
-        answer.choices,
-        orjson.dumps(answer.tool_calls, default=str).decode() if answer.tool_calls else "",
-        len(answer.tool_calls),
+        received.text,
+        received.choices,
+        _tool_calls_json(received),
+        len(received.tool_calls),
         answer.finish_reason or "",
         answer.response_id or "",
         usage.prompt_tokens,
@@ -203,4 +211,13 @@ def exchange_row(
         answer.sse_events,
         answer.parse_errors,
         answer.done_marker,
+        answer.text,
+        _tool_calls_json(answer),
+        provider_error.type if provider_error else "",
+        provider_error.code if provider_error else "",
+        provider_error.message if provider_error else "",
     )
+
+
+def _tool_calls_json(answer: Assembled) -> str:
+    return orjson.dumps(answer.tool_calls, default=str).decode() if answer.tool_calls else ""

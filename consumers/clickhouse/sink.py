@@ -60,7 +60,7 @@ _READ_BACK_REQUESTS = (
 )
 _LOADED = "SELECT DISTINCT request_id FROM exchanges WHERE request_id IN {ids:Array(String)}"
 _READ_BACK_CHUNKS = (
-    "SELECT request_id, seq, offset_ns, data FROM chunks_raw FINAL "
+    "SELECT request_id, seq, offset_ns, data, delivered FROM chunks_raw FINAL "
     "WHERE request_id IN {ids:Array(String)} ORDER BY request_id, seq"
 )
 
@@ -214,13 +214,14 @@ class ClickHouseSink:
             entry.request = event
             entry.bytes += len(event["body"])
             self._open_bytes += len(event["body"])
-        columns = (chunks.column(name) for name in ("request_id", "seq", "offset_ns", "data"))
+        names = ("request_id", "seq", "offset_ns", "data", "delivered")
+        columns = (chunks.column(name) for name in names)
         added = 0
-        for request_id, seq, offset_ns, data in zip(*columns, strict=True):
+        for request_id, seq, offset_ns, data, delivered in zip(*columns, strict=True):
             entry = open_.get(request_id)
             if entry is None:
                 entry = open_[request_id] = _Open()
-            entry.chunks[seq] = ChunkIn(seq, offset_ns, data)
+            entry.chunks[seq] = ChunkIn(seq, offset_ns, data, delivered)
             entry.bytes += len(data)
             added += len(data)
         self._open_bytes += added
@@ -301,6 +302,6 @@ class ClickHouseSink:
             record["received_at_us"] = record.pop("received_at")
             record["headers"] = [{"name": n, "value": v} for n, v in record["headers"]]
             out[record["request_id"]] = (record, out[record["request_id"]][1])
-        for request_id, seq, offset_ns, data in chunk_rows:
-            out[request_id][1].append(ChunkIn(seq, offset_ns, data))
+        for request_id, seq, offset_ns, data, delivered in chunk_rows:
+            out[request_id][1].append(ChunkIn(seq, offset_ns, data, bool(delivered)))
         return out

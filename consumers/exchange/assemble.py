@@ -1,8 +1,14 @@
 """Assemble what the model answered from the response bytes, for every dialect we proxy.
 
-Input is the ordered chunk list exactly as forwarded to the client; output is the text, tool calls,
-finish reason, token usage and the time of the first token. Malformed input never raises: it is
-counted in ``parse_errors`` and the rest of the response is still assembled.
+Input is an ordered chunk list (all the upstream sent, or only what reached the client: the
+caller chooses); output is the text, tool calls, finish reason, token usage, the provider's own
+error and the time of the first token. Malformed input never raises: it is counted in
+``parse_errors`` and the rest of the response is still assembled.
+
+``choices`` follows one rule in every dialect and mode: one text per choice the response
+carried (a chat choice by its index; an Anthropic message or a Responses object is one choice),
+'' for a choice without text (a tool call), [] when the response carried none (an error body,
+a stream cut before its first choice).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from consumers.exchange.provider_error import ProviderError, error_of, text_of
 from consumers.exchange.sse import SseParser, data_events
 
 
@@ -22,6 +29,8 @@ class ChunkIn(NamedTuple):
     seq: int
     offset_ns: int
     data: bytes
+    # False for the bytes the proxy read from the upstream but could not write to the client.
+    delivered: bool = True
 
 
 @dataclass(slots=True)
@@ -46,6 +55,7 @@ class Assembled:
     sse_events: int = 0
     parse_errors: int = 0
     error_in_stream: str | None = None
+    provider_error: ProviderError | None = None
     done_marker: bool = False
     # False for a stream that stopped without its dialect's end event ([DONE], message_stop,
     # response.completed): the upstream cut it short even if the connection closed cleanly.
@@ -65,6 +75,9 @@ def final_outcome(
             "no_end_of_stream",
             "the upstream closed the stream without its end-of-stream event",
         )
+    if outcome == "upstream_http_error" and answer.provider_error is not None:
+        # The provider's message says what went wrong; the reason phrase ("Not Found") does not.
+        return outcome, error_type or "", answer.provider_error.message or error_message or ""
     return outcome, error_type or "", error_message or ""
 
 
@@ -116,8 +129,8 @@ def _assemble_body(
     out.first_token_offset_ns = chunks[0].offset_ns
     out.model = _str(doc.get("model"))
     out.response_id = _str(doc.get("id"))
-    if isinstance(doc.get("error"), dict):
-        out.error_in_stream = None
+    out.provider_error = error_of(doc)
+    if out.provider_error is not None:
         return out
     if dialect == "anthropic":
         _anthropic_message(doc, out)
@@ -233,10 +246,16 @@ class _StreamState:
             or ("error" in doc and isinstance(doc["error"], dict))
             or ("type" in doc and doc["type"] == "error")
         ):
-            nested = doc.get("error")
-            error: dict[str, Any] = nested if isinstance(nested, dict) else doc
-            out.error_in_stream = _str(error.get("message")) or _str(error.get("type")) or "error"
+            found = error_of(doc) or ProviderError(message=text_of(doc.get("message")))
+            out.provider_error = found
+            out.error_in_stream = found.message or found.type or "error"
             return
+        if "type" in doc and doc["type"] == "response.failed":
+            # The Responses API's way to end a stream with an error: as an error event would.
+            out.provider_error = error_of(doc)
+            if out.provider_error is not None:
+                found = out.provider_error
+                out.error_in_stream = found.message or found.code or "error"
         self._handle(doc, offset_ns)
 
     def _openai(self, doc: dict[str, Any], offset_ns: int) -> None:
@@ -249,14 +268,15 @@ class _StreamState:
             out.response_id = _str(doc.get("id"))
         for choice in doc.get("choices") or []:
             index = choice.get("index", 0) or 0
+            # Every choice the stream names is a choice, with or without text (a tool call).
+            texts = self.texts.get(index)
+            if texts is None:
+                texts = self.texts[index] = []
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 content = delta.get("content")
                 if content and isinstance(content, str):
                     # self._text, inlined: one call less for nearly every event.
-                    texts = self.texts.get(index)
-                    if texts is None:
-                        texts = self.texts[index] = []
                     texts.append(content)
                     if out.first_token_offset_ns is None:
                         out.first_token_offset_ns = offset_ns
@@ -284,6 +304,7 @@ class _StreamState:
         if kind == "message_stop":
             self.out.stream_ended = True
         if kind == "message_start":
+            self.texts.setdefault(0, [])  # one message: one choice, even without text
             message = doc.get("message") or {}
             self.out.model = _str(message.get("model"))
             self.out.response_id = _str(message.get("id"))
@@ -322,6 +343,7 @@ class _StreamState:
             self._first_token(offset_ns)
         elif kind in {"response.completed", "response.failed", "response.incomplete"}:
             self.out.stream_ended = True
+            self.texts.setdefault(0, [])
             response = doc.get("response") or {}
             self.out.model = _str(response.get("model"))
             self.out.response_id = _str(response.get("id"))
@@ -337,6 +359,7 @@ class _StreamState:
                         }
                     )
         elif kind == "response.created":
+            self.texts.setdefault(0, [])  # one response: one choice, even without text
             response = doc.get("response") or {}
             self.out.model = _str(response.get("model"))
             self.out.response_id = _str(response.get("id"))

@@ -16,6 +16,9 @@
 -- Apply with: clickhouse-client --multiquery < deploy/clickhouse/cluster.sql
 -- then point the loader at the cluster (CLICKHOUSE_URL=https://loader:...@host:8443/logorhythms).
 -- The last statement records the schema version, so the loader applies no embedded migration.
+-- A cluster created from an older version of this file gets a later migration's ALTER TABLE
+-- statements by hand, run ON CLUSTER '{cluster}' on both `<name>_local` and `<name>`, then its
+-- row in schema_migrations.
 
 CREATE DATABASE IF NOT EXISTS logorhythms ON CLUSTER '{cluster}';
 
@@ -155,8 +158,10 @@ CREATE TABLE IF NOT EXISTS logorhythms.exchanges_local ON CLUSTER '{cluster}'
     messages Array(Tuple(role LowCardinality(String), content String)) CODEC(ZSTD(3)),
     prompt_group_hash UInt64 MATERIALIZED cityHash64(system_prompt, tools),
     response_text String CODEC(ZSTD(3)),
+    upstream_response_text String DEFAULT response_text CODEC(ZSTD(3)),
     choices Array(String) CODEC(ZSTD(3)),
     tool_calls String CODEC(ZSTD(3)),
+    upstream_tool_calls String DEFAULT tool_calls CODEC(ZSTD(3)),
     tool_calls_count UInt16,
     finish_reason LowCardinality(String),
     response_id String,
@@ -171,6 +176,9 @@ CREATE TABLE IF NOT EXISTS logorhythms.exchanges_local ON CLUSTER '{cluster}'
     outcome LowCardinality(String),
     error_type LowCardinality(String),
     error_message String CODEC(ZSTD(3)),
+    provider_error_type LowCardinality(String),
+    provider_error_code LowCardinality(String),
+    provider_error_message String CODEC(ZSTD(3)),
     ttfb_ms Nullable(Float64),
     ttft_ms Nullable(Float64),
     duration_ms Float64,
@@ -274,7 +282,7 @@ CREATE TABLE IF NOT EXISTS logorhythms.schema_migrations ON CLUSTER '{cluster}'
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/all/logorhythms/schema_migrations', '{shard}-{replica}')
 ORDER BY version;
 
-INSERT INTO logorhythms.schema_migrations (version, name) VALUES (1, 'raw_events'), (2, 'exchanges'), (3, 'indexes_and_constraints'), (4, 'rollups');
+INSERT INTO logorhythms.schema_migrations (version, name) VALUES (1, 'raw_events'), (2, 'exchanges'), (3, 'indexes_and_constraints'), (4, 'rollups'), (5, 'provider_errors_and_upstream_text');
 
 -- Access. Passwords are never stored here: set them with
 --   ALTER USER loader ON CLUSTER '{cluster}' IDENTIFIED WITH sha256_password BY '...'

@@ -134,8 +134,17 @@ async def test_errors_in_anthropic_shape(api: Pipeline, claude: anthropic.AsyncA
         "type": "error",
         "error": {"type": "rate_limit_error", "message": "fake 429"},
     }
-    row = await api.exchange(limited.value.response.headers[REQUEST_ID], "status, outcome")
-    assert row == {"status": 429, "outcome": "upstream_http_error"}
+    row = await api.exchange(
+        limited.value.response.headers[REQUEST_ID],
+        "status, outcome, error_message, provider_error_type, provider_error_message",
+    )
+    assert row == {
+        "status": 429,
+        "outcome": "upstream_http_error",
+        "error_message": "fake 429",
+        "provider_error_type": "rate_limit_error",
+        "provider_error_message": "fake 429",
+    }
 
     before = len(api.upstream.received)
     with pytest.raises(anthropic.NotFoundError) as unknown:

@@ -194,9 +194,21 @@ async def test_error_event_in_stream_is_passed_on_and_recorded(api: Pipeline) ->
         got = await call(api, *request, error_in_stream=1, delay_ms=5)
         assert got.status == 200
         assert got.error is None
-        row = await api.exchange(got.request_id, "outcome, error_message, chunk_count")
+        row = await api.exchange(
+            got.request_id,
+            "outcome, error_message, chunk_count, provider_error_type, provider_error_code, "
+            "provider_error_message",
+        )
         assert row["outcome"] == "upstream_error_in_stream", endpoint
         assert row["error_message"] in {"The server had an error", "Overloaded"}
+        assert row["provider_error_message"] == row["error_message"], endpoint
+        # Each provider's own words: OpenAI's error type (its Responses API sends a code instead).
+        assert (row["provider_error_type"], row["provider_error_code"]) == {
+            "chat": ("server_error", ""),
+            "completions": ("server_error", ""),
+            "responses": ("", "server_error"),
+            "messages": ("overloaded_error", ""),
+        }[endpoint]
         chunks = await stored_chunks(api, got.request_id, row["chunk_count"])
         assert b"".join(c[1] for c in chunks) == got.body
 
@@ -221,7 +233,11 @@ async def test_client_cancelling_mid_stream_stops_the_upstream_read(api: Pipelin
         await stream.close()
     assert len(got) == 3
     request_id = raw.headers[REQUEST_ID]
-    row = await api.exchange(request_id, "outcome, chunk_count, bytes_out, usage_estimated")
+    row = await api.exchange(
+        request_id,
+        "outcome, chunk_count, bytes_out, usage_estimated, response_text, choices, "
+        "upstream_response_text",
+    )
     assert row["outcome"] == "client_disconnect"
     assert row["usage_estimated"] is True
     # Policy: the proxy stops reading (and so cancels) the upstream at the first failed write.
@@ -230,6 +246,25 @@ async def test_client_cancelling_mid_stream_stops_the_upstream_read(api: Pipelin
     assert [c[0] for c in chunks] == list(range(1, row["chunk_count"] + 1))
     assert [c[2] for c in chunks] == [True] * (row["chunk_count"] - 1) + [False]
     assert row["bytes_out"] == sum(len(c[1]) for c in chunks[:-1])
+    # The text columns say what was written to the client; upstream_response_text adds the
+    # chunk the proxy read but could not write.
+    written = _chat_text(b"".join(c[1] for c in chunks[:-1]))
+    lost = _chat_text(chunks[-1][1])
+    assert lost
+    assert row["response_text"] == written
+    assert row["choices"] == [written]
+    assert row["upstream_response_text"] == written + lost
+    assert written.startswith("".join(c.choices[0].delta.content or "" for c in got))
+
+
+def _chat_text(stream: bytes) -> str:
+    """The text of a chat completion stream's (whole) events, as an SDK would join it."""
+    text = []
+    for line in stream.split(b"\n"):
+        if line.startswith(b"data: {"):
+            for choice in orjson.loads(line[6:]).get("choices") or []:
+                text.append((choice.get("delta") or {}).get("content") or "")
+    return "".join(text)
 
 
 async def test_slow_reader_is_dropped_at_the_write_deadline(api_factory: ProxyFactory) -> None:

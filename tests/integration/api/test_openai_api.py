@@ -48,6 +48,29 @@ async def test_tool_call_streamed_in_pieces(api: Pipeline, oai: openai.AsyncOpen
     assert row["chunk_count"] >= 1
 
 
+async def test_a_tool_call_is_one_empty_choice_streamed_or_not(
+    api: Pipeline, oai: openai.AsyncOpenAI
+) -> None:
+    rows = []
+    for stream in (False, True):
+        raw = await oai.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini",
+            messages=USER,  # type: ignore[arg-type]
+            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            stream=stream,
+        )
+        if stream:
+            async for _ in raw.parse():  # type: ignore[union-attr]
+                pass
+        else:
+            assert raw.parse().choices[0].message.content is None  # type: ignore[union-attr]
+        row = await api.exchange(raw.headers[REQUEST_ID], "choices, response_text, tool_calls")
+        call = orjson.loads(row["tool_calls"])[0]
+        rows.append((row["choices"], row["response_text"], call["function"]))
+    assert rows[0] == rows[1]
+    assert rows[0][:2] == ([""], "")
+
+
 async def test_image_of_several_megabytes_passes_verbatim(
     api: Pipeline, oai: openai.AsyncOpenAI
 ) -> None:
@@ -249,11 +272,16 @@ async def test_upstream_errors_pass_through_with_provider_body(
         assert caught.value.body["message"] == f"fake upstream error {status}"  # type: ignore[index]
         row = await api.exchange(
             response.headers[REQUEST_ID],
-            "status, upstream_status, outcome, error_type, response_headers, chunk_count",
+            "status, upstream_status, outcome, error_type, error_message, response_headers, "
+            "chunk_count, provider_error_type, provider_error_code, provider_error_message",
         )
         assert row["status"] == row["upstream_status"] == status
         assert row["outcome"] == "upstream_http_error"
         assert row["error_type"] == f"http_{status}"
+        # The provider's own words, not the reason phrase ("Too Many Requests").
+        message = f"fake upstream error {status}"
+        assert row["error_message"] == row["provider_error_message"] == message
+        assert (row["provider_error_type"], row["provider_error_code"]) == ("server_error", "")
         assert row["chunk_count"] >= 1
         count = row["chunk_count"]
         chunks = await api.wait_for(

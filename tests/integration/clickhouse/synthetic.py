@@ -61,6 +61,7 @@ class Exchange:
     cached_tokens: int | None = None
     ttfb_ms: int = 100
     gap_ms: Sequence[int] = (20, 20, 20)  # between consecutive chunks of a stream
+    undelivered: int = 0  # the last chunks read from the upstream but not written to the client
 
     def request_body(self) -> bytes:
         body: dict[str, Any] = {"model": self.model, "stream": self.stream}
@@ -98,7 +99,11 @@ class Exchange:
             if self.cached_tokens is not None:
                 usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
         if self.status >= 400:
-            return [orjson.dumps({"error": {"message": self.error_message or "failed"}})]
+            limited = self.status == 429
+            error = {"message": self.error_message or "failed", "param": None,
+                     "type": "requests" if limited else "server_error",
+                     "code": "rate_limit_exceeded" if limited else None}  # fmt: skip
+            return [orjson.dumps({"error": error})]
         if self.dialect == "anthropic":
             doc: dict[str, Any] = {
                 "id": f"msg_{self.request_id[-8:]}",
@@ -191,7 +196,7 @@ class Exchange:
                         offset_ns=offset_ns,
                         data=piece,
                         max_bytes=1024 * 1024,
-                        delivered=True,
+                        delivered=seq <= len(data) - self.undelivered,
                     ),
                 )
             )

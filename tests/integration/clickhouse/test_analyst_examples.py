@@ -219,8 +219,23 @@ def _expected() -> dict[int, Check]:
         19: bytes_received,
         20: lambda rows, _: _pick(rows, "exchanges", "tokens", "estimated") == [(10, 275, 1)],
         21: lambda rows, mix: (
-            _pick(rows, "status", "error_type", "upstream_request_id")
-            == [(429, "http_429", f"req_{mix[9].request_id[-12:]}")]
+            _pick(
+                rows,
+                "status",
+                "provider_error_type",
+                "provider_error_code",
+                "provider_error_message",
+                "upstream_request_id",
+            )
+            == [
+                (
+                    429,
+                    "requests",
+                    "rate_limit_exceeded",
+                    "rate limited",
+                    f"req_{mix[9].request_id[-12:]}",
+                )
+            ]
         ),
     }
 

@@ -47,6 +47,40 @@ async def test_loader_restarted_mid_stream_assembles_the_whole_exchange(
     assert second.sink.stats.readbacks == 1  # assembled from what the first loader stored
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["in-memory", "read-back"])
+async def test_a_disconnected_streams_text_is_what_the_client_received(
+    kafka_bootstrap: str,
+    topic: str,
+    start_loader: LoaderFactory,
+    clickhouse: ClickHouse,
+    restart: bool,
+) -> None:
+    # Chunks: role, "one", " two", " three", finish, usage, [DONE]; the last four never
+    # reached the client (as if it left and the proxy read on: the columns must not care).
+    stream = Exchange(
+        request_id=uuid7(_now_ms(), "gone"),
+        received_at_ms=_now_ms(),
+        answer="one two three",
+        outcome="client_disconnect",
+        undelivered=4,
+    )
+    messages = encoded([stream])
+    first = await start_loader()
+    if restart:
+        await produce(kafka_bootstrap, topic, messages[:-1])  # all but the completed event
+        await first.wait_records(len(messages) - 1)
+        await first.stop()
+        first = await start_loader()
+        messages = messages[-1:]
+    await produce(kafka_bootstrap, topic, messages)
+    await first.wait_records(len(messages))
+    rows = await clickhouse.rows(
+        "SELECT response_text, choices, upstream_response_text, outcome FROM exchanges FINAL"
+    )
+    assert rows == [("one two", ["one two"], "one two three", "client_disconnect")]
+    assert first.sink.stats.readbacks == (1 if restart else 0)
+
+
 async def test_a_row_clickhouse_rejects_is_dead_lettered_and_the_rest_loaded(
     kafka_bootstrap: str, topic: str, start_loader: LoaderFactory, clickhouse: ClickHouse
 ) -> None:

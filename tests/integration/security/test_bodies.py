@@ -146,6 +146,7 @@ async def test_hostile_prompt_text_is_stored_verbatim(pipeline: Pipeline) -> Non
             body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": prompt}]})
             async with http.post(f"{pipeline.proxy_url}{URL}", data=body) as response:
                 assert response.status == 200
+                await response.read()  # the text columns hold what the client received
                 ids.append((response.headers["x-logorhythms-request-id"], body))
     for (request_id, body), prompt in zip(ids, prompts, strict=True):
         row = await pipeline.exchange(request_id, "request_body, messages, response_text")

@@ -16,6 +16,9 @@ _CREATE = re.compile(
     r"\s*\(",
 )
 _ALTER = re.compile(r"ALTER TABLE (\w+) ADD (INDEX|CONSTRAINT) IF NOT EXISTS (.*)$", re.DOTALL)
+_ADD_COLUMN = re.compile(
+    r"ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS (.*?)(?: (?:AFTER \w+|FIRST))?$", re.DOTALL
+)
 _SKIPPED = ("schema_migrations",)  # created by migrate() itself, not by a migration
 
 
@@ -59,6 +62,9 @@ def _tables(statements: list[str], *, local_only: bool) -> dict[str, set[str]]:
         altered = _ALTER.match(statement)
         if altered:
             tables[altered.group(1)].add(_norm(f"{altered.group(2)} {altered.group(3)}"))
+        added = _ADD_COLUMN.match(statement)
+        if added:
+            tables[added.group(1)].add(_norm(added.group(2)))
     return tables
 
 

@@ -156,7 +156,9 @@ def test_openai_stream_exchange_row_every_column() -> None:
         "error_message": "", "ttfb_ms": 30.0, "ttft_ms": 40.0, "duration_ms": 2000.0,
         "bytes_in": 120, "bytes_out": 900, "chunk_count": 3, "chunks_missing": 0,
         "gap_max_ms": 40.0, "gap_p50_ms": 10.0, "gap_p99_ms": 40.0, "sse_events": 5,
-        "sse_parse_errors": 0, "done_marker": True,
+        "sse_parse_errors": 0, "done_marker": True, "upstream_response_text": "Hello",
+        "upstream_tool_calls": "", "provider_error_type": "", "provider_error_code": "",
+        "provider_error_message": "",
     }  # fmt: skip
 
 
@@ -236,6 +238,7 @@ def test_an_error_inside_an_ok_stream_is_not_ok() -> None:
     assert got["outcome"] == "upstream_error_in_stream"
     assert got["error_type"] == "stream_error"
     assert "busy" in got["error_message"]
+    assert (got["provider_error_type"], got["provider_error_message"]) == ("overloaded", "busy")
 
 
 def test_a_stream_without_its_end_is_incomplete() -> None:
@@ -292,3 +295,46 @@ def test_inter_chunk_gaps_are_sorted_quantiles() -> None:
     got = row(request(), chunks, completed(chunk_count=5))
     # gaps: 10, 2, 30, 1 ms -> sorted 1, 2, 10, 30
     assert (got["gap_max_ms"], got["gap_p50_ms"], got["gap_p99_ms"]) == (30.0, 10.0, 30.0)
+
+
+def test_after_a_client_disconnect_the_text_is_what_the_client_received() -> None:
+    # The client got "Hel"; the write of "lo" failed; the upstream produced "Hello".
+    first, second, _ = openai_chunks()
+    chunks = [first, second._replace(delivered=False)]
+    got = row(request(), chunks, completed(
+        status=200, outcome="client_disconnect", error_type="client_reset",
+        error_message="the client closed the connection", chunk_count=2))  # fmt: skip
+    assert (got["response_text"], got["choices"]) == ("Hel", ["Hel"])
+    assert got["upstream_response_text"] == "Hello"
+    assert got["outcome"] == "client_disconnect"
+
+
+def test_tool_calls_are_split_the_same_way() -> None:
+    def call(arguments: str, **head: str) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, **head, "function": {"arguments": arguments}}]}}]}  # fmt: skip
+
+    delivered = ChunkIn(1, 1, sse(call('{"ci', id="call_1"))[: -len(b"data: [DONE]\n\n")])
+    lost = ChunkIn(2, 2, sse(call('ty": "Oslo"}')), delivered=False)
+    got = row(request(), [delivered, lost], completed(outcome="client_disconnect", chunk_count=2))
+    assert orjson.loads(got["tool_calls"])[0]["function"]["arguments"] == '{"ci'
+    assert orjson.loads(got["upstream_tool_calls"])[0]["function"]["arguments"] == (
+        '{"city": "Oslo"}'
+    )
+    assert got["choices"] == [""]
+
+
+def test_a_providers_http_error_fills_its_columns_and_the_message() -> None:
+    error = {"error": {"message": "Rate limit reached for gpt-4o", "type": "requests",
+                       "param": None, "code": "rate_limit_exceeded"}}  # fmt: skip
+    got = row(request(stream=False), [ChunkIn(1, 1, orjson.dumps(error))], completed(
+        status=429, upstream_status=429, outcome="upstream_http_error", error_type="http_429",
+        error_message="Too Many Requests", chunk_count=1))  # fmt: skip
+    assert (got["provider_error_type"], got["provider_error_code"]) == (
+        "requests", "rate_limit_exceeded"
+    )  # fmt: skip
+    assert got["provider_error_message"] == "Rate limit reached for gpt-4o"
+    assert (got["error_type"], got["error_message"]) == (
+        "http_429", "Rate limit reached for gpt-4o"
+    )  # fmt: skip
+    assert got["choices"] == []
