@@ -23,7 +23,7 @@ from proxy import telemetry
 from proxy.errors import openai_error_body
 from proxy.eventloop import new_event_loop
 from proxy.forward import ExchangeHandler
-from proxy.guard import HTTP_SERVER_LOG, Guard
+from proxy.guard import HTTP_SERVER_LOG, Guard, Rejection
 from proxy.journal_ownership import adoption_context, journal_dir, orphaned_journals, publisher_for
 from proxy.protocol import ApiAppRunner, dialect_of, not_a_forward_proxy
 from proxy.publisher import Publisher
@@ -50,6 +50,11 @@ PASSTHROUGH = {
     "openai": Endpoint("/v1/{tail}", "openai"),
     "anthropic": Endpoint("/v1/{tail}", "anthropic"),
 }
+# A path outside /v1 from an Anthropic client (say, the Vercel AI SDK's createAnthropic with a
+# base URL lacking /v1): refused in Anthropic's shape, and captured, so the mistake is visible.
+OUTSIDE_V1 = Endpoint("/{tail}", "anthropic")
+# Anthropic's SDKs send both; OpenAI's send neither.
+ANTHROPIC_CLIENT_HEADERS = ("anthropic-version", "x-api-key")
 
 SETTINGS = web.AppKey("settings", ProxySettings)
 PUBLISHER = web.AppKey("publisher", Publisher)
@@ -143,9 +148,12 @@ def _endpoint_handler(
     return handler
 
 
-async def _admitted(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
-    """Forward one exchange if proxy.guard admits it; every route that reads a body or calls the
-    upstream comes through here, so no path escapes the per-client and global caps."""
+async def _admitted(
+    request: web.Request, endpoint: Endpoint, rejection: Rejection | None = None
+) -> web.StreamResponse:
+    """Forward one exchange if proxy.guard admits it (and no ``rejection`` is given); every route
+    that reads a body or calls the upstream comes through here, so no path escapes the
+    per-client and global caps."""
     guard = request.app[GUARD]
     client_ip = guard.client_ip(request)
     refusal = guard.enter(client_ip, endpoint)
@@ -154,7 +162,7 @@ async def _admitted(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     try:
         # A rejection is recorded and answered by the ExchangeHandler.
         return await request.app[EXCHANGE_HANDLER].handle(
-            request, endpoint, guard.check(request, client_ip)
+            request, endpoint, guard.check(request, client_ip) or rejection
         )
     finally:
         guard.leave(client_ip)
@@ -266,9 +274,19 @@ def _counters(app: web.Application) -> dict[str, int]:
     }
 
 
-async def _not_found(request: web.Request) -> web.Response:
+async def _not_found(request: web.Request) -> web.StreamResponse:
     if not request.raw_path.startswith("/"):  # absolute-form: GET http://host/...
         return not_a_forward_proxy(dialect_of(request.path, "anthropic-version" in request.headers))
+    if any(name in request.headers for name in ANTHROPIC_CLIENT_HEADERS):
+        message = (
+            f"Logorhythms does not serve {request.method} {request.path}. It serves the "
+            "Anthropic API under /v1/ (POST /v1/messages): a client that appends only "
+            "/messages needs a base URL ending in /v1 (see docs/CLIENTS.md)."
+        )
+        refusal = Rejection(
+            status=404, error_type="not_found_error", reason="unknown_path", message=message
+        )
+        return await _admitted(request, OUTSIDE_V1, refusal)
     return web.Response(
         status=404,
         body=openai_error_body(

@@ -33,7 +33,14 @@ LARGE_BODY = 64 * 1024
 class EventRecorder:
     """Encodes events and hands them to the publisher, which never blocks."""
 
-    __slots__ = ("_codec", "_enabled", "_publisher", "fingerprinter", "max_event_payload")
+    __slots__ = (
+        "_codec",
+        "_enabled",
+        "_event_headers",
+        "_publisher",
+        "fingerprinter",
+        "max_event_payload",
+    )
 
     def __init__(
         self,
@@ -47,6 +54,9 @@ class EventRecorder:
         self._codec = codec
         self._publisher = publisher
         self._enabled = enabled  # off for benchmarks only: price the capture by switching it off
+        # Every record names its event type and schema (docs/EVENTS.md). One list per type,
+        # shared by all its records: nothing downstream (journal, aiokafka) mutates headers.
+        self._event_headers = {t: codec.event_headers(t) for t in EventType}
         self.fingerprinter = fingerprinter
         self.max_event_payload = max_event_bytes - 4096  # room for the other fields
 
@@ -65,7 +75,8 @@ class EventRecorder:
             log.exception("could not encode a %s event; it is lost", event_type.value)
             self._publisher.record_drop(key, "encode_error")
             return
-        self._publisher.publish(key, value, headers)
+        named = self._event_headers[event_type]
+        self._publisher.publish(key, value, named if headers is None else named + headers)
 
     def write_through(self) -> None:
         """Hand every event published so far to the kernel (``Publisher.write_through``)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from proxy import capture
 from proxy.journal_record import JournalRecord
-from schemas import Codec, CodecError, EventType
+from schemas import EVENT_HEADER, SCHEMA_HEADER, Codec, CodecError, EventType
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def died_completions(
                 state.ttfb_ns = fields["offset_ns"] if fields["seq"] == 1 else None
             if fields.get("delivered"):
                 state.bytes_out += fields["size"]
-    out = []
+    out: list[tuple[bytes, bytes, list[tuple[str, bytes]] | None]] = []
     for key, state in open_exchanges.items():
         request_id = key.decode()
         completed = capture.completed_event(
@@ -86,7 +86,10 @@ def died_completions(
         )
         if state.received_at_us is not None:
             completed["completed_at_us"] = state.received_at_us + state.last_offset_ns // 1000
-        out.append((key, codec.encode(EventType.COMPLETED, completed), state.headers))
+        # The request's trace context continues; the event and schema headers are this event's.
+        trace = [h for h in state.headers or () if h[0] not in (EVENT_HEADER, SCHEMA_HEADER)]
+        headers = codec.event_headers(EventType.COMPLETED) + trace
+        out.append((key, codec.encode(EventType.COMPLETED, completed), headers))
     if out:
         log.warning("%d exchange(s) were open when the proxy died: ended as %s", len(out), OUTCOME)
     return out

@@ -24,6 +24,11 @@ from schemas.writer import compile_writer
 SCHEMA_DIR = Path(__file__).resolve().parent
 MAGIC = b"\xc3\x01"
 _HEADER_SIZE = len(MAGIC) + 8
+# Kafka record headers on every event, so a reader can route or skip a record without decoding
+# it (docs/EVENTS.md): the event type, and the writer schema's fingerprint as 16 hex digits (the
+# 8 bytes after C3 01 in the value, in that byte order).
+EVENT_HEADER = "logorhythms.event"
+SCHEMA_HEADER = "logorhythms.schema"
 
 
 class EventType(StrEnum):
@@ -114,6 +119,17 @@ class Codec:
             event_type, schema, parse_schema(dict(schema)), fast
         )
         self._column_binders.clear()  # compiled without this writer
+
+    def fingerprint(self, event_type: EventType) -> bytes:
+        """The current writer schema's fingerprint, as it appears in every encoded message."""
+        return self._current[event_type][0][len(MAGIC) :]
+
+    def event_headers(self, event_type: EventType) -> list[tuple[str, bytes]]:
+        """The Kafka headers naming an event of this type and its writer schema (a new list)."""
+        return [
+            (EVENT_HEADER, event_type.value.encode()),
+            (SCHEMA_HEADER, self.fingerprint(event_type).hex().encode()),
+        ]
 
     def encode(self, event_type: EventType, record: Mapping[str, Any]) -> bytes:
         header, parsed = self._current[event_type]

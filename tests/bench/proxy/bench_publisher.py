@@ -10,6 +10,10 @@ on a busy machine. Each round runs the baseline and every compression, so drift 
 
     .venv/bin/python -m tests.bench.proxy.bench_publisher --lingers 5,20,50,100 --rounds 3
     .venv/bin/python -m tests.bench.proxy.bench_publisher --lingers 50 --compressions zstd,lz4,none
+    .venv/bin/python -m tests.bench.proxy.bench_publisher --lingers 50 --headers
+
+``--headers`` adds, for each compression, a run whose records carry the event and schema
+headers every proxy record carries (docs/EVENTS.md), so the two differ only by those headers.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import uvloop
 from deploy.local.kafka import KafkaBroker, create_topic, ensure_kafka_jars
 from proxy.journal import Journal
 from proxy.publisher import Publisher
-from schemas import EventType
+from schemas import Codec, EventType
 from tests.bench.proxy.bench_capture_cost import Steps
 
 TOPIC = "bench.publisher"
@@ -81,6 +85,7 @@ async def cpu_per_exchange(
     burst: int,
     linger_ms: int,
     compression: str,
+    named: bool = False,
 ) -> float:
     """Process CPU µs per exchange, from the first publish to the last acknowledgement."""
     publisher = Publisher(
@@ -92,13 +97,15 @@ async def cpu_per_exchange(
     )
     await publisher.start()
     await publisher.flush()  # connected, and nothing left from the start-up journal
+    codec = Codec()
+    names = {t: codec.event_headers(t) if named else None for t in EventType}
     started = time.process_time()
     for number in range(exchanges):
         if publish:
             key, request, chunk, completed = payloads[number % len(payloads)]
-            publisher.publish(key, request)
-            publisher.publish(key, chunk)
-            publisher.publish(key, completed)
+            publisher.publish(key, request, names[EventType.REQUEST])
+            publisher.publish(key, chunk, names[EventType.CHUNK])
+            publisher.publish(key, completed, names[EventType.COMPLETED])
             # The proxy hands an exchange's events to the kernel before its last byte.
             write_through = getattr(publisher, "write_through", None)
             if write_through is not None:
@@ -124,6 +131,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--headers", action="store_true", help="also each compression with the event headers"
+    )
+    parser.add_argument(
         "--random-payload", action="store_true", help="a third random bytes, not real events"
     )
     args = parser.parse_args()
@@ -133,6 +143,8 @@ def main() -> None:
     ) as k:
         asyncio.run(create_topic(k.bootstrap_servers, TOPIC, partitions=args.partitions))
         compressions = args.compressions.split(",")
+        if args.headers:
+            compressions += [f"{name}+headers" for name in compressions]
         print(f"1,000 exchanges/s in bursts of {args.burst}, 3 events each; rounds interleaved")
         print("linger ms | compression | baseline µs | with publishing µs | Kafka path µs/exchange")
         for linger in (int(value) for value in args.lingers.split(",")):
@@ -149,7 +161,8 @@ def main() -> None:
                                 payloads=payloads,
                                 burst=args.burst,
                                 linger_ms=linger,
-                                compression="none" if name == "baseline" else name,
+                                compression="none" if name == "baseline" else name.split("+")[0],
+                                named=name.endswith("+headers"),
                             )
                         )
                     )

@@ -129,3 +129,24 @@ def test_an_exchange_is_freed_by_reference_counting_alone(journal: Journal) -> N
     exchange.finish(None)
     del exchange
     assert gc.collect() == 0
+
+
+def test_every_event_names_its_type_and_schema_in_kafka_headers(journal: Journal) -> None:
+    """Without tracing, every record still carries logorhythms.event and logorhythms.schema, and
+    the schema header is the fingerprint in the value's single-object header (docs/EVENTS.md)."""
+    exchange = new_exchange(recorder_for(journal))
+    exchange.trace = [("traceparent", b"00-abc")]  # tracing on: the context rides along
+    exchange.request_event.emit()  # type: ignore[union-attr]
+    exchange.chunk(1, b"data: {}\n\n", delivered=True)
+    exchange.finish(None)
+    records = [record for _, record in journal.read(100)]
+    assert len(records) == 3
+    for record, event_type in zip(
+        records, [EventType.REQUEST, EventType.CHUNK, EventType.COMPLETED], strict=True
+    ):
+        named = dict(record.headers or [])
+        assert named["logorhythms.event"] == event_type.value.encode()
+        assert bytes.fromhex(named["logorhythms.schema"].decode()) == record.value[2:10]
+        assert Codec().decode(record.value).type is event_type
+    assert "traceparent" not in dict(records[1].headers or [])
+    assert dict(records[2].headers or [])["traceparent"] == b"00-abc"

@@ -84,7 +84,8 @@ def test_open_exchanges_get_one_proxy_died_completion_with_their_chunk_count() -
 def test_completion_keeps_the_request_trace_headers_and_nothing_ends_twice() -> None:
     [(key, _, headers)] = died_completions([_request("a")], CODEC)
     assert key == b"a"
-    assert headers == [("traceparent", b"00-x")]
+    # Named as a completed event (not as the request it took the trace from), trace kept.
+    assert headers == [*CODEC.event_headers(EventType.COMPLETED), ("traceparent", b"00-x")]
     assert died_completions([_request("a"), _completed("a")], CODEC) == []
 
 
