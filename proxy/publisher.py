@@ -44,6 +44,7 @@ from proxy.droplog import DropLog
 from proxy.journal import Journal, Position
 from proxy.journal_record import Headers, JournalRecord
 from proxy.partitioner import partition_for
+from schemas.limits import KAFKA_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +357,8 @@ class Publisher:
                 compression_type=self._compression,
                 # The pump lingers itself (_send_from_memory), so what it hands over is complete.
                 linger_ms=0,
-                max_batch_size=512 * 1024,
+                max_batch_size=512 * 1024,  # a larger event goes alone in its own batch
+                max_request_size=KAFKA_MAX_MESSAGE_BYTES,
                 request_timeout_ms=int(self._kafka_timeout_s * 1000),
             )
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 
 import openai
@@ -48,32 +49,53 @@ async def test_tool_call_streamed_in_pieces(api: Pipeline, oai: openai.AsyncOpen
     assert row["chunk_count"] >= 1
 
 
-async def test_image_of_several_megabytes_passes_verbatim(
-    api: Pipeline, oai: openai.AsyncOpenAI
+@pytest.mark.parametrize("megabytes", [1, 8, 31])
+async def test_large_image_request_is_captured_whole(
+    api: Pipeline, oai: openai.AsyncOpenAI, megabytes: int
 ) -> None:
-    image = base64.b64encode(os.urandom(3 * 1024 * 1024)).decode()
+    """A request full of base64 images, up to the 32 MiB cap, is stored byte-identical and its
+    conversation parsed from the whole body."""
+    image = base64.b64encode(os.urandom(megabytes * 1_000_000 * 3 // 4 // 2)).decode()
+    url = f"data:image/png;base64,{image}"
     raw = await oai.chat.completions.with_raw_response.create(
         model="gpt-4o",
         messages=[
             {
                 "role": "user",
                 "content": [
-                    {"type": "text", "text": "describe this"},
-                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
+                    {"type": "text", "text": "describe these"},
+                    {"type": "image_url", "image_url": {"url": url}},
+                    {"type": "image_url", "image_url": {"url": url, "detail": "high"}},
                 ],
             }
         ],
+        temperature=0.25,
     )
-    assert raw.parse().choices[0].message.content == "Echo: describe this"
+    assert raw.parse().choices[0].message.content == "Echo: describe these"
     sent = api.upstream.received[-1].body
-    assert image.encode() in sent
+    assert megabytes * 1_000_000 <= len(sent) < megabytes * 1_000_000 + 1024
+    digest = hashlib.sha256(sent).hexdigest()
+    request_id = raw.headers[REQUEST_ID]
     row = await api.exchange(
-        raw.headers[REQUEST_ID],
-        "request_body_size, request_body_truncated, messages, outcome, bytes_in",
+        request_id,
+        "request_body_size, request_body_truncated, request_json_valid, messages, temperature, "
+        "outcome, bytes_in, lower(hex(SHA256(request_body)))",
     )
     assert row["request_body_size"] == len(sent) == row["bytes_in"]
-    assert row["request_body_truncated"] is True  # above the event cap: prefix + size + sha256
+    assert row["request_body_truncated"] is False
+    assert row["request_json_valid"] is True
+    assert row["lower(hex(SHA256(request_body)))"] == digest
+    [message] = row["messages"]
+    assert message["role"] == "user"
+    assert "describe these" in message["content"]
+    assert row["temperature"] == 0.25
     assert row["outcome"] == "ok"
+    raw_rows = await api.clickhouse.rows(
+        "SELECT body_size, body_truncated, body_sha256, lower(hex(SHA256(body))) "
+        "FROM requests_raw FINAL WHERE request_id = {id:String}",
+        {"id": request_id},
+    )
+    assert raw_rows == [(len(sent), False, digest, digest)]
 
 
 async def test_json_mode_n_and_logprobs(api: Pipeline, oai: openai.AsyncOpenAI) -> None:

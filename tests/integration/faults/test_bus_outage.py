@@ -34,6 +34,9 @@ KAFKA_TIMEOUT_S = 3.0
 # Extra latency a client may see from capture while Kafka is down, on this shared 2-core machine
 # (the proxy never waits for Kafka, so a stall would show as >= KAFKA_TIMEOUT_S).
 LAT_BUDGET_S = 1.0  # over the same burst measured with Kafka healthy
+# Events capped at 900 KiB here (the default is 32 MiB) so that B9's body is above the cap and the
+# tiny journal of B6 still holds two events.
+MAX_EVENT_BYTES = 900 * 1024
 BIG_BODY_BYTES = 3 * 1024 * 1024  # sent upstream as a file-like object, stored truncated
 
 
@@ -50,7 +53,7 @@ async def _events_in_clickhouse(p: Pipeline, ids: list[str]) -> int:
 async def test_kafka_outage_serves_clients_and_replays_everything_once(
     pipeline_factory: ProxyFactory, kafka_broker: KafkaBroker, tmp_path: Path
 ) -> None:
-    p = await pipeline_factory(kafka_timeout_s=KAFKA_TIMEOUT_S)
+    p = await pipeline_factory(kafka_timeout_s=KAFKA_TIMEOUT_S, max_event_bytes=MAX_EVENT_BYTES)
     settings = p.proxy_app[SETTINGS]
     async with aiohttp.ClientSession() as session:
         warm = await call(session, p.proxy_url)  # proxy A is connected and publishing
