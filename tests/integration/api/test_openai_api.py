@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.integration.api.conftest import CLIENT_KEY, REQUEST_ID
-from tests.integration.conftest import SERVICE_KEY, Pipeline
+from tests.integration.conftest import SERVICE_KEY, Pipeline, ProxyFactory
 
 USER = [{"role": "user", "content": "what is the weather in Oslo"}]
 WEATHER_TOOL = {
@@ -96,6 +96,54 @@ async def test_large_image_request_is_captured_whole(
         {"id": request_id},
     )
     assert raw_rows == [(len(sent), False, digest, digest)]
+
+
+async def test_body_above_the_capture_cap_is_stored_as_its_first_part_size_and_hash(
+    api_factory: ProxyFactory,
+) -> None:
+    """Above the cap the body is still served whole; the row has its first part, flagged, and
+    the size and SHA-256 of the whole."""
+    cap = 1024 * 1024  # the event cap configured here; the body stored is this less 4 KiB
+    api = await api_factory(max_event_bytes=cap)
+    image = base64.b64encode(os.urandom(3 * 1024 * 1024)).decode()
+    async with openai.AsyncOpenAI(
+        base_url=f"{api.proxy_url}/v1", api_key=CLIENT_KEY, max_retries=0
+    ) as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-4o",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "describe this"},
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": f"data:image/png;base64,{image}"},
+                        },
+                    ],
+                }
+            ],
+        )
+    assert raw.parse().choices[0].message.content == "Echo: describe this"
+    sent = api.upstream.received[-1].body
+    assert image.encode() in sent
+    request_id = raw.headers[REQUEST_ID]
+    row = await api.exchange(
+        request_id, "request_body_size, request_body_truncated, messages, outcome, bytes_in"
+    )
+    assert row["request_body_size"] == len(sent) == row["bytes_in"]
+    assert row["request_body_truncated"] is True
+    assert row["messages"] == []
+    assert row["outcome"] == "ok"
+    raw_rows = await api.clickhouse.rows(
+        "SELECT body_size, body_truncated, body_sha256, lower(hex(SHA256(body))) "
+        "FROM requests_raw FINAL WHERE request_id = {id:String}",
+        {"id": request_id},
+    )
+    first_part = sent[: cap - 4096]
+    assert raw_rows == [
+        (len(sent), True, hashlib.sha256(sent).hexdigest(), hashlib.sha256(first_part).hexdigest())
+    ]
 
 
 async def test_json_mode_n_and_logprobs(api: Pipeline, oai: openai.AsyncOpenAI) -> None:
