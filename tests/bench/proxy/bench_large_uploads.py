@@ -129,8 +129,8 @@ async def run(workdir: Path, bootstrap: str, clients: int, megabytes: int) -> No
                     data=body,
                     headers={"Content-Type": "application/json"},
                 ) as response:
-                    await response.read()
-                    assert response.status == 200, response.status
+                    answer = await response.read()
+                    assert response.status == 200, (response.status, answer[:300])
                     return response.headers["x-logorhythms-request-id"]
 
             ids = await asyncio.gather(*(one(b) for b in bodies))
