@@ -19,6 +19,8 @@ DIALECTS = ("openai", "anthropic")
 KAFKA_COMPRESSIONS = ("zstd", "lz4", "gzip", "none")  # what aiokafka can do with our dependencies
 CONFIG_ENV = "LOGORHYTHMS_CONFIG"
 _MAX_EVENT_BYTES = KAFKA_MAX_MESSAGE_BYTES - MAX_EVENT_OVERHEAD_BYTES
+# A 32 MiB body whole, and 4 KiB for the event's other fields (proxy.exchange.EventRecorder).
+DEFAULT_MAX_EVENT_BYTES = 32 * 1024 * 1024 + 4096
 
 
 class Secret:
@@ -96,7 +98,7 @@ class ProxySettings:
     # The largest event: a body (request, or one upstream read) up to this less 4 KiB is stored
     # whole, a larger one as its first part with its size and SHA-256. Kafka is configured for
     # events this large (schemas/limits.py).
-    max_event_bytes: int = 32 * 1024 * 1024 + 4096
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     upstream_connect_timeout_s: float = 10.0
     # From sending the request to the upstream's response head. A non-streamed answer arrives
     # whole, so this is how long a slow generation may take.
