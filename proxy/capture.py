@@ -20,35 +20,9 @@ from proxy.redaction import Fingerprinter, Redactor
 MAX_FORWARDED_FOR_CHARS = 1024
 
 
-class _RandomPool:
-    """OS randomness fetched 4 KiB at a time: one getrandom() call per 409 request ids instead of
-    one per id (docs/decisions/0010-request-id-random-pool.md)."""
-
-    __slots__ = ("_buffer", "_offset")
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._offset = 0
-
-    def take10(self) -> bytes:
-        offset = self._offset
-        if offset + 10 > len(self._buffer):
-            self._buffer, offset = os.urandom(4090), 0
-        self._offset = offset + 10
-        return self._buffer[offset : offset + 10]
-
-    def reset(self) -> None:
-        self._buffer, self._offset = b"", 0
-
-
-_random = _RandomPool()
-# A forked worker must not hand out the ids its parent's pool would hand out too.
-os.register_at_fork(after_in_child=_random.reset)
-
-
 def new_request_id() -> str:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version, 74 random bits. Sorts by time."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(_random.take10())
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     hex_ = f"{value:032x}"

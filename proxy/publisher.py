@@ -39,11 +39,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.partitioner import murmur2
 
 from proxy.droplog import DropLog
 from proxy.journal import Journal, Position
 from proxy.journal_record import Headers, JournalRecord
-from proxy.partitioner import partition_for
 from schemas.limits import KAFKA_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,16 @@ _CURSOR_SAVE_INTERVAL_S = 1.0
 # busy proxy spends nothing more on it than an idle one.
 _LATENCY_SAMPLES_MAX = 1024
 _PARTITION_CACHE_MAX = 4096  # exchanges' partitions remembered: more than are in flight at once
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (aiokafka's, and Java's) gives ``key``.
+
+    The publisher places each exchange's events itself, one batch per partition, and must put
+    them exactly where a plain ``producer.send()`` would: the journal's replay relies on it.
+    """
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 @dataclass(slots=True)

@@ -4,7 +4,7 @@ consumers are all configured with, so that no hop refuses what the one before ac
 A request body is captured whole in its request event up to the proxy's event cap (32 MiB by
 default, ``ProxySettings.max_event_bytes``); the Kafka limit leaves room above that cap for the
 event's other fields (up to 100 headers of 8 KiB) and the record batch's framing
-(docs/decisions/0014-whole-bodies-in-one-event.md).
+(docs/decisions/0015-whole-bodies-in-one-event.md).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import orjson
 
 from consumers.exchange.assemble import Assembled, ChunkIn, assemble, final_outcome
 from consumers.exchange.request import parse_request
+from consumers.exchange.usage import estimate as estimate_usage
 
 REQUEST_COLUMNS = (
     "request_id", "received_at", "method", "path", "query", "headers", "peer_ip",
@@ -97,11 +98,6 @@ def _quantile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[index]
 
 
-def _estimate_tokens(text: str) -> int:
-    # Roughly four characters a token for English text with BPE tokenizers.
-    return max(1, round(len(text) / 4)) if text else 0
-
-
 def _ms(ns: int | None) -> float | None:
     return None if ns is None else ns / 1_000_000
 
@@ -121,10 +117,12 @@ def exchange_row(
     usage = answer.usage
     estimated = usage.prompt_tokens is None and usage.completion_tokens is None
     if estimated:
-        prompt_text = parsed.system_prompt + "".join(m[1] for m in parsed.messages)
-        usage.prompt_tokens = _estimate_tokens(prompt_text)
-        usage.completion_tokens = _estimate_tokens("".join(answer.choices))
-        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+        guess = estimate_usage(
+            body, [c.data for c in chunks], endpoint=endpoint, dialect=dialect,
+            stream=bool(req.get("stream")),
+        )  # fmt: skip
+        usage.prompt_tokens, usage.completion_tokens = guess.prompt_tokens, guess.completion_tokens
+        usage.total_tokens = guess.total_tokens
     offsets = [c.offset_ns for c in chunks]
     gaps = sorted((b - a) / 1_000_000 for a, b in itertools.pairwise(offsets))
     response_headers = {h["name"]: h["value"] for h in completed["response_headers"]}

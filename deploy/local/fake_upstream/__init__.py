@@ -21,6 +21,11 @@ provoke what real providers do, on every streaming endpoint alike:
 - ``x-fake-echo-auth``: answer 401 with the credentials received (Authorization, x-api-key, query)
   echoed in the error message, as real providers do with "Incorrect API key provided: sk-…"
 - ``x-fake-redirect``: answer 302 with this Location (a proxy must not follow it)
+
+A body it cannot use (multipart, empty, invalid JSON, a JSON array or scalar, a field of the wrong
+type) is answered as the providers answer it: 400 with their JSON error
+(``invalid_request_error``), on every endpoint, so SDKs raise their bad-request error and do not
+retry.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from deploy.local.fake_upstream.openai import (
 )
 from deploy.local.fake_upstream.wire import (
     header_int,
+    invalid_request,
     pause,
 )
 
@@ -83,7 +89,13 @@ async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
     head_delay_ms = header_int(request, "x-fake-head-delay-ms")
     if head_delay_ms:
         await pause(request, head_delay_ms / 1000)
-    return await handler(request)
+    try:
+        return await handler(request)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        # A field of the wrong type (``"messages": "hi"``, ``"n": "two"``): providers answer
+        # 400, never a 500 with a traceback that SDKs would retry.
+        dialect = "anthropic" if request.path.startswith("/v1/messages") else "openai"
+        return invalid_request(dialect, f"Invalid request body: {type(exc).__name__}")
 
 
 ROUTES: tuple[tuple[str, str, Callable[[web.Request], Any]], ...] = (

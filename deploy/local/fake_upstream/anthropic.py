@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 
 from deploy.local.fake_upstream.wire import (
@@ -15,6 +14,7 @@ from deploy.local.fake_upstream.wire import (
     maybe_fail,
     next_id,
     provider_request_id,
+    read_object,
     split_pieces,
     sse,
     stream_events,
@@ -38,7 +38,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
     failed = _anthropic_guard(request) or await maybe_fail(request, "anthropic")
     if failed is not None:
         return failed
-    body = orjson.loads(await request.read())
+    body = await read_object(request, "anthropic")
+    if isinstance(body, web.Response):
+        return body
     user_text = last_user_text(body)
     pieces = split_pieces(request, echo_text(user_text))
     tool = first_tool(body)
@@ -101,6 +103,8 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
     failed = _anthropic_guard(request) or await maybe_fail(request, "anthropic")
     if failed is not None:
         return failed
-    body = orjson.loads(await request.read())
+    body = await read_object(request, "anthropic")
+    if isinstance(body, web.Response):
+        return body
     words = sum(len(content_text(m.get("content")).split()) for m in body.get("messages") or [])
     return json_response({"input_tokens": words}, provider_request_id("anthropic"))

@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from deploy.local.fake_upstream.wire import (
@@ -23,6 +22,7 @@ from deploy.local.fake_upstream.wire import (
     next_id,
     openai_error_frame,
     provider_request_id,
+    read_object,
     split_pieces,
     sse,
     stream_events,
@@ -35,7 +35,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     failed = await maybe_fail(request, "openai")
     if failed is not None:
         return failed
-    body = orjson.loads(await request.read())
+    body = await read_object(request, "openai")
+    if isinstance(body, web.Response):
+        return body
     model = body.get("model", "fake-model")
     user_text = last_user_text(body)
     pieces = split_pieces(request, echo_text(user_text, body))
@@ -97,7 +99,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
     failed = await maybe_fail(request, "openai")
     if failed is not None:
         return failed
-    body = orjson.loads(await request.read())
+    body = await read_object(request, "openai")
+    if isinstance(body, web.Response):
+        return body
     model = body.get("model", "fake-model")
     prompt = last_user_text(body)
     pieces = split_pieces(request, echo_text(prompt))
@@ -146,7 +150,9 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     failed = await maybe_fail(request, "openai")
     if failed is not None:
         return failed
-    body = orjson.loads(await request.read())
+    body = await read_object(request, "openai")
+    if isinstance(body, web.Response):
+        return body
     inputs = body.get("input")
     texts = [inputs] if isinstance(inputs, str) else [str(i) for i in inputs or []]
     dimensions = body.get("dimensions") or 8
@@ -199,7 +205,9 @@ async def responses(request: web.Request) -> web.StreamResponse:
     failed = await maybe_fail(request, "openai")
     if failed is not None:
         return failed
-    body = orjson.loads(await request.read())
+    body = await read_object(request, "openai")
+    if isinstance(body, web.Response):
+        return body
     user_text = last_user_text(body)
     pieces = split_pieces(request, echo_text(user_text))
     response_id, item_id = next_id("resp"), next_id("msg")

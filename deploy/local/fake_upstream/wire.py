@@ -99,6 +99,78 @@ def provider_request_id(dialect: str) -> str:
     return next_id("req_" if dialect == "anthropic" else "req")
 
 
+def invalid_request(dialect: str, message: str, param: str | None = None) -> web.Response:
+    """A 400 in the provider's own error shape: what OpenAI and Anthropic answer for a body they
+    cannot read, so SDKs raise their bad-request error and do not retry."""
+    request_id = provider_request_id(dialect)
+    if dialect == "anthropic":
+        body: Json = {"type": "error", "request_id": request_id,
+                      "error": {"type": "invalid_request_error", "message": message}}  # fmt: skip
+    else:
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": param,
+                          "code": None}}  # fmt: skip
+    return json_response(body, request_id, 400)
+
+
+async def read_object(request: web.Request, dialect: str) -> Json | web.Response:
+    """The request body as a JSON object, or the provider's 400 for anything else (multipart, an
+    empty body, invalid JSON or UTF-8, a JSON array or scalar)."""
+    if request.content_type.startswith("multipart/"):
+        return invalid_request(
+            dialect, f"Unsupported content type {request.content_type!r}: send application/json."
+        )
+    raw = await request.read()
+    if not raw.strip():
+        return invalid_request(
+            dialect, "The request body is empty: send a JSON object (application/json)."
+        )
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return invalid_request(
+            dialect,
+            "We could not parse the JSON body of your request: the API expects a JSON object, "
+            "but what was sent was not valid JSON.",
+        )
+    if not isinstance(doc, dict):
+        return invalid_request(
+            dialect,
+            f"Invalid type for the request body: expected an object, but got "
+            f"{_json_kind(doc)} instead.",
+        )
+    for name, kinds in _FIELD_TYPES.items():
+        value = doc.get(name)
+        if value is not None and (
+            not isinstance(value, kinds) or isinstance(value, bool) != (bool in kinds)
+        ):
+            return invalid_request(
+                dialect,
+                f"Invalid type for '{name}': expected {' or '.join(k.__name__ for k in kinds)}, "
+                f"but got {_json_kind(value)} instead.",
+                param=name,
+            )
+    return doc
+
+
+# The fields every endpoint reads, with the JSON types providers accept for them.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "messages": (list,), "stream": (bool,), "n": (int,), "max_tokens": (int,),
+    "tools": (list,), "input": (str, list), "prompt": (str, list), "system": (str, list),
+}  # fmt: skip
+
+
+def _json_kind(doc: Any) -> str:
+    if isinstance(doc, list):
+        return "an array"
+    if isinstance(doc, str):
+        return "a string"
+    if isinstance(doc, dict):
+        return "an object"
+    if doc is None:
+        return "null"
+    return "a boolean" if isinstance(doc, bool) else "a number"
+
+
 async def maybe_fail(request: web.Request, dialect: str) -> web.Response | None:
     location = request.headers.get("x-fake-redirect")
     if location is not None:

@@ -1,6 +1,6 @@
 """Peak memory of the proxy and the loader while 16 clients upload 30 MB requests at once.
 
-Each request is captured whole in one event (docs/decisions/0014-whole-bodies-in-one-event.md);
+Each request is captured whole in one event (docs/decisions/0015-whole-bodies-in-one-event.md);
 this measures what that costs: the proxy's and the loader's peak resident memory (VmHWM), and
 that every exchange landed whole.
 Run: .venv/bin/python -m tests.bench.proxy.bench_large_uploads [--clients 16] [--megabytes 30]

@@ -112,8 +112,10 @@ async def test_invalid_json_and_utf8_pass_through_stored_byte_exact(pipeline: Pi
                 data=body,
                 headers={"Content-Type": "application/json"},
             ) as response:
-                # The upstream judges (the fake one fails to parse: 500); the proxy stays a pipe.
-                assert response.status == 500, name
+                # The upstream judges (400 in its error shape, as providers do); the proxy stays
+                # a pipe.
+                assert response.status == 400, name
+                assert (await response.json())["error"]["type"] == "invalid_request_error", name
                 ids[name] = response.headers["x-logorhythms-request-id"]
     assert [r.body for r in pipeline.upstream.received] == list(ODD_BODIES.values())
     for name, body in ODD_BODIES.items():
