@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from consumers.sink import Record
+from schemas.limits import KAFKA_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ class DeadLetterProducer:
             client_id=f"{group_id}-deadletter",
             acks="all",
             enable_idempotence=True,
+            # A poison event of the largest size is dead-lettered whole.
+            max_request_size=KAFKA_MAX_MESSAGE_BYTES,
         )
 
     async def start(self) -> None:

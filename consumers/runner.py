@@ -43,6 +43,7 @@ from consumers.sink import (
     WriteResult,
 )
 from schemas import Codec, EventType
+from schemas.limits import KAFKA_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,9 @@ class Runner:
             client_id=f"{s.group_id}-runner",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-            fetch_max_bytes=min(s.batch_max_bytes, 64 * 1024 * 1024),
+            # At least one event of the largest size (schemas/limits.py) per fetch.
+            max_partition_fetch_bytes=KAFKA_MAX_MESSAGE_BYTES,
+            fetch_max_bytes=max(min(s.batch_max_bytes, 64 * 1024 * 1024), KAFKA_MAX_MESSAGE_BYTES),
             isolation_level="read_committed",
             # The broker may hold a fetch this long waiting for data; keep it well under the
             # batch age so capture lag stays below a second at low traffic.

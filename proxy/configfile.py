@@ -23,6 +23,7 @@ _PROXY_KEYS = {
     "kafka_bootstrap_servers": str,
     "topic": str,
     "max_body_bytes": int,
+    "max_event_bytes": int,
     "trusted_proxies": list,
     # Abuse limits: docs/OPERATIONS.md, "Security and abuse".
     "header_timeout_s": float,

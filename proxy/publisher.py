@@ -38,12 +38,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import murmur2
 
 from proxy.droplog import DropLog
 from proxy.journal import Journal, Position
 from proxy.journal_record import Headers, JournalRecord
+from schemas.limits import KAFKA_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +367,8 @@ class Publisher:
                 compression_type=self._compression,
                 # The pump lingers itself (_send_from_memory), so what it hands over is complete.
                 linger_ms=0,
-                max_batch_size=512 * 1024,
+                max_batch_size=512 * 1024,  # a larger event goes alone in its own batch
+                max_request_size=KAFKA_MAX_MESSAGE_BYTES,
                 request_timeout_ms=int(self._kafka_timeout_s * 1000),
             )
             try:
@@ -532,19 +534,22 @@ class Publisher:
         Returns False after a failure (the caller backs off); the journal is rewound to the last
         acknowledged record, so nothing is skipped (a record may be sent twice, never lost).
         """
-        sent: collections.deque[tuple[Position, float, asyncio.Future[object]]] = (
+        sent: collections.deque[tuple[Position, bytes, float, asyncio.Future[object]]] = (
             collections.deque()
         )
         cursor_saved = time.monotonic()
         try:
             while True:
-                while sent and sent[0][2].done():
-                    position, _, future = sent.popleft()
-                    if not _succeeded(future):
+                while sent and sent[0][3].done():
+                    position, key, _, future = sent.popleft()
+                    if isinstance(_failure(future), MessageSizeTooLargeError):
+                        self._refused_as_too_large(key)
+                    elif not _succeeded(future):
                         raise _ReplayFailed(_failure(future))
                     self.journal.ack(position, 1)
-                    self.stats.replayed += 1
-                    self.stats.delivered += 1
+                    if _succeeded(future):
+                        self.stats.replayed += 1
+                        self.stats.delivered += 1
                     self._connected = True
                 if time.monotonic() - cursor_saved > _CURSOR_SAVE_INTERVAL_S:
                     self.journal.save_cursor()
@@ -554,13 +559,13 @@ class Publisher:
                 batch = self.journal.read(window - len(sent)) if len(sent) < window else []
                 for position, record in batch:
                     future = await self._send((record.key, record.value, record.headers))
-                    sent.append((position, time.monotonic(), future))
+                    sent.append((position, record.key, time.monotonic(), future))
                 if sent:
                     if not batch or len(sent) >= window:
-                        overdue_in = sent[0][1] + self._kafka_timeout_s - time.monotonic()
+                        overdue_in = sent[0][2] + self._kafka_timeout_s - time.monotonic()
                         if overdue_in <= 0:
                             raise _ReplayFailed(TimeoutError("no acknowledgement in time"))
-                        await asyncio.wait({sent[0][2]}, timeout=overdue_in)
+                        await asyncio.wait({sent[0][3]}, timeout=overdue_in)
                     continue
                 if not self.journal.has_unacked:
                     self._spilling = False
@@ -580,6 +585,20 @@ class Publisher:
             log.warning("replaying the journal failed (%r); will retry from the last ack", exc)
             self.journal.rewind()
             return False
+
+    def _refused_as_too_large(self, key: bytes) -> None:
+        """Kafka refused one replayed event for its size: a broker or topic configured below
+        the limit the proxy's events are made for (schemas/limits.py). Sending it again cannot
+        succeed and would hold every later event back, so it is dropped, counted and its
+        exchange named in the drop log."""
+        log.error(
+            "Kafka refused an event of exchange %s as too large: raise the topic's "
+            "max.message.bytes (or the broker's message.max.bytes) to %d, or lower "
+            "max_event_bytes; the event is dropped",
+            key.decode(errors="replace"),
+            KAFKA_MAX_MESSAGE_BYTES,
+        )
+        self._dropped(key, "too_large")
 
     async def _sync_loop(self) -> None:
         """fsync the journal every interval, off the event loop, when records wait for Kafka

@@ -13,10 +13,14 @@ from typing import Any
 from proxy.configfile import load_config_file
 from proxy.errors import ConfigError
 from proxy.eventloop import EVENT_LOOPS
+from schemas.limits import KAFKA_MAX_MESSAGE_BYTES, MAX_EVENT_OVERHEAD_BYTES
 
 DIALECTS = ("openai", "anthropic")
 KAFKA_COMPRESSIONS = ("zstd", "lz4", "gzip", "none")  # what aiokafka can do with our dependencies
 CONFIG_ENV = "LOGORHYTHMS_CONFIG"
+_MAX_EVENT_BYTES = KAFKA_MAX_MESSAGE_BYTES - MAX_EVENT_OVERHEAD_BYTES
+# A 32 MiB body whole, and 4 KiB for the event's other fields (proxy.exchange.EventRecorder).
+DEFAULT_MAX_EVENT_BYTES = 32 * 1024 * 1024 + 4096
 
 
 class Secret:
@@ -89,9 +93,12 @@ class ProxySettings:
     # Keyed fingerprints of credentials: the same key gives the same fingerprint, so analysts can
     # group by caller, but without the key nothing can be reversed or brute-forced offline.
     fingerprint_key: Secret = field(default_factory=lambda: Secret(secrets.token_hex(32)))
-    max_body_bytes: int = 10 * 1024 * 1024
-    # Kafka's default message.max.bytes is 1 MiB; events stay under it with room for headers.
-    max_event_bytes: int = 900 * 1024
+    # Anthropic accepts 32 MB requests; a body this large is still captured whole.
+    max_body_bytes: int = 32 * 1024 * 1024
+    # The largest event: a body (request, or one upstream read) up to this less 4 KiB is stored
+    # whole, a larger one as its first part with its size and SHA-256. Kafka is configured for
+    # events this large (schemas/limits.py).
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     upstream_connect_timeout_s: float = 10.0
     # From sending the request to the upstream's response head. A non-streamed answer arrives
     # whole, so this is how long a slow generation may take.
@@ -120,7 +127,7 @@ class ProxySettings:
     shutdown_timeout_s: float = 30.0
     journal_dir: str = "./data/journal"
     journal_max_bytes: int = 1024**3
-    journal_segment_bytes: int = 64 * 1024**2
+    journal_segment_bytes: int = 128 * 1024**2
     # The journal is fsynced this often: a machine crash loses at most this much of the spill.
     journal_fsync_interval_ms: int = 200
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
@@ -186,8 +193,11 @@ class ProxySettings:
                 "LOGORHYTHMS_KAFKA_LINGER_MS must be 0 or more and LOGORHYTHMS_KAFKA_COMPRESSION "
                 f"one of {', '.join(KAFKA_COMPRESSIONS)}"
             )
-        if self.max_event_bytes >= 1024 * 1024:
-            raise ConfigError("max_event_bytes must stay below Kafka's 1 MiB message limit")
+        if not 64 * 1024 <= self.max_event_bytes <= _MAX_EVENT_BYTES:
+            raise ConfigError(
+                f"max_event_bytes must be between 65536 and {_MAX_EVENT_BYTES} bytes, the Kafka "
+                "message limit less room for the event's other fields"
+            )
         if self.header_timeout_s <= 0:
             raise ConfigError("header_timeout_s must be positive: it is the slowloris defence")
         if self.body_first_byte_timeout_s <= 0 or self.body_read_timeout_s <= 0:

@@ -49,6 +49,7 @@ from deploy.local.kafka import (
 )
 from deploy.local.status import STATUS_FILE, ServiceStatus, write_status
 from deploy.local.supervision import say
+from schemas.limits import KAFKA_MAX_MESSAGE_BYTES
 
 __all__ = ["check_settings", "up"]
 
@@ -126,8 +127,11 @@ class _Stack:
             self.watch = BrokerWatch(broker, broker_status, self.changed)
             self.watch.start()
         topic = env.get("LOGORHYTHMS_TOPIC", TOPIC)
-        asyncio.run(create_topic(bootstrap, topic, partitions=3))
-        asyncio.run(create_topic(bootstrap, f"{topic}.deadletter", partitions=1))
+        # Set on the topics too, so a broker configured elsewhere (KAFKA_BOOTSTRAP_SERVERS)
+        # takes the events as large as the proxy makes them.
+        sized = {"max.message.bytes": str(KAFKA_MAX_MESSAGE_BYTES)}
+        asyncio.run(create_topic(bootstrap, topic, partitions=3, configs=sized))
+        asyncio.run(create_topic(bootstrap, f"{topic}.deadletter", partitions=1, configs=sized))
         env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
 
     def start_fake_upstream(self) -> None:

@@ -21,6 +21,7 @@ from deploy.local.fake_upstream import RECEIVED, ReceivedRequest, create_fake_up
 from deploy.local.kafka import create_topic
 from proxy.app import create_app, make_runner
 from proxy.settings import Provider, ProxySettings, Secret
+from schemas.limits import KAFKA_MAX_MESSAGE_BYTES
 
 SERVICE_KEY = "sk-service-canary-7f3a9c1e5b"  # the provider key the proxy injects
 
@@ -127,7 +128,12 @@ async def pipeline_factory(
 
     Each proxy gets its own journal directory under the test's tmp_path unless one is given.
     """
-    await create_topic(kafka_bootstrap, unique_topic, partitions=3)
+    await create_topic(
+        kafka_bootstrap,
+        unique_topic,
+        partitions=3,
+        configs={"max.message.bytes": str(KAFKA_MAX_MESSAGE_BYTES)},
+    )
     stack = contextlib.AsyncExitStack()
     built = 0
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from deploy.local.kafka.ports import HOST
+from schemas.limits import KAFKA_MAX_MESSAGE_BYTES
 
 __all__ = ["NODE_ID", "new_cluster_id", "render_server_properties"]
 
@@ -43,6 +44,10 @@ _BASE_PROPERTIES: dict[str, str] = {
     # after kill() took ~13 s instead of ~5 s. Both run in the same JVM over loopback.
     "broker.session.timeout.ms": "3000",
     "broker.heartbeat.interval.ms": "500",
+    # A request body is captured whole in one event up to 32 MiB (schemas/limits.py): the
+    # broker's default 1 MiB would refuse it. Topics inherit this unless they set their own.
+    "message.max.bytes": str(KAFKA_MAX_MESSAGE_BYTES),
+    "replica.fetch.max.bytes": str(KAFKA_MAX_MESSAGE_BYTES),
 }
 
 

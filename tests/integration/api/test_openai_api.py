@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 
 import openai
@@ -10,7 +11,7 @@ import orjson
 import pytest
 
 from tests.integration.api.conftest import CLIENT_KEY, REQUEST_ID
-from tests.integration.conftest import SERVICE_KEY, Pipeline
+from tests.integration.conftest import SERVICE_KEY, Pipeline, ProxyFactory
 
 USER = [{"role": "user", "content": "what is the weather in Oslo"}]
 WEATHER_TOOL = {
@@ -71,32 +72,101 @@ async def test_a_tool_call_is_one_empty_choice_streamed_or_not(
     assert rows[0][:2] == ([""], "")
 
 
-async def test_image_of_several_megabytes_passes_verbatim(
-    api: Pipeline, oai: openai.AsyncOpenAI
+@pytest.mark.parametrize("megabytes", [1, 8, 31])
+async def test_large_image_request_is_captured_whole(
+    api: Pipeline, oai: openai.AsyncOpenAI, megabytes: int
 ) -> None:
-    image = base64.b64encode(os.urandom(3 * 1024 * 1024)).decode()
+    """A request full of base64 images, up to the 32 MiB cap, is stored byte-identical and its
+    conversation parsed from the whole body."""
+    image = base64.b64encode(os.urandom(megabytes * 1_000_000 * 3 // 4 // 2)).decode()
+    url = f"data:image/png;base64,{image}"
     raw = await oai.chat.completions.with_raw_response.create(
         model="gpt-4o",
         messages=[
             {
                 "role": "user",
                 "content": [
-                    {"type": "text", "text": "describe this"},
-                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
+                    {"type": "text", "text": "describe these"},
+                    {"type": "image_url", "image_url": {"url": url}},
+                    {"type": "image_url", "image_url": {"url": url, "detail": "high"}},
                 ],
             }
         ],
+        temperature=0.25,
     )
+    assert raw.parse().choices[0].message.content == "Echo: describe these"
+    sent = api.upstream.received[-1].body
+    assert megabytes * 1_000_000 <= len(sent) < megabytes * 1_000_000 + 1024
+    digest = hashlib.sha256(sent).hexdigest()
+    request_id = raw.headers[REQUEST_ID]
+    row = await api.exchange(
+        request_id,
+        "request_body_size, request_body_truncated, request_json_valid, messages, temperature, "
+        "outcome, bytes_in, lower(hex(SHA256(request_body)))",
+    )
+    assert row["request_body_size"] == len(sent) == row["bytes_in"]
+    assert row["request_body_truncated"] is False
+    assert row["request_json_valid"] is True
+    assert row["lower(hex(SHA256(request_body)))"] == digest
+    [message] = row["messages"]
+    assert message["role"] == "user"
+    assert "describe these" in message["content"]
+    assert row["temperature"] == 0.25
+    assert row["outcome"] == "ok"
+    raw_rows = await api.clickhouse.rows(
+        "SELECT body_size, body_truncated, body_sha256, lower(hex(SHA256(body))) "
+        "FROM requests_raw FINAL WHERE request_id = {id:String}",
+        {"id": request_id},
+    )
+    assert raw_rows == [(len(sent), False, digest, digest)]
+
+
+async def test_body_above_the_capture_cap_is_stored_as_its_first_part_size_and_hash(
+    api_factory: ProxyFactory,
+) -> None:
+    """Above the cap the body is still served whole; the row has its first part, flagged, and
+    the size and SHA-256 of the whole."""
+    cap = 1024 * 1024  # the event cap configured here; the body stored is this less 4 KiB
+    api = await api_factory(max_event_bytes=cap)
+    image = base64.b64encode(os.urandom(3 * 1024 * 1024)).decode()
+    async with openai.AsyncOpenAI(
+        base_url=f"{api.proxy_url}/v1", api_key=CLIENT_KEY, max_retries=0
+    ) as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-4o",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "describe this"},
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": f"data:image/png;base64,{image}"},
+                        },
+                    ],
+                }
+            ],
+        )
     assert raw.parse().choices[0].message.content == "Echo: describe this"
     sent = api.upstream.received[-1].body
     assert image.encode() in sent
+    request_id = raw.headers[REQUEST_ID]
     row = await api.exchange(
-        raw.headers[REQUEST_ID],
-        "request_body_size, request_body_truncated, messages, outcome, bytes_in",
+        request_id, "request_body_size, request_body_truncated, messages, outcome, bytes_in"
     )
     assert row["request_body_size"] == len(sent) == row["bytes_in"]
-    assert row["request_body_truncated"] is True  # above the event cap: prefix + size + sha256
+    assert row["request_body_truncated"] is True
+    assert row["messages"] == []
     assert row["outcome"] == "ok"
+    raw_rows = await api.clickhouse.rows(
+        "SELECT body_size, body_truncated, body_sha256, lower(hex(SHA256(body))) "
+        "FROM requests_raw FINAL WHERE request_id = {id:String}",
+        {"id": request_id},
+    )
+    first_part = sent[: cap - 4096]
+    assert raw_rows == [
+        (len(sent), True, hashlib.sha256(sent).hexdigest(), hashlib.sha256(first_part).hexdigest())
+    ]
 
 
 async def test_json_mode_n_and_logprobs(api: Pipeline, oai: openai.AsyncOpenAI) -> None:

@@ -4,7 +4,8 @@ One broker SIGKILL + restart for the whole scenario (the costly part on this mac
 - proxy A runs, with 8 slow SSE streams in flight, when the broker is SIGKILLed (B2);
 - proxy B is started *while* the broker is down (B1);
 - proxy C has a 4 MiB journal and gets more than that during the outage (B6);
-- traffic goes to all three during the outage; one body is larger than an event may be (B9);
+- traffic goes to all three during the outage; one body is larger than an event may be (B9),
+  and B, which keeps the default 32 MiB cap, gets an 8 MB body that must replay whole;
 - the broker comes back on the same port: the journals replay, the oracle must be exact for
   A and B, and for C exactly the events its ``dropped`` counter admits are missing, and its
   drop log names exactly the exchanges missing from ClickHouse.
@@ -24,6 +25,7 @@ import pytest
 from deploy.local.kafka import KafkaBroker
 from proxy.app import PUBLISHER, SETTINGS, create_app
 from proxy.droplog import read_dropped
+from proxy.settings import DEFAULT_MAX_EVENT_BYTES
 from tests.integration.conftest import Pipeline, ProxyFactory, serve
 from tests.integration.faults.oracle import wait_reconciled
 from tests.integration.faults.traffic import Served, burst, call, eventually, get_json
@@ -34,7 +36,11 @@ KAFKA_TIMEOUT_S = 3.0
 # Extra latency a client may see from capture while Kafka is down, on this shared 2-core machine
 # (the proxy never waits for Kafka, so a stall would show as >= KAFKA_TIMEOUT_S).
 LAT_BUDGET_S = 1.0  # over the same burst measured with Kafka healthy
+# Events capped at 900 KiB here (the default is 32 MiB) so that B9's body is above the cap and the
+# tiny journal of B6 still holds two events.
+MAX_EVENT_BYTES = 900 * 1024
 BIG_BODY_BYTES = 3 * 1024 * 1024  # sent upstream as a file-like object, stored truncated
+WHOLE_BODY_BYTES = 8 * 1024 * 1024  # under the default cap: journaled, replayed, stored whole
 
 
 async def _events_in_clickhouse(p: Pipeline, ids: list[str]) -> int:
@@ -50,7 +56,7 @@ async def _events_in_clickhouse(p: Pipeline, ids: list[str]) -> int:
 async def test_kafka_outage_serves_clients_and_replays_everything_once(
     pipeline_factory: ProxyFactory, kafka_broker: KafkaBroker, tmp_path: Path
 ) -> None:
-    p = await pipeline_factory(kafka_timeout_s=KAFKA_TIMEOUT_S)
+    p = await pipeline_factory(kafka_timeout_s=KAFKA_TIMEOUT_S, max_event_bytes=MAX_EVENT_BYTES)
     settings = p.proxy_app[SETTINGS]
     async with aiohttp.ClientSession() as session:
         warm = await call(session, p.proxy_url)  # proxy A is connected and publishing
@@ -65,7 +71,11 @@ async def test_kafka_outage_serves_clients_and_replays_everything_once(
         kill_at = time.monotonic()
 
         # B1: a proxy that starts while Kafka is down, and B6: one with a tiny journal.
-        app_b = create_app(dataclasses.replace(settings, journal_dir=str(tmp_path / "b")))
+        app_b = create_app(
+            dataclasses.replace(
+                settings, journal_dir=str(tmp_path / "b"), max_event_bytes=DEFAULT_MAX_EVENT_BYTES
+            )
+        )
         runner_b, url_b = await serve(app_b)
         app_c = create_app(
             dataclasses.replace(
@@ -82,7 +92,8 @@ async def test_kafka_outage_serves_clients_and_replays_everything_once(
                 during += await burst(url, 30)
                 during += await burst(url, 5, stream=True, words=10)
             # B9: a body more than three times what an event may hold (900 KiB).
-            big = await call(session, url_b, prompt_bytes=BIG_BODY_BYTES)
+            big = await call(session, p.proxy_url, prompt_bytes=BIG_BODY_BYTES)
+            whole = await call(session, url_b, prompt_bytes=WHOLE_BODY_BYTES)
             flood = await burst(url_c, 40, prompt_bytes=200 * 1024)  # ~8 MB > 4 MiB journal
 
             for url in (p.proxy_url, url_b, url_c):
@@ -110,7 +121,7 @@ async def test_kafka_outage_serves_clients_and_replays_everything_once(
             await runner_c.cleanup()
 
     # Clients: every call served normally, none waited for Kafka.
-    everything = [warm, *baseline, *served_streams, *during, big, *flood]
+    everything = [warm, *baseline, *served_streams, *during, big, whole, *flood]
     assert all(s.status == 200 for s in everything)
     before, worst = max(s.ttfb_s for s in baseline), max(s.ttfb_s for s in during)
     print(f"worst TTFB with Kafka healthy {before:.3f}s, during the outage {worst:.3f}s")
@@ -119,7 +130,7 @@ async def test_kafka_outage_serves_clients_and_replays_everything_once(
         assert s.body.endswith(b"data: [DONE]\n\n")
 
     # ClickHouse: A and B exactly once, chunks contiguous, stream bytes as the clients got them.
-    ids = [s.request_id for s in [warm, *baseline, *served_streams, *during, big]]
+    ids = [s.request_id for s in [warm, *baseline, *served_streams, *during, big, whole]]
     result = await wait_reconciled(p.clickhouse, ids, timeout_s=60)
     print(f"outage {outage_s:.1f}s; {result}; raw dup rows {result.dup_rows_raw}")
     assert result.exact, result
@@ -136,6 +147,14 @@ async def test_kafka_outage_serves_clients_and_replays_everything_once(
     )
     assert size > BIG_BODY_BYTES
     assert truncated
+    [(size, truncated, sha256, stored_sha256)] = await p.clickhouse.rows(
+        "SELECT body_size, body_truncated, body_sha256, lower(hex(SHA256(body))) "
+        "FROM requests_raw FINAL WHERE request_id = {id:String}",
+        {"id": whole.request_id},
+    )
+    assert size > WHOLE_BODY_BYTES
+    assert not truncated
+    assert stored_sha256 == sha256  # the stored bytes are the whole body the proxy hashed
 
     # B6: exactly the events C counted as dropped are missing; nothing else.
     c_stats = app_c[PUBLISHER].stats

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from proxy.journal import Journal, JournalError, segment_paths
 from proxy.journal_record import decode_payload, encode_record
+from proxy.settings import Provider, ProxySettings
 
 
 def _journal(path: Path, **kwargs: int) -> Journal:
@@ -40,6 +42,27 @@ def test_records_come_back_in_order_across_segments(tmp_path: Path) -> None:
     assert journal.has_unacked
     assert _values(journal) == values
     journal.close()
+
+
+def test_the_largest_event_the_proxy_makes_is_journaled_and_read_back_whole(
+    tmp_path: Path,
+) -> None:
+    """With the default sizes, a request event carrying a 32 MiB body spills and replays whole,
+    also after a restart (the journal's record limit is above Kafka's message limit)."""
+    defaults = ProxySettings(providers=(Provider(name="openai", base_url="http://127.0.0.1:1"),))
+    largest = os.urandom(defaults.max_event_bytes)
+    journal = _journal(
+        tmp_path, max_bytes=defaults.journal_max_bytes, segment_bytes=defaults.journal_segment_bytes
+    )
+    assert journal.append(b"key", b"small")
+    assert journal.append(b"key", largest)
+    assert journal.append(b"key", b"after")
+    journal.close()
+    reopened = _journal(
+        tmp_path, max_bytes=defaults.journal_max_bytes, segment_bytes=defaults.journal_segment_bytes
+    )
+    assert _values(reopened) == [b"small", largest, b"after"]
+    reopened.close()
 
 
 def test_acknowledged_segments_are_deleted_and_not_replayed_after_restart(tmp_path: Path) -> None:

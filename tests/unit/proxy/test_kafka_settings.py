@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from proxy.errors import ConfigError
 from proxy.settings import ProxySettings
+from schemas.limits import KAFKA_MAX_MESSAGE_BYTES, MAX_EVENT_OVERHEAD_BYTES
 
 UPSTREAM = {"OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}
 
@@ -27,3 +30,20 @@ def test_linger_and_compression_come_from_the_environment() -> None:
 def test_a_bad_producer_setting_names_the_variable_and_the_choices(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=r"LOGORHYTHMS_KAFKA_LINGER_MS.*zstd, lz4, gzip, none"):
         ProxySettings.from_env({**UPSTREAM, name: value})
+
+
+def test_a_body_the_proxy_accepts_by_default_fits_whole_in_one_event_kafka_takes() -> None:
+    settings = ProxySettings.from_env(UPSTREAM)
+    assert settings.max_body_bytes >= 32 * 1024 * 1024  # Anthropic's request limit
+    # EventRecorder keeps 4 KiB of the event for its other fields.
+    assert settings.max_event_bytes - 4096 >= settings.max_body_bytes
+    assert settings.max_event_bytes + MAX_EVENT_OVERHEAD_BYTES <= KAFKA_MAX_MESSAGE_BYTES
+    assert settings.journal_segment_bytes >= 2 * settings.max_event_bytes
+
+
+@pytest.mark.parametrize("max_event_bytes", [KAFKA_MAX_MESSAGE_BYTES, 1024])
+def test_an_event_cap_kafka_would_refuse_or_too_small_to_use_is_a_config_error(
+    max_event_bytes: int,
+) -> None:
+    with pytest.raises(ConfigError, match="max_event_bytes must be between"):
+        dataclasses.replace(ProxySettings.from_env(UPSTREAM), max_event_bytes=max_event_bytes)

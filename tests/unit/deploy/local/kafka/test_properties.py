@@ -6,6 +6,7 @@ import base64
 from pathlib import Path
 
 from deploy.local.kafka.properties import new_cluster_id, render_server_properties
+from schemas.limits import KAFKA_MAX_MESSAGE_BYTES
 
 
 def _parse_properties(text: str) -> dict[str, str]:
@@ -45,6 +46,9 @@ def test_server_properties_describe_one_combined_kraft_node(tmp_path: Path) -> N
         assert props[key] == "1", key
     # Fast re-registration after a crash: heartbeat well inside the session timeout.
     assert int(props["broker.heartbeat.interval.ms"]) < int(props["broker.session.timeout.ms"])
+    # Events as large as the proxy makes them (a 32 MiB body whole) are taken and replicated.
+    assert props["message.max.bytes"] == str(KAFKA_MAX_MESSAGE_BYTES)
+    assert props["replica.fetch.max.bytes"] == str(KAFKA_MAX_MESSAGE_BYTES)
 
 
 def test_server_properties_overrides_win(tmp_path: Path) -> None:
