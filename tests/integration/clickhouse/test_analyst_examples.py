@@ -111,7 +111,7 @@ def _expected() -> dict[int, Check]:
         assert _pick(rows, "day", "model", "prompt", "completion", "estimated_rows") == [
             (yesterday, "gpt-4o-mini", 12, 5, 0),
             (today, "claude-3-5-sonnet", 60, 20, 0),
-            (today, "gpt-4o", 94, 16, 1),  # 40 + 40 reported, 14 estimated for the 429
+            (today, "gpt-4o", 134, 16, 1),  # 40 + 40 reported, 54 estimated for the 429
             (today, "gpt-4o-mini", 48, 20, 0),
         ]
 
@@ -160,7 +160,7 @@ def _expected() -> dict[int, Check]:
         6: lambda rows, _: rows == [{"exchanges": 7, "clients": 3}],
         7: lambda rows, _: (
             _pick(rows, "model_requested", "prompt_chars", "prompt_tokens")
-            == [("gpt-4o", 55, 40), ("gpt-4o", 55, 40), ("claude-3-5-sonnet", 20, 30)]
+            == [("gpt-4o", 55, 54), ("gpt-4o", 55, 40), ("gpt-4o", 55, 40)]  # 54 estimated (429)
         ),
         8: lambda rows, _: (
             _pick(rows, "model", "offered_tools", "called_tools", "tool_use_share")
@@ -175,7 +175,7 @@ def _expected() -> dict[int, Check]:
             sorted(_pick(rows, "model", "total", "tokens", "error_rate"))
             == [
                 ("claude-3-5-sonnet", 2, 80, 0),
-                ("gpt-4o", 3, 110, 0.333),
+                ("gpt-4o", 3, 150, 0.333),
                 ("gpt-4o-mini", 1, 17, 0),
                 ("gpt-4o-mini", 4, 68, 0),
             ]
@@ -187,7 +187,7 @@ def _expected() -> dict[int, Check]:
             _pick(rows, "system_prompt", "tools", "exchanges", "tokens")
             == [
                 ("You are terse.", 0, 5, 85),
-                ("You are a research agent.", 2, 3, 110),
+                ("You are a research agent.", 2, 3, 150),
                 ("You are Claude.", 0, 2, 80),
             ]
         ),
@@ -217,7 +217,7 @@ def _expected() -> dict[int, Check]:
         ),
         18: chunk_timeline,
         19: bytes_received,
-        20: lambda rows, _: _pick(rows, "exchanges", "tokens", "estimated") == [(10, 275, 1)],
+        20: lambda rows, _: _pick(rows, "exchanges", "tokens", "estimated") == [(10, 315, 1)],
         21: lambda rows, mix: (
             _pick(
                 rows,
