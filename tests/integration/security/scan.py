@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Self
 
 import aiohttp
 import pytest
@@ -95,15 +96,14 @@ async def wait_ready(http: aiohttp.ClientSession, base_url: str, timeout_s: floa
     pytest.fail(f"proxy at {base_url} did not become ready within {timeout_s}s")
 
 
-class Canary:
-    """A TCP listener on a second loopback port that counts every connection made to it."""
+class _LoopbackListener:
+    """A TCP listener on a free loopback port, open for the ``async with`` block."""
 
     def __init__(self) -> None:
-        self.connections = 0
         self.port = 0
         self._server: asyncio.Server | None = None
 
-    async def __aenter__(self) -> Canary:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._on_connect, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -112,6 +112,17 @@ class Canary:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class Canary(_LoopbackListener):
+    """A TCP listener on a second loopback port that counts every connection made to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connections = 0
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -139,29 +150,18 @@ def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1])
 
 
-class RawLineUpstream:
+class RawLineUpstream(_LoopbackListener):
     """An HTTP upstream on loopback that records each request line and head exactly as received
     (no HTTP library between the socket and the record) and answers a small JSON 200."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.lines: list[bytes] = []
         self.heads: list[bytes] = []
-        self.port = 0
-        self._server: asyncio.Server | None = None
 
     @property
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> RawLineUpstream:
-        self._server = await asyncio.start_server(self._on_connect, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

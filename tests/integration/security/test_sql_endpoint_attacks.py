@@ -27,26 +27,10 @@ from consumers.settings import ConsumerSettings, LoaderSettings, SqlLimits, SqlS
 from deploy.local.kafka import create_topic
 from proxy import capture
 from schemas import Codec
+from tests.integration.security.scan import Canary
 from tests.integration.test_loader_sql import _exchange_events, _free_port
 
 CANARY = "CANARY-7f3a9c-secret-file-contents"
-
-
-@dataclass
-class Canary:
-    """A loopback listener that counts every connection made to it."""
-
-    port: int = 0
-    connections: int = 0
-    server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.connections += 1
-            writer.close()
-
-        self.server = await asyncio.start_server(accept, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
 
 
 @dataclass
@@ -110,13 +94,11 @@ async def stack(
             limits=SqlLimits(max_execution_time_s=3, max_memory_usage_bytes=300 * 1024**2),
         ),
     )  # fmt: skip
-    canary = Canary()
-    await canary.start()
     canary_file = tmp_path / "canary.txt"
     canary_file.write_text(CANARY)
     stop_loader, stop_traffic = asyncio.Event(), asyncio.Event()
     loader = asyncio.create_task(run_loader(settings, stop=stop_loader))
-    async with aiohttp.ClientSession() as session:
+    async with Canary() as canary, aiohttp.ClientSession() as session:
         stack = Stack(
             url=f"http://127.0.0.1:{port}", session=session, canary=canary,
             canary_file=canary_file, target=tmp_path / "written-by-attack.txt",
@@ -146,8 +128,6 @@ async def stack(
             await asyncio.gather(traffic, return_exceptions=True)
             stop_loader.set()
             await asyncio.wait_for(loader, 30)
-            assert canary.server is not None
-            canary.server.close()
     assert canary.connections == 0
     assert not stack.target.exists()
 
