@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from deploy.export_cli import add_export_commands
 from deploy.kafkalog import summarise_kafka_client_logs
 
 
@@ -178,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="any ClickHouse output format: CSV, TSVWithNames, JSONEachRow, Vertical, ...",
     )
     sql.set_defaults(func=_sql)
+
+    add_export_commands(commands)
 
     fake = commands.add_parser(
         "fake-upstream",

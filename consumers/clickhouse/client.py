@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import clickhouse_connect
@@ -155,6 +156,73 @@ class ClickHouse:
         sql = sql.strip().rstrip(";")
         chosen = None if _OWN_FORMAT.search(sql) else fmt
         return await self._run(lambda: client.raw_query(sql, fmt=chosen, settings=settings))
+
+    async def query_to_file(
+        self,
+        sql: str,
+        path: Path,
+        *,
+        fmt: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> int:
+        """Write a query's output in a ClickHouse format (Parquet, ...) to ``path``; its size."""
+        client = self._c
+
+        def write() -> int:
+            written = 0
+            stream = client.raw_stream(sql, parameters=parameters, settings=settings, fmt=fmt)
+            with path.open("wb") as out:
+                for block in stream:
+                    out.write(block)
+                    written += len(block)
+            return written
+
+        return await self._run(write)
+
+    async def insert_file(
+        self, table: str, path: Path, *, fmt: str, dedup_token: str, columns: Sequence[str] = ()
+    ) -> None:
+        """Insert a file in a ClickHouse input format; a retry with the same token is a no-op."""
+        client = self._c
+
+        def insert() -> None:
+            with path.open("rb") as data:
+                client.raw_insert(
+                    table,
+                    list(columns) or None,
+                    insert_block=data,
+                    fmt=fmt,
+                    settings={
+                        "insert_deduplication_token": dedup_token,
+                        "insert_deduplicate": 1,
+                        "deduplicate_blocks_in_dependent_materialized_views": 1,
+                    },
+                )
+
+        await self._run(insert)
+
+    async def arrow_batches(
+        self,
+        sql: str,
+        on_batch: Callable[[Any], None],
+        *,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        """Stream a query as pyarrow RecordBatches, each handed to ``on_batch`` on the adapter's
+        thread: memory holds one batch at a time. Strings stay bytes unless ``settings`` ask for
+        ``output_format_arrow_string_as_string``."""
+        client = self._c
+
+        def stream() -> None:
+            with client.query_arrow_stream(
+                sql, parameters=parameters, settings=settings
+            ) as batches:
+                for batch in batches:
+                    on_batch(batch)
+
+        await self._run(stream)
 
 
 def _translate(exc: DriverError) -> ClickHouseError:

@@ -272,6 +272,34 @@ SELECT
 FROM logorhythms.exchanges_local
 GROUP BY minute, provider, model, endpoint, status_class, outcome, stream;
 
+-- The audit trail of exports (migration 0006); sharded by export, one row each.
+CREATE TABLE IF NOT EXISTS logorhythms.export_audit_local ON CLUSTER '{cluster}'
+(
+    export_id String,
+    kind LowCardinality(String),
+    exported_at DateTime64(3, 'UTC'),
+    operator String,
+    recipient String,
+    licence String,
+    profile LowCardinality(String),
+    case_reference String,
+    destination String,
+    filter String CODEC(ZSTD(3)),
+    manifest_sha256 String,
+    rows UInt64,
+    request_ids Array(String) CODEC(ZSTD(3)),
+    INDEX idx_request_ids request_ids TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_recipient recipient TYPE bloom_filter(0.01) GRANULARITY 1
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/logorhythms/export_audit', '{replica}')
+PARTITION BY toYYYYMM(exported_at)
+ORDER BY (exported_at, export_id)
+SETTINGS replicated_deduplication_window = 1000;
+
+CREATE TABLE IF NOT EXISTS logorhythms.export_audit ON CLUSTER '{cluster}'
+AS logorhythms.export_audit_local
+ENGINE = Distributed('{cluster}', logorhythms, export_audit_local, cityHash64(export_id));
+
 -- Schema version bookkeeping, read by the loader at start-up (same table as embedded).
 CREATE TABLE IF NOT EXISTS logorhythms.schema_migrations ON CLUSTER '{cluster}'
 (
@@ -282,7 +310,7 @@ CREATE TABLE IF NOT EXISTS logorhythms.schema_migrations ON CLUSTER '{cluster}'
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/all/logorhythms/schema_migrations', '{shard}-{replica}')
 ORDER BY version;
 
-INSERT INTO logorhythms.schema_migrations (version, name) VALUES (1, 'raw_events'), (2, 'exchanges'), (3, 'indexes_and_constraints'), (4, 'rollups'), (5, 'provider_errors_and_upstream_text');
+INSERT INTO logorhythms.schema_migrations (version, name) VALUES (1, 'raw_events'), (2, 'exchanges'), (3, 'indexes_and_constraints'), (4, 'rollups'), (5, 'provider_errors_and_upstream_text'), (6, 'export_audit');
 
 -- Access. Passwords are never stored here: set them with
 --   ALTER USER loader ON CLUSTER '{cluster}' IDENTIFIED WITH sha256_password BY '...'

@@ -1,0 +1,241 @@
+"""The manifest of an export directory: every file's sha256, size and rows, and how it was made.
+
+``manifest.json`` is written deterministically (sorted keys, files sorted by path, one trailing
+newline), so its own sha256 (recorded in the audit table) identifies exactly what went out.
+``verify`` recomputes every checksum, size and row count and names each mismatch, every missing
+file and every file the manifest does not list: a copy that verifies is the copy that was made.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "logorhythms-export-manifest/1"
+KINDS = frozenset({"dataset", "legal", "archive"})
+_READ_BYTES = 1024 * 1024
+
+
+class ManifestError(Exception):
+    """A manifest that cannot be read or written; the message says which file and why."""
+
+    retriable = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileEntry:
+    """One file of an export: its path relative to the export directory, in POSIX form."""
+
+    path: str
+    sha256: str
+    size: int
+    rows: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "size": self.size, "rows": self.rows}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Manifest:
+    """What an export holds and how it was made.
+
+    ``metadata`` carries what differs by kind: the filter and the SQL that ran, the time range,
+    row counts, recipient, licence and profile, case reference, per-day checksums of an archive.
+    """
+
+    kind: str
+    export_id: str
+    created_at: str  # ISO 8601, UTC
+    tool_version: str
+    schema_version: int
+    snapshot_id: str
+    files: tuple[FileEntry, ...]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ManifestError(
+                f"unknown export kind {self.kind!r}; expected one of {sorted(KINDS)}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "kind": self.kind,
+            "export_id": self.export_id,
+            "created_at": self.created_at,
+            "tool": {"name": "logorhythms", "version": self.tool_version},
+            "schema_version": self.schema_version,
+            "snapshot_id": self.snapshot_id,
+            "files": [f.to_json() for f in sorted(self.files, key=lambda f: f.path)],
+            "metadata": dict(self.metadata),
+        }
+
+    def file(self, path: str) -> FileEntry | None:
+        return next((f for f in self.files if f.path == path), None)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(_READ_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _parquet_rows(path: Path) -> int:
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def _lines(path: Path) -> int:
+    opener: Callable[[Path], Any] = gzip.open if path.name.endswith(".gz") else Path.open
+    count = 0
+    with opener(path) as f:
+        for _ in f:
+            count += 1
+    return count
+
+
+# How rows are counted again by `verify`, by file name ending. Other files (raw bodies, cards)
+# have no rows: their sha256 and size are what is checked.
+ROW_COUNTERS: dict[str, Callable[[Path], int]] = {
+    ".parquet": _parquet_rows,
+    ".jsonl": _lines,
+    ".jsonl.gz": _lines,
+}
+
+
+def _row_counter(name: str) -> Callable[[Path], int] | None:
+    return next((count for end, count in ROW_COUNTERS.items() if name.endswith(end)), None)
+
+
+def describe_file(root: Path, relative: str, *, rows: int | None = None) -> FileEntry:
+    """The entry for a file already written under ``root``; rows are counted when not given."""
+    path = root / relative
+    if rows is None and (counter := _row_counter(path.name)) is not None:
+        rows = counter(path)
+    return FileEntry(
+        path=Path(relative).as_posix(),
+        sha256=sha256_file(path),
+        size=path.stat().st_size,
+        rows=rows,
+    )
+
+
+def render(manifest: Manifest) -> bytes:
+    text = json.dumps(manifest.to_json(), sort_keys=True, indent=2, ensure_ascii=False)
+    return (text + "\n").encode()
+
+
+def write_manifest(root: Path, manifest: Manifest) -> str:
+    """Write ``manifest.json`` atomically (a crash leaves the old one or none); its sha256."""
+    data = render(manifest)
+    temporary = root / f".{MANIFEST_NAME}.tmp"
+    with temporary.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    temporary.replace(root / MANIFEST_NAME)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(root: Path) -> Manifest:
+    path = root / MANIFEST_NAME
+    try:
+        raw = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ManifestError(f"{path} does not exist: is {root} an export directory?") from None
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{path} cannot be read as JSON: {exc}") from None
+    try:
+        if raw.get("format") != FORMAT:
+            raise ManifestError(f"{path} is not a {FORMAT} manifest (format {raw.get('format')!r})")
+        files = tuple(
+            FileEntry(path=f["path"], sha256=f["sha256"], size=int(f["size"]), rows=f.get("rows"))
+            for f in raw["files"]
+        )
+        return Manifest(
+            kind=raw["kind"],
+            export_id=raw["export_id"],
+            created_at=raw["created_at"],
+            tool_version=raw["tool"]["version"],
+            schema_version=int(raw["schema_version"]),
+            snapshot_id=raw["snapshot_id"],
+            files=files,
+            metadata=raw.get("metadata", {}),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ManifestError(f"{path} is missing or has a malformed field: {exc!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """What ``verify`` found: ``problems`` is empty when every file matches."""
+
+    manifest_sha256: str
+    files_checked: int
+    rows_checked: int
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _is_inside(root: Path, relative: str) -> bool:
+    resolved = (root / relative).resolve()
+    return resolved == root.resolve() or root.resolve() in resolved.parents
+
+
+def verify(root: Path, *, expected_manifest_sha256: str | None = None) -> Verification:
+    """Recompute every file's sha256, size and rows against the manifest; report every mismatch."""
+    manifest_path = root / MANIFEST_NAME
+    manifest = read_manifest(root)
+    manifest_sha256 = sha256_file(manifest_path)
+    problems: list[str] = []
+    if expected_manifest_sha256 is not None and manifest_sha256 != expected_manifest_sha256:
+        problems.append(
+            f"{MANIFEST_NAME}: sha256 {manifest_sha256} is not the expected "
+            f"{expected_manifest_sha256} (the manifest itself was changed or replaced)"
+        )
+    rows_checked = 0
+    for entry in sorted(manifest.files, key=lambda f: f.path):
+        if not _is_inside(root, entry.path):
+            problems.append(f"{entry.path}: the manifest names a file outside the export directory")
+            continue
+        path = root / entry.path
+        if not path.is_file():
+            problems.append(f"{entry.path}: missing")
+            continue
+        size = path.stat().st_size
+        if size != entry.size:
+            problems.append(f"{entry.path}: size {size} bytes, the manifest says {entry.size}")
+        digest = sha256_file(path)
+        if digest != entry.sha256:
+            problems.append(f"{entry.path}: sha256 {digest}, the manifest says {entry.sha256}")
+            continue  # its rows cannot be trusted, and may not even parse
+        counter = _row_counter(path.name)
+        if entry.rows is not None and counter is not None:
+            try:
+                rows = counter(path)
+            except Exception as exc:  # a damaged file of any kind: report it, check the rest
+                problems.append(f"{entry.path}: rows cannot be counted: {exc}")
+                continue
+            rows_checked += rows
+            if rows != entry.rows:
+                problems.append(f"{entry.path}: {rows} rows, the manifest says {entry.rows}")
+    listed = {Path(f.path).as_posix() for f in manifest.files}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root).as_posix()
+        if relative != MANIFEST_NAME and relative not in listed:
+            problems.append(f"{relative}: not in the manifest")
+    return Verification(manifest_sha256, len(manifest.files), rows_checked, tuple(problems))

@@ -1,0 +1,174 @@
+"""The `logorhythms export …`, `archive` and `restore` commands: arguments and exit statuses.
+
+Exit status 0 when the export (or check) succeeded, 1 when `export verify` found mismatches, 2
+when the command could not run (bad arguments, the embedded directory held by the loader, an
+unreadable manifest), with one line saying what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+
+def _clickhouse_argument(parser: argparse.ArgumentParser, *, help_text: str | None = None) -> None:
+    from consumers.export.source import default_clickhouse_url
+
+    parser.add_argument(
+        "--clickhouse",
+        default=default_clickhouse_url(),
+        metavar="DSN",
+        help=help_text
+        or "where to read: chdb://DIR (the embedded engine; the loader must be stopped) or "
+        "http(s)://USER:PASSWORD@HOST:PORT/DATABASE (default CLICKHOUSE_URL, else "
+        "chdb://data/clickhouse)",
+    )
+
+
+def _run(command: str, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run one export coroutine; its expected failures become one line and status 2."""
+    from consumers.clickhouse.client import ClickHouseError
+    from consumers.export.manifest import ManifestError
+    from consumers.export.source import ExportError
+
+    try:
+        return asyncio.run(work())
+    except (ExportError, ManifestError, ClickHouseError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"logorhythms {command}: {message}", file=sys.stderr)
+        return 2
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from consumers.export.manifest import ManifestError, verify
+
+    try:
+        result = verify(Path(args.directory), expected_manifest_sha256=args.manifest_sha256)
+    except ManifestError as exc:
+        print(f"logorhythms export verify: {exc}", file=sys.stderr)
+        return 2
+    for problem in result.problems:
+        print(problem)
+    verdict = "OK" if result.ok else f"FAILED: {len(result.problems)} problem(s)"
+    print(
+        f"{verdict}: {result.files_checked} files, {result.rows_checked} rows checked; "
+        f"manifest.json sha256 {result.manifest_sha256}",
+        file=sys.stderr if not result.ok else sys.stdout,
+    )
+    return 0 if result.ok else 1
+
+
+def _dataset(args: argparse.Namespace) -> int:
+    print("logorhythms export dataset: not available in this build", file=sys.stderr)
+    return 2
+
+
+def _legal(args: argparse.Namespace) -> int:
+    from consumers.export.legal import LegalQuery, export_legal
+
+    query = LegalQuery.from_arguments(
+        client_ips=args.ip,
+        key_fingerprints=args.key_fingerprint,
+        request_ids=args.request_id,
+        since=args.since,
+        until=args.until,
+    )
+    return _run(
+        "export legal",
+        lambda: export_legal(
+            args.clickhouse, Path(args.destination), query=query, case_reference=args.case
+        ),
+    )
+
+
+def _archive(args: argparse.Namespace) -> int:
+    from consumers.export.archive import archive
+
+    return _run("archive", lambda: archive(args.clickhouse, args.destination))
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from consumers.export.restore import restore
+
+    return _run("restore", lambda: restore(Path(args.source), args.clickhouse))
+
+
+def add_export_commands(commands: Any) -> None:
+    """Add `export` (dataset, legal, verify), `archive` and `restore` to the top-level parser."""
+    export = commands.add_parser(
+        "export",
+        help="export captured data: datasets, legal requests; verify an export",
+        description="Ways out of ClickHouse, each a directory with a manifest.json of sha256 "
+        "sums and a row in the export_audit table (docs/DATASETS.md).",
+    )
+    kinds = export.add_subparsers(dest="export_kind", required=True, metavar="KIND")
+
+    dataset = kinds.add_parser("dataset", help="a dataset for researchers or buyers")
+    dataset.add_argument("destination", metavar="DEST", help="directory to write")
+    _clickhouse_argument(dataset)
+    dataset.set_defaults(func=_dataset)
+
+    legal = kinds.add_parser(
+        "legal",
+        help="every matching exchange exactly as captured, for legal process",
+        description="Write every exchange that matches all the given selectors (each may be "
+        "repeated; values of one selector are alternatives) exactly as captured: the request "
+        "bytes and headers, every chunk with its timing, the completed event. At least one "
+        "selector and --case are required.",
+    )
+    legal.add_argument("destination", metavar="DEST", help="a new or empty directory to write")
+    legal.add_argument("--case", required=True, help="the case or warrant reference (audited)")
+    legal.add_argument(
+        "--ip", action="append", default=[], metavar="IP|CIDR", help="client IP or network"
+    )
+    legal.add_argument(
+        "--key-fingerprint", action="append", default=[], metavar="FP", help="fp:… of a key"
+    )
+    legal.add_argument("--request-id", action="append", default=[], metavar="ID")
+    legal.add_argument("--since", help="received at or after (ISO 8601, UTC if no offset)")
+    legal.add_argument("--until", help="received before (ISO 8601, UTC if no offset)")
+    _clickhouse_argument(legal)
+    legal.set_defaults(func=_legal)
+
+    verify = kinds.add_parser(
+        "verify",
+        help="recompute an export's checksums and row counts against its manifest",
+        description="Exit status 0 when every file matches manifest.json, 1 when anything is "
+        "missing, changed or unlisted (each problem printed), 2 when there is no manifest.",
+    )
+    verify.add_argument("directory", metavar="DIR")
+    verify.add_argument(
+        "--manifest-sha256",
+        metavar="HEX",
+        help="the manifest's sha256 as the export_audit table recorded it",
+    )
+    verify.set_defaults(func=_verify)
+
+    archive = commands.add_parser(
+        "archive",
+        help="write the raw tables and exchanges as day-partitioned Parquet (incremental)",
+        description="Write requests_raw, chunks_raw, completions_raw and exchanges to "
+        "DEST/table=NAME/day=YYYY-MM-DD/part-00000.parquet with a manifest.json of per-day "
+        "checksums. Days already archived and unchanged are skipped.",
+    )
+    archive.add_argument("destination", metavar="DEST", help="archive directory")
+    _clickhouse_argument(archive)
+    archive.set_defaults(func=_archive)
+
+    restore = commands.add_parser(
+        "restore",
+        help="load an archive into an empty ClickHouse and prove it identical",
+        description="Verify SRC, create the schema in an empty database, insert every day, "
+        "rebuild the rollups, and compare row counts and checksums per table and day.",
+    )
+    restore.add_argument("source", metavar="SRC", help="archive directory")
+    _clickhouse_argument(
+        restore,
+        help_text="the empty ClickHouse to restore into: chdb://NEW_DIR or a server DSN "
+        "(default CLICKHOUSE_URL, else chdb://data/clickhouse)",
+    )
+    restore.set_defaults(func=_restore)
