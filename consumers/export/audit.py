@@ -22,6 +22,7 @@ AUDIT_COLUMNS = (
     "destination",
     "filter",
     "manifest_sha256",
+    "record_key",
     "rows",
     "request_ids",
 )
@@ -44,6 +45,7 @@ class AuditEntry:
     profile: str = ""
     case_reference: str = ""
     filter: str = ""
+    record_key: str = ""
 
     def row(self) -> list[object]:
         return [
@@ -58,6 +60,7 @@ class AuditEntry:
             self.destination,
             self.filter,
             self.manifest_sha256,
+            self.record_key,
             self.rows,
             list(self.request_ids),
         ]
