@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,72 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _utc(value: str | None, flag: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{flag} {value!r} is not an ISO 8601 time (e.g. 2026-01-31T00:00)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _dataset(args: argparse.Namespace) -> int:
-    print("logorhythms export dataset: not available in this build", file=sys.stderr)
-    return 2
+    from consumers.export.dataset import DatasetOptions, export_dataset
+    from consumers.export.records import Profile
+    from consumers.export.selection import Selection
+    from consumers.export.source import ExportError
+
+    try:
+        if args.profile == "legal" and not args.raw:
+            raise ValueError(
+                "the legal profile writes conversations exactly as captured (no scrubbing, "
+                "client IPs): add --raw to confirm that is what you mean"
+            )
+        record_key = bytes.fromhex(args.record_key) if args.record_key else None
+        if record_key is not None and len(record_key) < 16:
+            raise ValueError("--record-key must be at least 32 hex digits (16 bytes)")
+        options = DatasetOptions(
+            profile=Profile.named(args.profile, precision=args.timestamp_precision),
+            selection=Selection(
+                since=_utc(args.since, "--since"),
+                until=_utc(args.until, "--until"),
+                models=tuple(args.model),
+                providers=tuple(args.provider),
+                endpoints=tuple(args.endpoint),
+                outcomes=tuple(args.outcome or ["ok"]),
+                min_turns=args.min_turns,
+            ),
+            fmt=args.format,
+            recipient=args.recipient,
+            licence=args.licence,
+            name=args.name,
+            near_duplicate_threshold=None if args.no_near_dedup else args.near_dup_threshold,
+            sample=args.sample,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            languages=tuple(args.language),
+            detect_language=not args.no_language,
+            rows_per_shard=args.rows_per_shard,
+        )
+    except (ValueError, ExportError) as exc:
+        print(f"logorhythms export dataset: {exc}", file=sys.stderr)
+        return 2
+
+    async def work() -> int:
+        result = await export_dataset(
+            args.clickhouse, Path(args.destination), options, record_key=record_key
+        )
+        rows = sum(result.counts.written.values())
+        print(
+            f"wrote {rows:,} conversations to {result.destination} ({result.export_id}); "
+            f"manifest.json sha256 {result.manifest_sha256}"
+        )
+        return 0
+
+    return _run("export dataset", work)
 
 
 def _legal(args: argparse.Namespace) -> int:
@@ -107,9 +171,61 @@ def add_export_commands(commands: Any) -> None:
     )
     kinds = export.add_subparsers(dest="export_kind", required=True, metavar="KIND")
 
-    dataset = kinds.add_parser("dataset", help="a dataset for researchers or buyers")
-    dataset.add_argument("destination", metavar="DEST", help="directory to write")
+    dataset = kinds.add_parser(
+        "dataset",
+        help="a dataset for researchers or buyers",
+        description="One record per conversation (exchanges that are prefixes of a longer one "
+        "are folded into it), scrubbed per profile, deduplicated, written as Hugging Face "
+        "shards with a dataset card and a manifest, and recorded in export_audit. Rerun the "
+        "same command to resume an interrupted export (docs/DATASETS.md).",
+    )
+    dataset.add_argument("destination", metavar="DEST", help="a new or empty directory to write")
     _clickhouse_argument(dataset)
+    dataset.add_argument(
+        "--profile", choices=("open", "licensed", "legal"), default="open",
+        help="open: scrubbed, no client fields; licensed: scrubbed, keyed IP hash and "
+        "user-agent family, images; legal: raw, needs --raw (default open)",
+    )  # fmt: skip
+    dataset.add_argument("--raw", action="store_true", help="confirm the raw legal profile")
+    dataset.add_argument(
+        "--format", choices=("parquet", "jsonl", "sharegpt"), default="parquet",
+        help="parquet (default), jsonl (OpenAI fine-tuning, gzip) or sharegpt (gzip)",
+    )  # fmt: skip
+    dataset.add_argument("--recipient", default="", help="who receives it (audited)")
+    dataset.add_argument("--licence", default="", help="the licence it is given under")
+    dataset.add_argument("--name", default="Logorhythms conversations", help="pretty name")
+    dataset.add_argument("--since", help="received at or after (ISO 8601, UTC if no offset)")
+    dataset.add_argument("--until", help="received before (ISO 8601, UTC if no offset)")
+    for flag, what in (("--model", "model"), ("--provider", "provider"),
+                       ("--endpoint", "endpoint, e.g. /v1/chat/completions"),
+                       ("--outcome", "outcome (default ok)"),
+                       ("--language", "ISO 639-1 language code")):  # fmt: skip
+        dataset.add_argument(flag, action="append", default=[], help=f"keep only this {what}")
+    dataset.add_argument("--min-turns", type=int, default=1, help="minimum user messages")
+    dataset.add_argument("--no-language", action="store_true", help="skip language detection")
+    dataset.add_argument(
+        "--sample", type=float, default=1.0, help="keep this fraction, by conversation hash"
+    )
+    dataset.add_argument(
+        "--test-fraction", type=float, default=0.0,
+        help="fraction in the test split, by conversation hash (default 0: train only)",
+    )  # fmt: skip
+    dataset.add_argument("--seed", type=int, default=0, help="seed of sampling and the split")
+    dataset.add_argument(
+        "--near-dup-threshold", type=float, default=0.85,
+        help="MinHash Jaccard similarity above which conversations are near duplicates",
+    )  # fmt: skip
+    dataset.add_argument("--no-near-dedup", action="store_true", help="skip near-dup removal")
+    dataset.add_argument(
+        "--timestamp-precision", choices=("day", "hour", "second", "microsecond"),
+        help="default: day (open), second (licensed), microsecond (legal)",
+    )  # fmt: skip
+    dataset.add_argument("--rows-per-shard", type=int, default=50_000)
+    dataset.add_argument(
+        "--record-key", metavar="HEX",
+        help="the key conversation ids are keyed with (default: a new random one, recorded in "
+        "export_audit); give the same key to reproduce an export byte for byte",
+    )  # fmt: skip
     dataset.set_defaults(func=_dataset)
 
     legal = kinds.add_parser(

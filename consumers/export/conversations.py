@@ -24,7 +24,9 @@ class Message:
     content: str = ""
     name: str | None = None
     tool_call_id: str | None = None
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # id, type, function{name, arguments}
+    tool_calls: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # id, type, function{name, arguments}
     images: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -142,9 +144,7 @@ def _anthropic_message(message: dict[str, Any], keep_images: bool) -> list[Messa
     for block in _list(content):
         kind = block.get("type")
         if kind == "tool_use":
-            main.tool_calls.append(
-                _call(block.get("id"), block.get("name"), block.get("input"))
-            )
+            main.tool_calls.append(_call(block.get("id"), block.get("name"), block.get("input")))
         elif kind == "tool_result":
             images: list[str] = []
             text = _text(block.get("content"), keep_images, images)
@@ -185,5 +185,7 @@ def _answer_tool_calls(raw: str) -> list[dict[str, Any]]:
         if isinstance(call.get("function"), dict):
             out.append(_openai_call(call))
         else:
-            out.append(_call(call.get("id"), call.get("name"), call.get("input", call.get("arguments"))))
+            out.append(
+                _call(call.get("id"), call.get("name"), call.get("input", call.get("arguments")))
+            )
     return out

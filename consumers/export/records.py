@@ -55,7 +55,9 @@ class Profile:
         if precision is not None:
             if precision not in PRECISIONS:
                 raise ValueError(f"unknown precision {precision!r}: one of {', '.join(PRECISIONS)}")
-            profile = cls(name, profile.scrub, profile.keep_images, profile.client_fields, precision)
+            profile = cls(
+                name, profile.scrub, profile.keep_images, profile.client_fields, precision
+            )
         return profile
 
 

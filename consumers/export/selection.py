@@ -79,7 +79,7 @@ class Selection:
 
     def where(self) -> tuple[str, dict[str, Any]]:
         """The WHERE clause over ``exchanges`` and its parameters."""
-        clauses = ["NOT request_body_truncated", "length(messages) > 0"]
+        clauses = ["request_json_valid", "NOT request_body_truncated", "length(messages) > 0"]
         params: dict[str, Any] = {}
         if self.since is not None:
             clauses.append("received_at >= {since:DateTime64(6, 'UTC')}")
@@ -121,10 +121,13 @@ def _base(selection: Selection) -> tuple[str, dict[str, Any]]:
 
 
 def count_sql(selection: Selection) -> tuple[str, dict[str, Any]]:
-    """Exchanges matching the filter, and how many of them fold into a longer one."""
+    """Exchanges matching the filter, how many fold into a longer one, and what identifies the
+    snapshot they were read from (the newest row's request id and load time)."""
     base, params = _base(selection)
     sql = f"""WITH {base}
-    SELECT count(), countIf(own_key IN (SELECT h FROM prefixes)) FROM base"""  # noqa: S608
+    SELECT count(), countIf(own_key IN (SELECT h FROM prefixes)),
+           max(request_id), toString(max(loaded_at))
+    FROM base"""  # noqa: S608
     return sql, params
 
 

@@ -1,0 +1,426 @@
+"""`logorhythms export dataset`: conversations out of ClickHouse into a Hugging Face dataset.
+
+The steps, each in its own module: select and fold (``selection``), build each conversation's
+record for the profile (``records``: messages, scrubbing, client fields, timing), drop duplicates
+(``dedup``), detect the language (``language``), write shards (``shards``), the card (``card``),
+the manifest and the audit row (``manifest``, ``audit``).
+
+Two passes with bounded memory. Pass 1 streams the leaves from ClickHouse in Arrow batches,
+builds records, drops exact duplicates, samples and splits, and appends the records to a spool
+(an Arrow IPC stream under ``DEST/.state``). The near-duplicate decision needs every conversation,
+and a shard's name needs the shard count, so pass 2 reads the spool back and writes the shards.
+``.state/state.json`` remembers the arguments, the record key and each finished shard: a rerun
+with the same arguments resumes (the spool when complete, then shard by shard); ``.state`` is
+removed when the export is complete.
+
+Reproducible: records are in request-id order, every decision is a pure function of the data and
+the arguments, so the same data, arguments and record key give byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import secrets
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from consumers.clickhouse.client import ClickHouse
+from consumers.export import card, language
+from consumers.export.audit import AuditEntry, current_operator, record_export
+from consumers.export.dedup import ExactDuplicates, NearDuplicates, normalised_hash
+from consumers.export.manifest import Manifest, describe_file, write_manifest
+from consumers.export.progress import Progress
+from consumers.export.records import SCHEMA, Profile, build_record
+from consumers.export.selection import Selection, count_sql, leaves_sql
+from consumers.export.shards import FORMATS, shard_name, write_shard
+from consumers.export.source import ExportError, open_clickhouse, schema_version, tool_version
+
+STATE_DIR = ".state"
+SPOOL_BATCH_ROWS = 2000
+SPOOL_SCHEMA = SCHEMA.append(pa.field("source_request_id", pa.string()))
+_FRACTION_SCALE = 1_000_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatasetOptions:
+    """Everything that decides a dataset's content (and so its reproducibility)."""
+
+    profile: Profile
+    selection: Selection = field(default_factory=Selection)
+    fmt: str = "parquet"
+    recipient: str = ""
+    licence: str = ""
+    name: str = "Logorhythms conversations"
+    near_duplicate_threshold: float | None = 0.85
+    sample: float = 1.0
+    test_fraction: float = 0.0
+    seed: int = 0
+    languages: tuple[str, ...] = ()
+    detect_language: bool = True
+    rows_per_shard: int = 50_000
+
+    def __post_init__(self) -> None:
+        if self.fmt not in FORMATS:
+            raise ExportError(f"unknown format {self.fmt!r}: choose one of {', '.join(FORMATS)}")
+        if not 0.0 < self.sample <= 1.0:
+            raise ExportError("--sample must be a fraction in (0, 1], e.g. 0.1 for 10 %")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ExportError("--test-fraction must be in [0, 1), e.g. 0.05")
+        if self.rows_per_shard < 1:
+            raise ExportError("--rows-per-shard must be at least 1")
+        if self.languages and not self.detect_language:
+            raise ExportError("--language filters need language detection; drop --no-language")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile.name,
+            "timestamp_precision": self.profile.precision,
+            "filter": self.selection.to_json(),
+            "format": self.fmt,
+            "recipient": self.recipient,
+            "licence": self.licence,
+            "name": self.name,
+            "near_duplicate_threshold": self.near_duplicate_threshold,
+            "sample": self.sample,
+            "test_fraction": self.test_fraction,
+            "seed": self.seed,
+            "languages": list(self.languages),
+            "detect_language": self.detect_language,
+            "rows_per_shard": self.rows_per_shard,
+        }
+
+
+@dataclass(slots=True)
+class Counts:
+    """What the export saw and did, for the manifest and the card."""
+
+    exchanges: int = 0
+    folded: int = 0
+    conversations: int = 0
+    exact_duplicates: int = 0
+    near_duplicates: int = 0
+    sampled_out: int = 0
+    language_filtered: int = 0
+    written: dict[str, int] = field(default_factory=dict)
+    scrubbed: Counter[str] = field(default_factory=Counter)
+    languages: Counter[str] = field(default_factory=Counter)
+    models: Counter[str] = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "exchanges_matched": self.exchanges,
+            "exchanges_folded": self.folded,
+            "conversations": self.conversations,
+            "exact_duplicates": self.exact_duplicates,
+            "near_duplicates": self.near_duplicates,
+            "sampled_out": self.sampled_out,
+            "language_filtered": self.language_filtered,
+            "rows_by_split": dict(sorted(self.written.items())),
+            "scrubbed": dict(sorted(self.scrubbed.items())),
+            "languages": dict(sorted(self.languages.items())),
+            "models": dict(sorted(self.models.items())),
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Counts:
+        return cls(
+            exchanges=raw["exchanges_matched"],
+            folded=raw["exchanges_folded"],
+            conversations=raw["conversations"],
+            exact_duplicates=raw["exact_duplicates"],
+            near_duplicates=raw["near_duplicates"],
+            sampled_out=raw["sampled_out"],
+            language_filtered=raw["language_filtered"],
+            written=dict(raw["rows_by_split"]),
+            scrubbed=Counter(raw["scrubbed"]),
+            languages=Counter(raw["languages"]),
+            models=Counter(raw["models"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetResult:
+    export_id: str
+    destination: Path
+    manifest_sha256: str
+    counts: Counts
+    record_key: str
+
+
+def _fraction(seed: int, purpose: bytes, key: bytes) -> int:
+    digest = hashlib.blake2b(key, digest_size=8, key=f"{seed}".encode(), person=purpose[:16])
+    return int.from_bytes(digest.digest()) % _FRACTION_SCALE
+
+
+class _State:
+    """``DEST/.state``: the arguments, the key, the spool and the shards done so far."""
+
+    def __init__(self, destination: Path, options: DatasetOptions, record_key: bytes | None):
+        self.root = destination / STATE_DIR
+        self.path = self.root / "state.json"
+        self.spool = self.root / "spool.arrows"
+        self.near = self.root / "near.npy"
+        self.arguments = options.to_json()
+        if self.path.exists():
+            self.data = json.loads(self.path.read_text())
+            if self.data["arguments"] != self.arguments:
+                raise ExportError(
+                    f"{destination} holds an unfinished export with other arguments; rerun it "
+                    f"with the same arguments to resume, or choose a new directory"
+                )
+            if record_key is not None and record_key.hex() != self.data["record_key"]:
+                raise ExportError(
+                    f"{destination} holds an unfinished export with another --record-key"
+                )
+        else:
+            if destination.exists() and any(destination.iterdir()):
+                raise ExportError(f"{destination} is not empty: choose a new or empty directory")
+            self.root.mkdir(parents=True, exist_ok=True)
+            key = record_key or secrets.token_bytes(32)
+            self.data = {"arguments": self.arguments, "record_key": key.hex(), "shards": {}}
+            self.save()
+
+    @property
+    def record_key(self) -> bytes:
+        return bytes.fromhex(self.data["record_key"])
+
+    def save(self) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.data, sort_keys=True))
+        temporary.replace(self.path)
+
+
+async def export_dataset(
+    clickhouse_url: str,
+    destination: Path,
+    options: DatasetOptions,
+    *,
+    record_key: bytes | None = None,
+) -> DatasetResult:
+    state = _State(destination, options, record_key)
+    key = state.record_key
+    async with open_clickhouse(clickhouse_url) as clickhouse:
+        sql, params = count_sql(options.selection)
+        ((matched, folded, newest_id, newest_load),) = await clickhouse.rows(sql, params)
+        snapshot = hashlib.sha256(f"{matched}|{newest_id}|{newest_load}".encode()).hexdigest()
+        if "counts" not in state.data:
+            counts = Counts(exchanges=matched, folded=folded)
+            await _spool(clickhouse, options, state, key, counts, total=matched - folded)
+            state.data["counts"] = counts.to_json()
+            state.data["snapshot_id"] = snapshot
+            state.save()
+        counts = Counts.from_json(state.data["counts"])
+        files = _write_shards(destination, options, state, counts)
+        (destination / "README.md").write_bytes(
+            card.render(options=options.to_json(), counts=counts.to_json(), files=files)
+        )
+        entries = [describe_file(destination, f) for f in [*files, "README.md"]]
+        export_id = _export_id(state, options)
+        created = datetime.now(UTC)
+        metadata = {
+            **options.to_json(),
+            "sql": leaves_sql(options.selection)[0],
+            "counts": counts.to_json(),
+            "record_key_sha256": hashlib.sha256(key).hexdigest(),
+        }
+        manifest = Manifest(
+            kind="dataset",
+            export_id=export_id,
+            created_at=created.isoformat(),
+            tool_version=tool_version(),
+            schema_version=schema_version(),
+            snapshot_id=state.data["snapshot_id"],
+            files=tuple(entries),
+            metadata=metadata,
+        )
+        manifest_sha256 = write_manifest(destination, manifest)
+        await record_export(
+            clickhouse,
+            AuditEntry(
+                export_id=export_id,
+                kind="dataset",
+                exported_at=created,
+                operator=current_operator(),
+                destination=str(destination.resolve()),  # noqa: ASYNC240 (a batch command)
+                manifest_sha256=manifest_sha256,
+                rows=sum(counts.written.values()),
+                request_ids=_exported_request_ids(state),
+                recipient=options.recipient,
+                licence=options.licence,
+                profile=options.profile.name,
+                filter=json.dumps(options.to_json(), sort_keys=True),
+                record_key=key.hex(),
+            ),
+        )
+    shutil.rmtree(state.root)
+    return DatasetResult(export_id, destination, manifest_sha256, counts, key.hex())
+
+
+def _export_id(state: _State, options: DatasetOptions) -> str:
+    digest = hmac.new(state.record_key, json.dumps(options.to_json(), sort_keys=True).encode(),
+                      hashlib.sha256)  # fmt: skip
+    return f"dataset-{state.data['snapshot_id'][:12]}-{digest.hexdigest()[:12]}"
+
+
+async def _spool(
+    clickhouse: ClickHouse,
+    options: DatasetOptions,
+    state: _State,
+    key: bytes,
+    counts: Counts,
+    *,
+    total: int,
+) -> None:
+    """Pass 1: every leaf → a record, exact duplicates dropped, sampled, split, spooled."""
+    ip_key = hmac.new(key, b"client-ip", hashlib.sha256).digest()
+    exact = ExactDuplicates()
+    near = (
+        NearDuplicates(threshold=options.near_duplicate_threshold)
+        if options.near_duplicate_threshold is not None
+        else None
+    )
+    progress = Progress("reading conversations", total=max(total, 0))
+    pending: list[dict[str, Any]] = []
+    sample_cut = int(options.sample * _FRACTION_SCALE)
+    test_cut = int(options.test_fraction * _FRACTION_SCALE)
+    with pa.OSFile(str(state.spool), "wb") as sink, pa.ipc.new_stream(sink, SPOOL_SCHEMA) as out:
+
+        def flush() -> None:
+            if pending:
+                out.write_batch(pa.RecordBatch.from_pylist(pending, schema=SPOOL_SCHEMA))
+                pending.clear()
+
+        def on_batch(batch: pa.RecordBatch) -> None:
+            rows = batch.to_pylist()
+            progress.advance(len(rows), batch.nbytes)
+            for row in rows:
+                counts.conversations += 1
+                built = build_record(row, profile=options.profile, record_key=key, ip_key=ip_key)
+                digest = normalised_hash(built.texts)
+                if exact.seen(digest):
+                    counts.exact_duplicates += 1
+                    continue
+                if _fraction(options.seed, b"sample", digest) >= sample_cut:
+                    counts.sampled_out += 1
+                    continue
+                record = built.record
+                first_user = next(
+                    (m["content"] for m in record["messages"] if m["role"] == "user"), ""
+                )
+                record["language"] = language.detect(first_user) if options.detect_language else ""
+                if options.languages and record["language"] not in options.languages:
+                    counts.language_filtered += 1
+                    continue
+                record["conversation_hash"] = digest.hex()
+                record["split"] = (
+                    "test" if _fraction(options.seed, b"split", digest) < test_cut else "train"
+                )
+                record["source_request_id"] = row["request_id"]
+                counts.scrubbed.update(built.scrubbed)
+                if near is not None:
+                    near.add("\n".join(built.texts))
+                pending.append(record)
+                if len(pending) >= SPOOL_BATCH_ROWS:
+                    flush()
+
+        sql, params = leaves_sql(options.selection)
+        await clickhouse.arrow_batches(
+            sql,
+            on_batch,
+            parameters=params,
+            settings={"output_format_arrow_string_as_string": 1, "max_block_size": 4096},
+        )
+        flush()
+    progress.close()
+    duplicate = near.duplicates() if near is not None else np.zeros(0, dtype=bool)
+    counts.near_duplicates = int(duplicate.sum())
+    np.save(state.near, duplicate)
+
+
+def _spooled(state: _State) -> pa.ipc.RecordBatchStreamReader:
+    return pa.ipc.open_stream(pa.memory_map(str(state.spool)))
+
+
+def _write_shards(
+    destination: Path, options: DatasetOptions, state: _State, counts: Counts
+) -> list[str]:
+    """Pass 2: the kept records of each split into ``rows_per_shard``-row shards."""
+    duplicate = np.load(state.near)
+    # Count what each split keeps, to name the shards "-of-N".
+    kept: Counter[str] = Counter()
+    offset = 0
+    for batch in _spooled(state):
+        splits = batch.column("split").to_pylist()
+        for i, split in enumerate(splits):
+            if not (duplicate.size and duplicate[offset + i]):
+                kept[split] += 1
+                counts.models[batch.column("model")[i].as_py()] += 1
+                counts.languages[batch.column("language")[i].as_py() or "unknown"] += 1
+        offset += len(splits)
+    counts.written = dict(kept)
+    files: list[str] = []
+    progress = Progress("writing shards", total=sum(kept.values()))
+    for split in sorted(kept):
+        shard_count = math.ceil(kept[split] / options.rows_per_shard)
+        buffered: list[pa.Table] = []
+        buffered_rows = 0
+        index = 0
+        offset = 0
+
+        def finish(tables: list[pa.Table], index: int, shard_count: int, split: str) -> str:
+            name = shard_name(split, index, shard_count, options.fmt)
+            table = pa.concat_tables(tables).drop_columns(["source_request_id"])
+            if state.data["shards"].get(name) != "done" or not (destination / name).exists():
+                write_shard(destination / name, table, options.fmt)
+                state.data["shards"][name] = "done"
+                state.save()
+            progress.advance(table.num_rows, table.nbytes)
+            return name
+
+        for batch in _spooled(state):
+            size = batch.num_rows
+            mask = np.array(batch.column("split").to_pylist()) == split
+            if duplicate.size:
+                mask &= ~duplicate[offset : offset + size]
+            offset += size
+            if not mask.any():
+                continue
+            table = pa.Table.from_batches([batch]).filter(pa.array(mask))
+            while table.num_rows:
+                take = min(options.rows_per_shard - buffered_rows, table.num_rows)
+                buffered.append(table.slice(0, take))
+                buffered_rows += take
+                table = table.slice(take)
+                if buffered_rows == options.rows_per_shard:
+                    files.append(finish(buffered, index, shard_count, split))
+                    buffered, buffered_rows, index = [], 0, index + 1
+        if buffered_rows:
+            files.append(finish(buffered, index, shard_count, split))
+    progress.close()
+    counts.models = Counter(dict(counts.models.most_common()))
+    state.data["counts"] = counts.to_json()
+    state.save()
+    return files
+
+
+def _exported_request_ids(state: _State) -> list[str]:
+    duplicate = np.load(state.near)
+    ids: list[str] = []
+    offset = 0
+    for batch in _spooled(state):
+        column = batch.column("source_request_id").to_pylist()
+        ids += [
+            rid for i, rid in enumerate(column) if not (duplicate.size and duplicate[offset + i])
+        ]
+        offset += len(column)
+    return ids
