@@ -247,7 +247,11 @@ def _turn_timing(row: dict[str, Any], messages: list[Message]) -> list[dict[str,
     """Timing of each assistant turn: earlier turns from their own (folded) exchanges."""
     out = []
     # Ordered by position in the conversation; numbered by answer (1 = the first answer).
-    for _position, captured, streamed, ttft, chunks in row["turn_timing"] or []:
+    for entry in row["turn_timing"] or []:
+        # A ClickHouse tuple arrives from Arrow as a struct: {"1": pos, "2": captured, ...}.
+        _position, captured, streamed, ttft, chunks = (
+            entry.values() if isinstance(entry, dict) else entry
+        )
         out.append(
             {
                 "turn": len(out) + 1,
