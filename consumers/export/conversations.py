@@ -168,7 +168,7 @@ def _call(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
 
 
 def _openai_call(call: dict[str, Any]) -> dict[str, Any]:
-    function = call.get("function") if isinstance(call.get("function"), dict) else {}
+    function: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else {}
     return _call(call.get("id"), function.get("name"), function.get("arguments", ""))
 
 

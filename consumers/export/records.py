@@ -245,7 +245,7 @@ def _message_row(message: Message) -> dict[str, Any]:
 
 def _turn_timing(row: dict[str, Any], messages: list[Message]) -> list[dict[str, Any]]:
     """Timing of each assistant turn: earlier turns from their own (folded) exchanges."""
-    out = []
+    out: list[dict[str, Any]] = []
     # Ordered by position in the conversation; numbered by answer (1 = the first answer).
     for entry in row["turn_timing"] or []:
         # A ClickHouse tuple arrives from Arrow as a struct: {"1": pos, "2": captured, ...}.

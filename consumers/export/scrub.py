@@ -207,9 +207,9 @@ def _numbers(text: str) -> list[tuple[int, int, str]]:
         found += [(m.start(), m.end(), "IP") for m in _IPV4.finditer(text) if _is_ip(m.group(0))]
     for m in _PHONE.finditer(text):
         value = m.group(0)
-        digits = sum(c.isdigit() for c in value)
+        count = sum(c.isdigit() for c in value)
         if _DATE.fullmatch(value) or not (
-            9 <= digits <= 15 or (value.startswith("+") and 7 <= digits <= 15)
+            9 <= count <= 15 or (value.startswith("+") and 7 <= count <= 15)
         ):
             continue
         if value.count(".") >= 2 and not value.startswith("+") and _is_ip(value):

@@ -9,6 +9,7 @@ DuckDB; the planted values are looked for in every byte of every file, decompres
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import subprocess
@@ -108,6 +109,13 @@ async def _capture(pipeline: Pipeline) -> dict[str, Any]:
     return {"ids": ids, "chat_leaf": chat_leaf}
 
 
+async def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """A command in a thread, so the loader in this event loop keeps running meanwhile."""
+    return await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def _every_text(directory: Path) -> bytes:
     """Every file's bytes, and decompressed: Parquet values as JSON, gzip members inflated."""
     out = []
@@ -171,11 +179,10 @@ async def test_dataset_export_folds_scrubs_dedups_and_reads_back_everywhere(
     leaf = await pipeline.exchange(captured["chat_leaf"], "chunk_count, ttft_ms")
     assert len(chat["turn_timing"][-1]["chunk_offsets_ms"]) == leaf["chunk_count"]
     assert chat["turn_timing"][-1]["ttft_ms"] == leaf["ttft_ms"]
-    assert all(
-        t["chunk_offsets_ms"] == sorted(t["chunk_offsets_ms"]) for t in chat["turn_timing"]
-    )
+    assert all(t["chunk_offsets_ms"] == sorted(t["chunk_offsets_ms"]) for t in chat["turn_timing"])
     assert chat["timestamp"].time() == datetime.min.time()  # the open profile: the day only
-    assert chat["hashed_ip"] is None and chat["request_id"] is None
+    assert chat["hashed_ip"] is None
+    assert chat["request_id"] is None
     assert {r["language"] for r in rows} >= {"en", "fr"}
     assert pq.ParquetFile(shard).metadata.row_group(0).column(0).compression == "ZSTD"
 
@@ -197,7 +204,7 @@ async def test_dataset_export_folds_scrubs_dedups_and_reads_back_everywhere(
     # The manifest verifies, and a changed byte does not.
     assert verify(tmp_path / "a").ok
     cli = [sys.executable, "-m", "deploy.cli", "export", "verify", str(tmp_path / "a")]
-    assert subprocess.run(cli, capture_output=True, timeout=60, check=False).returncode == 0
+    assert (await _run(cli)).returncode == 0
 
     # Reproducible: the same data, arguments and key give the same bytes.
     await export_dataset(clickhouse_url, tmp_path / "b", options(), record_key=RECORD_KEY)
@@ -272,15 +279,11 @@ async def test_formats_profiles_and_refusals(
     # The command line: the legal profile needs --raw; another process cannot open the
     # embedded directory this test process holds, and says what to do.
     cli = [sys.executable, "-m", "deploy.cli", "export", "dataset"]
-    refused = subprocess.run(
-        [*cli, str(tmp_path / "x"), "--profile", "legal", "--clickhouse", clickhouse_url],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    refused = await _run(
+        [*cli, str(tmp_path / "x"), "--profile", "legal", "--clickhouse", clickhouse_url]
+    )
     assert refused.returncode == 2
     assert "--raw" in refused.stderr
-    held = subprocess.run(
-        [*cli, str(tmp_path / "y"), "--clickhouse", clickhouse_url],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    held = await _run([*cli, str(tmp_path / "y"), "--clickhouse", clickhouse_url])
     assert held.returncode == 2
     assert "point --clickhouse at a ClickHouse server" in held.stderr

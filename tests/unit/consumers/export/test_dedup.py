@@ -1,0 +1,50 @@
+"""Exact and near-duplicate decisions: deterministic, first of a group kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumers.export.dedup import ExactDuplicates, NearDuplicates, normalised_hash
+
+BASE = (
+    "Please write a friendly email to my landlord asking whether the broken heating in the "
+    "living room can be repaired before the weekend, mentioning that the radiator has been cold "
+    "since Tuesday and that I can be home on Thursday afternoon to let the technician in"
+)
+
+
+def test_exact_duplicates_ignore_case_and_spacing_only() -> None:
+    exact = ExactDuplicates()
+    assert not exact.seen(normalised_hash(["Hello  World", "hi"]))
+    assert exact.seen(normalised_hash(["hello world ", "HI"]))
+    assert not exact.seen(normalised_hash(["hello world", "hi!"]))
+    # Message boundaries count: the same words split differently are another conversation.
+    assert not exact.seen(normalised_hash(["hello", "world hi"]))
+
+
+def test_near_duplicates_keep_the_first_and_drop_close_copies() -> None:
+    near = NearDuplicates(threshold=0.7)
+    near.add(BASE)
+    near.add(BASE.replace("Thursday", "Friday"))  # one word changed
+    near.add("How do I reverse a linked list in C? Show the iterative version with comments.")
+    near.add(BASE.replace("Thursday", "Wednesday"))
+    assert near.duplicates().tolist() == [False, True, False, True]
+
+
+def test_near_duplicate_threshold_is_checked() -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        NearDuplicates(threshold=1.5)
+
+
+def test_decisions_do_not_depend_on_the_process() -> None:
+    # Fixed values: Python's per-process hash() seed plays no part (a rerun of an export in
+    # another process must drop the same conversations).
+    near = NearDuplicates()
+    near.add(BASE)
+    assert normalised_hash(["a"]).hex() == "2bb03ca0f817702c"
+    assert near._pending[0].tolist() == [
+        5812452408495634337,
+        1333210446651377500,
+        8164389333539631338,
+        6521267592834896691,
+    ]
