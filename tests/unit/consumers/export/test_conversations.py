@@ -15,10 +15,12 @@ def test_openai_tool_calls_and_results_and_the_answer() -> None:
         {
             "messages": [
                 {"role": "system", "content": "Be brief."},
-                {"role": "user", "content": [{"type": "text", "text": "Weather? "},
-                                             {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Weather? "},
+                    {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]},
                 {"role": "assistant", "content": None, "tool_calls": [
-                    {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+                    {"id": "c1", "type": "function",
+                     "function": {"name": "w", "arguments": "{}"}}]},
                 {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
             ]
         }
