@@ -88,7 +88,7 @@ def _legal(args: argparse.Namespace) -> int:
 def _archive(args: argparse.Namespace) -> int:
     from consumers.export.archive import archive
 
-    return _run("archive", lambda: archive(args.clickhouse, args.destination))
+    return _run("archive", lambda: archive(args.clickhouse, Path(args.destination).absolute()))
 
 
 def _restore(args: argparse.Namespace) -> int:
