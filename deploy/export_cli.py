@@ -70,19 +70,25 @@ def _dataset(args: argparse.Namespace) -> int:
 def _legal(args: argparse.Namespace) -> int:
     from consumers.export.legal import LegalQuery, export_legal
 
-    query = LegalQuery.from_arguments(
-        client_ips=args.ip,
-        key_fingerprints=args.key_fingerprint,
-        request_ids=args.request_id,
-        since=args.since,
-        until=args.until,
-    )
-    return _run(
-        "export legal",
-        lambda: export_legal(
-            args.clickhouse, Path(args.destination), query=query, case_reference=args.case
-        ),
-    )
+    destination = Path(args.destination).absolute()
+
+    async def work() -> int:
+        query = LegalQuery.from_arguments(
+            client_ips=args.ip,
+            key_fingerprints=args.key_fingerprint,
+            request_ids=args.request_id,
+            since=args.since,
+            until=args.until,
+        )
+        return await export_legal(
+            args.clickhouse,
+            destination,
+            query=query,
+            case_reference=args.case,
+            recipient=args.recipient,
+        )
+
+    return _run("export legal", work)
 
 
 def _archive(args: argparse.Namespace) -> int:
@@ -122,6 +128,7 @@ def add_export_commands(commands: Any) -> None:
     )
     legal.add_argument("destination", metavar="DEST", help="a new or empty directory to write")
     legal.add_argument("--case", required=True, help="the case or warrant reference (audited)")
+    legal.add_argument("--recipient", default="", help="who receives the export (audited)")
     legal.add_argument(
         "--ip", action="append", default=[], metavar="IP|CIDR", help="client IP or network"
     )
