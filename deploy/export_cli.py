@@ -16,17 +16,21 @@ from typing import Any
 
 
 def _clickhouse_argument(parser: argparse.ArgumentParser, *, help_text: str | None = None) -> None:
-    from consumers.export.source import default_clickhouse_url
-
     parser.add_argument(
         "--clickhouse",
-        default=default_clickhouse_url(),
         metavar="DSN",
         help=help_text
         or "where to read: chdb://DIR (the embedded engine; the loader must be stopped) or "
         "http(s)://USER:PASSWORD@HOST:PORT/DATABASE (default CLICKHOUSE_URL, else "
         "chdb://data/clickhouse)",
     )
+
+
+def _clickhouse(args: argparse.Namespace) -> str:
+    """--clickhouse, else where the loader writes (imported here: `verify` needs no engine)."""
+    from consumers.export.source import default_clickhouse_url
+
+    return str(args.clickhouse or default_clickhouse_url())
 
 
 def _run(command: str, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -81,7 +85,7 @@ def _legal(args: argparse.Namespace) -> int:
             until=args.until,
         )
         return await export_legal(
-            args.clickhouse,
+            _clickhouse(args),
             destination,
             query=query,
             case_reference=args.case,
@@ -94,13 +98,13 @@ def _legal(args: argparse.Namespace) -> int:
 def _archive(args: argparse.Namespace) -> int:
     from consumers.export.archive import archive
 
-    return _run("archive", lambda: archive(args.clickhouse, Path(args.destination).absolute()))
+    return _run("archive", lambda: archive(_clickhouse(args), Path(args.destination).absolute()))
 
 
 def _restore(args: argparse.Namespace) -> int:
     from consumers.export.restore import restore
 
-    return _run("restore", lambda: restore(Path(args.source), args.clickhouse))
+    return _run("restore", lambda: restore(Path(args.source), _clickhouse(args)))
 
 
 def add_export_commands(commands: Any) -> None:
