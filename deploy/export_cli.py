@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -16,21 +17,20 @@ from typing import Any
 
 
 def _clickhouse_argument(parser: argparse.ArgumentParser, *, help_text: str | None = None) -> None:
+    # consumers.settings only: building the parser must not load the engine (`export verify`).
+    from consumers.settings import DEFAULT_CLICKHOUSE_URL, normalize_clickhouse_url
+
     parser.add_argument(
         "--clickhouse",
+        default=normalize_clickhouse_url(
+            os.environ.get("CLICKHOUSE_URL") or DEFAULT_CLICKHOUSE_URL
+        ),
         metavar="DSN",
         help=help_text
         or "where to read: chdb://DIR (the embedded engine; the loader must be stopped) or "
         "http(s)://USER:PASSWORD@HOST:PORT/DATABASE (default CLICKHOUSE_URL, else "
         "chdb://data/clickhouse)",
     )
-
-
-def _clickhouse(args: argparse.Namespace) -> str:
-    """--clickhouse, else where the loader writes (imported here: `verify` needs no engine)."""
-    from consumers.export.source import default_clickhouse_url
-
-    return str(args.clickhouse or default_clickhouse_url())
 
 
 def _run(command: str, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -85,7 +85,7 @@ def _legal(args: argparse.Namespace) -> int:
             until=args.until,
         )
         return await export_legal(
-            _clickhouse(args),
+            args.clickhouse,
             destination,
             query=query,
             case_reference=args.case,
@@ -98,13 +98,13 @@ def _legal(args: argparse.Namespace) -> int:
 def _archive(args: argparse.Namespace) -> int:
     from consumers.export.archive import archive
 
-    return _run("archive", lambda: archive(_clickhouse(args), Path(args.destination).absolute()))
+    return _run("archive", lambda: archive(args.clickhouse, Path(args.destination).absolute()))
 
 
 def _restore(args: argparse.Namespace) -> int:
     from consumers.export.restore import restore
 
-    return _run("restore", lambda: restore(Path(args.source), _clickhouse(args)))
+    return _run("restore", lambda: restore(Path(args.source), args.clickhouse))
 
 
 def add_export_commands(commands: Any) -> None:
