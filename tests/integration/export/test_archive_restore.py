@@ -16,6 +16,8 @@ from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.migrate import migrate
 from consumers.export.archive import DAY_OF, archive, day_file, day_summaries
 from consumers.export.manifest import read_manifest, verify
+from consumers.export.restore import restore
+from consumers.export.source import ExportError
 from tests.integration.conftest import ProxyFactory
 from tests.integration.export.captured_traffic import capture, private_database, send
 
@@ -159,8 +161,8 @@ async def test_a_tampered_archive_is_not_restored(clickhouse_url: str, tmp_path:
     data[len(data) // 2] ^= 0x01
     victim.write_bytes(bytes(data))
     target = tmp_path / "restored"
-    refused = _run("-m", "deploy.cli", "restore", str(archived), "--clickhouse", f"chdb://{target}")
-    assert refused.returncode == 2
-    assert "does not match its manifest, nothing restored" in refused.stderr
-    assert victim.relative_to(archived).as_posix() in refused.stderr
+    with pytest.raises(ExportError) as refused:
+        await restore(archived, f"chdb://{target}")
+    assert "does not match its manifest, nothing restored" in str(refused.value)
+    assert victim.relative_to(archived).as_posix() in str(refused.value)
     assert not target.exists()
