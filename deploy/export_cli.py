@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -17,11 +18,14 @@ from typing import Any
 
 
 def _clickhouse_argument(parser: argparse.ArgumentParser, *, help_text: str | None = None) -> None:
-    from consumers.export.source import default_clickhouse_url
+    # consumers.settings only: building the parser must not load the engine (`export verify`).
+    from consumers.settings import DEFAULT_CLICKHOUSE_URL, normalize_clickhouse_url
 
     parser.add_argument(
         "--clickhouse",
-        default=default_clickhouse_url(),
+        default=normalize_clickhouse_url(
+            os.environ.get("CLICKHOUSE_URL") or DEFAULT_CLICKHOUSE_URL
+        ),
         metavar="DSN",
         help=help_text
         or "where to read: chdb://DIR (the embedded engine; the loader must be stopped) or "
@@ -134,25 +138,31 @@ def _dataset(args: argparse.Namespace) -> int:
 def _legal(args: argparse.Namespace) -> int:
     from consumers.export.legal import LegalQuery, export_legal
 
-    query = LegalQuery.from_arguments(
-        client_ips=args.ip,
-        key_fingerprints=args.key_fingerprint,
-        request_ids=args.request_id,
-        since=args.since,
-        until=args.until,
-    )
-    return _run(
-        "export legal",
-        lambda: export_legal(
-            args.clickhouse, Path(args.destination), query=query, case_reference=args.case
-        ),
-    )
+    destination = Path(args.destination).absolute()
+
+    async def work() -> int:
+        query = LegalQuery.from_arguments(
+            client_ips=args.ip,
+            key_fingerprints=args.key_fingerprint,
+            request_ids=args.request_id,
+            since=args.since,
+            until=args.until,
+        )
+        return await export_legal(
+            args.clickhouse,
+            destination,
+            query=query,
+            case_reference=args.case,
+            recipient=args.recipient,
+        )
+
+    return _run("export legal", work)
 
 
 def _archive(args: argparse.Namespace) -> int:
     from consumers.export.archive import archive
 
-    return _run("archive", lambda: archive(args.clickhouse, args.destination))
+    return _run("archive", lambda: archive(args.clickhouse, Path(args.destination).absolute()))
 
 
 def _restore(args: argparse.Namespace) -> int:
@@ -238,6 +248,7 @@ def add_export_commands(commands: Any) -> None:
     )
     legal.add_argument("destination", metavar="DEST", help="a new or empty directory to write")
     legal.add_argument("--case", required=True, help="the case or warrant reference (audited)")
+    legal.add_argument("--recipient", default="", help="who receives the export (audited)")
     legal.add_argument(
         "--ip", action="append", default=[], metavar="IP|CIDR", help="client IP or network"
     )

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.migrate import load_migrations
@@ -100,3 +101,14 @@ def schema_version() -> int:
     """The newest migration this code knows: the schema its exports are written against."""
     migrations = load_migrations()
     return migrations[-1].version if migrations else 0
+
+
+def shown_dsn(url: str) -> str:
+    """The DSN with any password replaced, for manifests and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
