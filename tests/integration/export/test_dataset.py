@@ -235,6 +235,15 @@ async def test_dataset_export_folds_scrubs_dedups_and_reads_back_everywhere(
     assert audit[0][6] == first.manifest_sha256
     assert audit[1][5] == other.record_key
 
+    # A leaked id names the export it came from (the query in docs/DATASETS.md).
+    traced = await pipeline.clickhouse.rows(
+        "SELECT export_id FROM export_audit FINAL WHERE kind = 'dataset' AND arrayExists("
+        "id -> lower(hex(HMAC('SHA256', id, unhex(record_key)))) LIKE concat({leaked:String}, '%'),"
+        " request_ids)",
+        {"leaked": chat["conversation_id"]},
+    )
+    assert [r[0] for r in traced] == [first.export_id]
+
 
 async def test_formats_profiles_and_refusals(
     pipeline: Pipeline, tmp_path: Path, clickhouse_url: str
