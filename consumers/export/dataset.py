@@ -40,7 +40,7 @@ from consumers.export.audit import AuditEntry, current_operator, record_export
 from consumers.export.dedup import ExactDuplicates, NearDuplicates, normalised_hash
 from consumers.export.manifest import Manifest, describe_file, write_manifest
 from consumers.export.progress import Progress
-from consumers.export.records import SCHEMA, Profile, build_record
+from consumers.export.records import SCHEMA, Built, Profile, build_record
 from consumers.export.selection import Selection, count_sql, leaves_sql
 from consumers.export.shards import FORMATS, shard_name, write_shard
 from consumers.export.source import ExportError, open_clickhouse, schema_version, tool_version
@@ -187,7 +187,14 @@ class _State:
                 raise ExportError(f"{destination} is not empty: choose a new or empty directory")
             self.root.mkdir(parents=True, exist_ok=True)
             key = record_key or secrets.token_bytes(32)
-            self.data = {"arguments": self.arguments, "record_key": key.hex(), "shards": {}}
+            # One id per export run (a resumed run keeps it): the audit row's identity.
+            export_id = f"dataset-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+            self.data = {
+                "arguments": self.arguments,
+                "record_key": key.hex(),
+                "export_id": export_id,
+                "shards": {},
+            }
             self.save()
 
     @property
@@ -225,7 +232,7 @@ async def export_dataset(
             card.render(options=options.to_json(), counts=counts.to_json(), files=files)
         )
         entries = [describe_file(destination, f) for f in [*files, "README.md"]]
-        export_id = _export_id(state, options)
+        export_id = state.data["export_id"]
         created = datetime.now(UTC)
         metadata = {
             **options.to_json(),
@@ -266,12 +273,6 @@ async def export_dataset(
     return DatasetResult(export_id, destination, manifest_sha256, counts, key.hex())
 
 
-def _export_id(state: _State, options: DatasetOptions) -> str:
-    digest = hmac.new(state.record_key, json.dumps(options.to_json(), sort_keys=True).encode(),
-                      hashlib.sha256)  # fmt: skip
-    return f"dataset-{state.data['snapshot_id'][:12]}-{digest.hexdigest()[:12]}"
-
-
 async def _spool(
     clickhouse: ClickHouse,
     options: DatasetOptions,
@@ -303,24 +304,29 @@ async def _spool(
         def on_batch(batch: pa.RecordBatch) -> None:
             rows = batch.to_pylist()
             progress.advance(len(rows), batch.nbytes)
+            kept: list[tuple[dict[str, Any], Built, bytes]] = []
             for row in rows:
                 counts.conversations += 1
                 built = build_record(row, profile=options.profile, record_key=key, ip_key=ip_key)
                 digest = normalised_hash(built.texts)
                 if exact.seen(digest):
                     counts.exact_duplicates += 1
-                    continue
-                if _fraction(options.seed, b"sample", digest) >= sample_cut:
+                elif _fraction(options.seed, b"sample", digest) >= sample_cut:
                     counts.sampled_out += 1
-                    continue
-                record = built.record
-                first_user = next(
-                    (m["content"] for m in record["messages"] if m["role"] == "user"), ""
-                )
-                record["language"] = language.detect(first_user) if options.detect_language else ""
-                if options.languages and record["language"] not in options.languages:
+                else:
+                    kept.append((row, built, digest))
+            # Languages of the whole batch at once: lingua spreads them over the cores.
+            languages = (
+                language.detect_many([_first_user(built.record) for _, built, _ in kept])
+                if options.detect_language
+                else [""] * len(kept)
+            )
+            for (row, built, digest), found in zip(kept, languages, strict=True):
+                if options.languages and found not in options.languages:
                     counts.language_filtered += 1
                     continue
+                record = built.record
+                record["language"] = found
                 record["conversation_hash"] = digest.hex()
                 record["split"] = (
                     "test" if _fraction(options.seed, b"split", digest) < test_cut else "train"
@@ -345,6 +351,10 @@ async def _spool(
     duplicate = near.duplicates() if near is not None else np.zeros(0, dtype=bool)
     counts.near_duplicates = int(duplicate.sum())
     np.save(state.near, duplicate)
+
+
+def _first_user(record: dict[str, Any]) -> str:
+    return next((m["content"] for m in record["messages"] if m["role"] == "user"), "")
 
 
 def _spooled(state: _State) -> pa.ipc.RecordBatchStreamReader:

@@ -23,8 +23,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import xxhash
-from datasketch import MinHash
-from datasketch.lsh import _optimal_param
 
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
@@ -66,6 +64,12 @@ class NearDuplicates:
     def __init__(self, *, threshold: float = 0.85, num_perm: int = 64) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError("the near-duplicate threshold must be between 0 and 1, e.g. 0.85")
+        # Deferred: datasketch imports scipy, seconds of start-up an export without near-dedup
+        # (the raw profile) should not pay.
+        from datasketch import MinHash
+        from datasketch.lsh import _optimal_param
+
+        self._minhash = MinHash
         self.threshold = threshold
         self.num_perm = num_perm
         self.bands, self.rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
@@ -76,7 +80,7 @@ class NearDuplicates:
     def add(self, text: str) -> None:
         words = _WORD.findall(text[:MAX_SIGNATURE_CHARS].lower())
         shingles = {" ".join(words[i : i + 3]).encode() for i in range(max(1, len(words) - 2))}
-        sketch = MinHash(
+        sketch = self._minhash(
             num_perm=self.num_perm,
             seed=SEED,
             hashfunc=_hash32,

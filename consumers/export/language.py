@@ -35,3 +35,14 @@ def detect(text: str) -> str:
         return ""
     found = _detector().detect_language_of(text)
     return "" if found is None else str(found.iso_code_639_1.name.lower())
+
+
+def detect_many(texts: list[str]) -> list[str]:
+    """``detect`` for many texts, in parallel on lingua's own threads."""
+    capped = [t[:MAX_CHARS] for t in texts]
+    wanted = [i for i, t in enumerate(capped) if len(t.strip()) >= MIN_CHARS]
+    found = _detector().detect_languages_in_parallel_of([capped[i] for i in wanted])
+    out = [""] * len(texts)
+    for i, language in zip(wanted, found, strict=True):
+        out[i] = "" if language is None else str(language.iso_code_639_1.name.lower())
+    return out

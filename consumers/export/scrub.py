@@ -68,6 +68,8 @@ _NOT_NAMES = frozenset(
 # Overlapping findings: the first kind in this order wins (a card number is not also a phone).
 _PRIORITY = {kind: i for i, kind in enumerate(("SECRET", "URL", "EMAIL", "CARD", "IP", "PHONE"))}
 _MIN_ENTROPY_BITS = 4.0
+_DIGIT = re.compile(r"\d")
+_LETTER = re.compile(r"[A-Za-z]")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -93,11 +95,12 @@ def entropy_bits(token: str) -> float:
 class Scrubber:
     """Scrubs the texts of one conversation; ``counts`` says how many values of each kind."""
 
-    __slots__ = ("_names", "_placeholders", "counts")
+    __slots__ = ("_name_pattern", "_names", "_placeholders", "counts")
 
     def __init__(self) -> None:
         self._placeholders: dict[tuple[str, str], str] = {}
         self._names: dict[str, str] = {}  # a found name (and each of its words) → placeholder
+        self._name_pattern: re.Pattern[str] | None = None
         self.counts: Counter[str] = Counter()
 
     def _placeholder(self, kind: str, value: str) -> str:
@@ -133,16 +136,19 @@ class Scrubber:
         if not words or name.split()[0] in _NOT_NAMES:
             return
         full = " ".join(words)
+        self._name_pattern = None
         placeholder = self._names.get(full) or self._placeholder("NAME", full)
         self._names[full] = placeholder
         for word in words:
             self._names.setdefault(word, placeholder)
 
     def _replace_names(self, text: str) -> str:
-        # Longest first, so "Alice Smith" is one NAME_1 and not "NAME_1 NAME_1".
-        names = sorted(self._names, key=len, reverse=True)
-        pattern = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in names) + r")\b")
-        return pattern.sub(lambda m: self._names[m.group(0)], text)
+        if self._name_pattern is None:
+            # Longest first, so "Alice Smith" is one NAME_1 and not "NAME_1 NAME_1".
+            names = sorted(self._names, key=len, reverse=True)
+            alternatives = "|".join(re.escape(n) for n in names)
+            self._name_pattern = re.compile(r"\b(?:" + alternatives + r")\b")
+        return self._name_pattern.sub(lambda m: self._names[m.group(0)], text)
 
 
 def _findings(text: str) -> list[tuple[int, int, str]]:
@@ -155,7 +161,7 @@ def _findings(text: str) -> list[tuple[int, int, str]]:
             if _url_carries_token(m.group(0)):
                 found.append((m.start(), m.end(), "URL"))
     found += _secrets(text)
-    if any(c.isdigit() for c in text):
+    if _DIGIT.search(text):
         found += _numbers(text)
     if ":" in text:
         for m in _IPV6.finditer(text):
@@ -189,8 +195,8 @@ def _secrets(text: str) -> list[tuple[int, int, str]]:
     for m in _TOKEN.finditer(text):
         token = m.group(0)
         if (
-            any(c.isdigit() for c in token)
-            and any(c.isalpha() for c in token)
+            _DIGIT.search(token)
+            and _LETTER.search(token)
             and entropy_bits(token) >= _MIN_ENTROPY_BITS
         ):
             found.append((m.start(), m.end(), "SECRET"))
