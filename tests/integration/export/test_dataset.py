@@ -23,6 +23,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from consumers.export import dataset
 from consumers.export.dataset import DatasetOptions, export_dataset
 from consumers.export.manifest import verify
 from consumers.export.records import Profile
@@ -246,12 +247,41 @@ async def test_dataset_export_folds_scrubs_dedups_and_reads_back_everywhere(
     assert sorted(r[0] for r in traced) == sorted([first.export_id, second.export_id])
 
 
-async def test_formats_profiles_and_refusals(
-    pipeline: Pipeline, tmp_path: Path, clickhouse_url: str
+async def test_formats_profiles_resume_and_refusals(
+    pipeline: Pipeline, tmp_path: Path, clickhouse_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     since = datetime.now(UTC) - timedelta(seconds=1)
     captured = await _capture(pipeline)
     selection = Selection(since=since)
+
+    # Interrupted after its first shard, the same command resumes: the spool is not read again,
+    # the finished shard is kept, and the result is the uninterrupted export's bytes.
+    small = DatasetOptions(profile=Profile.named("open"), selection=selection, rows_per_shard=2)
+    written: list[Path] = []
+
+    def crash_after_one(path: Path, table: Any, fmt: str) -> None:
+        if written:
+            raise OSError("disk went away")
+        real_write_shard(path, table, fmt)
+        written.append(path)
+
+    real_write_shard = dataset.write_shard
+    monkeypatch.setattr(dataset, "write_shard", crash_after_one)
+    with pytest.raises(OSError, match="disk went away"):
+        await export_dataset(clickhouse_url, tmp_path / "r", small, record_key=RECORD_KEY)
+    first_shard = written[0].stat().st_mtime_ns
+    monkeypatch.setattr(dataset, "write_shard", real_write_shard)
+    await export_dataset(clickhouse_url, tmp_path / "r", small, record_key=RECORD_KEY)
+    await export_dataset(clickhouse_url, tmp_path / "s", small, record_key=RECORD_KEY)
+    assert written[0].stat().st_mtime_ns == first_shard
+    shards = sorted(p.name for p in (tmp_path / "r" / "data").iterdir())
+    assert shards == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
+    for name in shards:
+        assert (tmp_path / "r" / "data" / name).read_bytes() == (
+            tmp_path / "s" / "data" / name
+        ).read_bytes()
+    assert not (tmp_path / "r" / ".state").exists()
+    assert verify(tmp_path / "r").ok
     await export_dataset(
         clickhouse_url,
         tmp_path / "jsonl",
