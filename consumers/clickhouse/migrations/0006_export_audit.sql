@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS export_audit
     filter String CODEC(ZSTD(3)),
     manifest_sha256 String,
     -- A dataset's record key (hex): its conversation ids are HMAC(key, request id), so a leaked
-    -- copy is traced to this export. Never written into the dataset; empty for other kinds.
+    -- copy is traced to this export. Never written into the dataset, empty for other kinds.
     record_key String,
     rows UInt64,
     request_ids Array(String) CODEC(ZSTD(3))
