@@ -366,7 +366,8 @@ def _write_shards(
 ) -> list[str]:
     """Pass 2: the kept records of each split into ``rows_per_shard``-row shards."""
     duplicate = np.load(state.near)
-    # Count what each split keeps, to name the shards "-of-N".
+    # Count what each split keeps, to name the shards "-of-N" (from scratch on a rerun).
+    counts.models, counts.languages = Counter(), Counter()
     kept: Counter[str] = Counter()
     offset = 0
     for batch in _spooled(state):
