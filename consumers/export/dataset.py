@@ -344,7 +344,14 @@ async def _spool(
             sql,
             on_batch,
             parameters=params,
-            settings={"output_format_arrow_string_as_string": 1, "max_block_size": 4096},
+            # One thread and a merge join: the query's memory, not its speed, is what matters
+            # here (the engine may run in this process), and the Python side is the bottleneck.
+            settings={
+                "output_format_arrow_string_as_string": 1,
+                "max_block_size": 4096,
+                "max_threads": 1,
+                "join_algorithm": "partial_merge",
+            },
         )
         flush()
     progress.close()
