@@ -110,10 +110,17 @@ class LegalQuery:
         conditions: list[str] = []
         parameters: dict[str, Any] = {}
         if self.networks:
+            # As IPv6 ranges (IPv4 mapped into ::ffff:0:0/96): a client_ip that is no address
+            # (empty for some refusals) is NULL and matches nothing, where isIPAddressInRange
+            # would fail the whole query.
             ranges = []
             for i, network in enumerate(self.networks):
-                parameters[f"net{i}"] = network
-                ranges.append(f"isIPAddressInRange(client_ip, {{net{i}:String}})")
+                first, last = _ipv6_bounds(network)
+                parameters[f"first{i}"], parameters[f"last{i}"] = first, last
+                ranges.append(
+                    f"toIPv6OrNull(client_ip) BETWEEN toIPv6({{first{i}:String}}) "
+                    f"AND toIPv6({{last{i}:String}})"
+                )
             conditions.append("(" + " OR ".join(ranges) + ")")
         if self.key_fingerprints:
             parameters["fingerprints"] = list(self.key_fingerprints)
@@ -139,6 +146,15 @@ class LegalQuery:
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
         }
+
+
+def _ipv6_bounds(text: str) -> tuple[str, str]:
+    """The first and last address of a network, as IPv6 text (IPv4 as IPv4-mapped)."""
+    network = ipaddress.ip_network(text)
+    first, last = network.network_address, network.broadcast_address
+    if network.version == 4:
+        return f"::ffff:{first}", f"::ffff:{last}"
+    return str(first), str(last)
 
 
 def _json_value(value: Any) -> Any:
