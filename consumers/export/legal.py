@@ -286,6 +286,7 @@ async def export_legal(
                     destination, request, exchange_chunks, completed.get(request[0])
                 )
                 files.extend(describe_file(destination, relative) for relative in written)
+        not_exported = sorted(set(query.request_ids) - set(ids))
         digest = hashlib.sha256()
         for entry in sorted(files, key=lambda f: f.path):
             digest.update(f"{entry.path}\0{entry.sha256}\n".encode())
@@ -309,6 +310,10 @@ async def export_legal(
                 "exchanges": len(ids),
                 "chunks": chunk_total,
                 "request_ids": ids,
+                # Asked for by --request-id but not written: no request event with that id
+                # (never captured, or its request event was dropped) or another selector
+                # excluded it.
+                "request_ids_not_exported": not_exported,
                 "time_range": {
                     "first_received_at": _json_value(min(received)) if received else None,
                     "last_received_at": _json_value(max(received)) if received else None,
@@ -335,6 +340,8 @@ async def export_legal(
                 filter=json.dumps(query.to_json(), sort_keys=True),
             ),
         )
+    if not_exported:
+        print(f"not exported (no matching request event): {', '.join(not_exported)}")
     print(
         f"exported {len(ids)} exchange(s), {chunk_total} chunk(s) for case {case_reference} into "
         f"{destination}; manifest sha256 {manifest_sha256} (recorded in export_audit)"

@@ -73,7 +73,10 @@ async def test_selectors_pick_exactly_the_matching_exchanges(
     assert await pick("key_and_net", key_fingerprints=[fp_a], client_ips=["203.0.113.0/24"]) == {
         ids["a"]
     }
-    assert await pick("ids", request_ids=[ids["d"], ids["e"]]) == {ids["d"], ids["e"]}
+    missing = "01930000-0000-7000-8000-000000000000"
+    assert await pick("ids", request_ids=[ids["d"], ids["e"], missing]) == {ids["d"], ids["e"]}
+    not_exported = read_manifest(tmp_path / "ids").metadata["request_ids_not_exported"]
+    assert not_exported == [missing]
     now = datetime.now(UTC)
     window = {"since": (now - timedelta(hours=1)).isoformat(), "until": now.isoformat()}
     assert await pick("time", **window) == set(ids.values())
