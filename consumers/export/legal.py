@@ -110,10 +110,17 @@ class LegalQuery:
         conditions: list[str] = []
         parameters: dict[str, Any] = {}
         if self.networks:
+            # As IPv6 ranges (IPv4 mapped into ::ffff:0:0/96): a client_ip that is no address
+            # (empty for some refusals) is NULL and matches nothing, where isIPAddressInRange
+            # would fail the whole query.
             ranges = []
             for i, network in enumerate(self.networks):
-                parameters[f"net{i}"] = network
-                ranges.append(f"isIPAddressInRange(client_ip, {{net{i}:String}})")
+                first, last = _ipv6_bounds(network)
+                parameters[f"first{i}"], parameters[f"last{i}"] = first, last
+                ranges.append(
+                    f"toIPv6OrNull(client_ip) BETWEEN toIPv6({{first{i}:String}}) "
+                    f"AND toIPv6({{last{i}:String}})"
+                )
             conditions.append("(" + " OR ".join(ranges) + ")")
         if self.key_fingerprints:
             parameters["fingerprints"] = list(self.key_fingerprints)
@@ -139,6 +146,15 @@ class LegalQuery:
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
         }
+
+
+def _ipv6_bounds(text: str) -> tuple[str, str]:
+    """The first and last address of a network, as IPv6 text (IPv4 as IPv4-mapped)."""
+    network = ipaddress.ip_network(text)
+    first, last = network.network_address, network.broadcast_address
+    if network.version == 4:
+        return f"::ffff:{first}", f"::ffff:{last}"
+    return str(first), str(last)
 
 
 def _json_value(value: Any) -> Any:
@@ -270,6 +286,7 @@ async def export_legal(
                     destination, request, exchange_chunks, completed.get(request[0])
                 )
                 files.extend(describe_file(destination, relative) for relative in written)
+        not_exported = sorted(set(query.request_ids) - set(ids))
         digest = hashlib.sha256()
         for entry in sorted(files, key=lambda f: f.path):
             digest.update(f"{entry.path}\0{entry.sha256}\n".encode())
@@ -293,6 +310,10 @@ async def export_legal(
                 "exchanges": len(ids),
                 "chunks": chunk_total,
                 "request_ids": ids,
+                # Asked for by --request-id but not written: no request event with that id
+                # (never captured, or its request event was dropped) or another selector
+                # excluded it.
+                "request_ids_not_exported": not_exported,
                 "time_range": {
                     "first_received_at": _json_value(min(received)) if received else None,
                     "last_received_at": _json_value(max(received)) if received else None,
@@ -319,6 +340,8 @@ async def export_legal(
                 filter=json.dumps(query.to_json(), sort_keys=True),
             ),
         )
+    if not_exported:
+        print(f"not exported (no matching request event): {', '.join(not_exported)}")
     print(
         f"exported {len(ids)} exchange(s), {chunk_total} chunk(s) for case {case_reference} into "
         f"{destination}; manifest sha256 {manifest_sha256} (recorded in export_audit)"

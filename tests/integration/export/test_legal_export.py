@@ -73,11 +73,22 @@ async def test_selectors_pick_exactly_the_matching_exchanges(
     assert await pick("key_and_net", key_fingerprints=[fp_a], client_ips=["203.0.113.0/24"]) == {
         ids["a"]
     }
-    assert await pick("ids", request_ids=[ids["d"], ids["e"]]) == {ids["d"], ids["e"]}
+    missing = "01930000-0000-7000-8000-000000000000"
+    assert await pick("ids", request_ids=[ids["d"], ids["e"], missing]) == {ids["d"], ids["e"]}
+    not_exported = read_manifest(tmp_path / "ids").metadata["request_ids_not_exported"]
+    assert not_exported == [missing]
     now = datetime.now(UTC)
     window = {"since": (now - timedelta(hours=1)).isoformat(), "until": now.isoformat()}
     assert await pick("time", **window) == set(ids.values())
     assert await pick("future", since=(now + timedelta(hours=1)).isoformat()) == set()
+    # A request event whose client_ip is no address (empty for some refusals) matches no
+    # network and does not fail the query.
+    await pipeline.clickhouse.command(
+        "INSERT INTO requests_raw (request_id, received_at, client_ip) "
+        "VALUES (toString(generateUUIDv7()), now64(6), '')"
+    )
+    assert await pick("v4net_again", client_ips=["203.0.113.0/24"]) == {ids["a"], ids["b"]}
+    assert await pick("everything", client_ips=["0.0.0.0/0", "::/0"]) == set(ids.values())
 
     audit = await pipeline.clickhouse.rows(
         "SELECT kind, case_reference, recipient, profile, request_ids, manifest_sha256, "
@@ -99,7 +110,7 @@ async def test_selectors_pick_exactly_the_matching_exchanges(
     whom = await pipeline.clickhouse.rows(
         "SELECT count() FROM export_audit WHERE has(request_ids, {id:String})", {"id": ids["c"]}
     )
-    assert whom == [(4,)]  # v6net, both, key, time
+    assert whom == [(5,)]  # v6net, both, key, time, everything
 
 
 async def test_exchanges_are_written_exactly_as_captured(
@@ -156,7 +167,7 @@ async def test_exchanges_are_written_exactly_as_captured(
     assert metadata["operator"] == "test-operator"
     assert metadata["case_reference"] == "CASE-1"
     assert metadata["operator"]
-    assert "isIPAddressInRange" not in metadata["sql"]
+    assert "toIPv6OrNull" not in metadata["sql"]  # no --ip: no address condition
     assert metadata["sql"].startswith(
         "SELECT request_id FROM requests_raw FINAL WHERE request_id IN"
     )
