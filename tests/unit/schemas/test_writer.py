@@ -26,7 +26,7 @@ def fastavro_body(schema: Mapping[str, Any], record: Mapping[str, Any]) -> bytes
     return buffer.getvalue()
 
 
-def writer_for(schema: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bytes]:
+def writer_for(schema: Mapping[str, Any]) -> Callable[..., bytes]:
     writer = compile_writer(schema)
     assert writer is not None
     return writer
