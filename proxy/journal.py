@@ -47,7 +47,7 @@ from proxy.journal_record import (
     Headers,
     JournalRecord,
     decode_payload,
-    encode_record,
+    record_parts,
     records,
 )
 
@@ -277,20 +277,25 @@ class Journal:
 
     def append(self, key: bytes, value: bytes, headers: Headers | None = None) -> bool:
         """Add one record at the end. False (and counted) when the cap or the disk refuses it."""
-        data = encode_record(key, value, headers)
-        if self._size + len(data) > self._max_bytes:
+        parts = record_parts(key, value, headers)
+        size = sum(len(part) for part in parts)
+        if self._size + size > self._max_bytes:
             self.stats.dropped_full += 1
             return False
         with self._lock:
             try:
-                writer = self._writable(len(data))
-                writer.file.write(data)
+                writer = self._writable(size)
+                # Small pieces gather in the file's buffer; a piece larger than the buffer (a
+                # large body's event) goes to the kernel straight from the caller's bytes.
+                for part in parts:
+                    writer.file.write(part)
             except OSError as exc:
+                # A record cut short is cut off the file with everything unwritten.
                 self.stats.dropped_io_error += 1
                 self._failed_io(exc)
                 return False
-            writer.segment.end += len(data)
-            self._size += len(data)
+            writer.segment.end += size
+            self._size += size
             self._unflushed_ends.append(writer.segment.end)
             self._appended_since_sync = True
         self._io_failed = False
