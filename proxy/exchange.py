@@ -9,6 +9,7 @@ step from an event's record to the publisher: encode, publish, and hand to the k
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import logging
 import time
@@ -102,6 +103,21 @@ class Outcome:
         self.outcome, self.error_type, self.error_message = outcome, error_type, message
 
 
+_LARGE_BODY_WORKER: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _large_bodies() -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread that redacts large bodies. One, not a pool: the regular expressions hold
+    the GIL, so each more thread takes a further share of it from the event loop and adds no
+    throughput; bodies queue here instead."""
+    global _LARGE_BODY_WORKER  # one per process (and per worker after a fork), made on first use
+    if _LARGE_BODY_WORKER is None:
+        _LARGE_BODY_WORKER = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="large-body-redaction"
+        )
+    return _LARGE_BODY_WORKER
+
+
 def _redact_and_hash(redactor: redaction.Redactor, body: bytes) -> tuple[bytes, str]:
     """A large body's stored bytes and their SHA-256, in a worker thread (``redactor`` is a copy
     of the exchange's, so what it learns is merged back on the event loop)."""
@@ -168,7 +184,7 @@ class RequestEvent:
             return
         loop = asyncio.get_running_loop()
         self._copy = self._redactor.copy()
-        self._work = loop.run_in_executor(None, _redact_and_hash, self._copy, body)
+        self._work = loop.run_in_executor(_large_bodies(), _redact_and_hash, self._copy, body)
         self._work.add_done_callback(self._done_in_thread)
 
     def _done_in_thread(self, _: object = None) -> None:

@@ -400,11 +400,15 @@ class Journal:
 
     # -- reading and acknowledging ---------------------------------------------------------------
 
-    def read(self, max_records: int) -> list[tuple[Position, JournalRecord]]:
-        """The next records after the read position, oldest first (at most ``max_records``)."""
+    def read(
+        self, max_records: int, max_bytes: int | None = None
+    ) -> list[tuple[Position, JournalRecord]]:
+        """The next records after the read position, oldest first: at most ``max_records``, and
+        no more once their values reach ``max_bytes`` (at least one record)."""
         out: list[tuple[Position, JournalRecord]] = []
         self.flush()
-        while len(out) < max_records:
+        read_bytes = 0
+        while len(out) < max_records and (max_bytes is None or read_bytes < max_bytes):
             segment = self._segment(self._read_at.segment)
             if segment is None:
                 break
@@ -427,6 +431,7 @@ class Journal:
             if item is None:
                 continue  # damage: the segment is now marked corrupt and skipped
             out.append(item)
+            read_bytes += len(item[1].value)
         return out
 
     def _read_one(self, segment: _Segment) -> tuple[Position, JournalRecord] | None:

@@ -62,6 +62,10 @@ _LATENCY_SAMPLES_MAX = 1024
 # Events larger than this go to Kafka alone and uncompressed (Publisher._build_batches); it is
 # also the producer's batch size, so nothing smaller is ever alone for its size.
 _UNCOMPRESSED_ABOVE = 512 * 1024
+# The replay reads the journal this much at a time (at least one record): one read of 16 large
+# request events (480 MB) held the event loop for seconds, long enough to time out the upstream
+# connects of the exchanges it served meanwhile (docs/decisions/0018-…).
+_REPLAY_READ_BYTES = 4 * 1024 * 1024
 _PARTITION_CACHE_MAX = 4096  # exchanges' partitions remembered: more than are in flight at once
 
 
@@ -575,10 +579,18 @@ class Publisher:
                     cursor_saved = time.monotonic()
                 # After a failure, one record probes the broker before a whole window follows.
                 window = self._replay_window if self._connected else 1
-                batch = self.journal.read(window - len(sent)) if len(sent) < window else []
+                batch = (
+                    self.journal.read(window - len(sent), _REPLAY_READ_BYTES)
+                    if len(sent) < window
+                    else []
+                )
                 for position, record in batch:
                     future = await self._send((record.key, record.value, record.headers))
                     sent.append((position, record.key, time.monotonic(), future))
+                if batch:
+                    # Reading, checking and handing over a journal of large events is all
+                    # synchronous: let the exchanges in flight run between two reads.
+                    await asyncio.sleep(0)
                 if sent:
                     if not batch or len(sent) >= window:
                         overdue_in = sent[0][2] + self._kafka_timeout_s - time.monotonic()

@@ -135,6 +135,7 @@ async def run(workdir: Path, bootstrap: str, clients: int, megabytes: int) -> No
         },
     )
     proxy_url, sql_url = f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{sql_port}"
+    prober: asyncio.subprocess.Process | None = None
     try:
         await wait_http(f"{proxy_url}/readyz", 60)
         await wait_http(f"{sql_url}/healthz", 120)
@@ -163,6 +164,7 @@ async def run(workdir: Path, bootstrap: str, clients: int, megabytes: int) -> No
         served_s = time.monotonic() - started
         prober.terminate()
         stall_ms = (await prober.communicate())[0].decode().strip()
+        prober = None
         deadline = time.monotonic() + 300
         while (loaded := await count_loaded(sql_url, ids)) < clients:
             if time.monotonic() > deadline:
@@ -176,6 +178,9 @@ async def run(workdir: Path, bootstrap: str, clients: int, megabytes: int) -> No
         print(f"  proxy  slowest /healthz while serving: {stall_ms} ms")
         print(f"  loader RSS idle {idle_loader:.0f} MB, peak {peak_rss_mb(loader.pid):.0f} MB")
     finally:
+        if prober is not None:  # a client failed: the probe has nothing left to report
+            prober.terminate()
+            await prober.wait()
         for process in (proxy, loader):
             process.terminate()
             await asyncio.to_thread(process.wait, 60)
