@@ -79,10 +79,9 @@ def _litellm_calls() -> list[tuple[str, bool]]:
     """The prompts the documented LiteLLM snippet sends, each once whole and once streamed, in
     the order it prints their answers."""
     return [
-        (prompt, stream)
+        (f"Say hi {way}via {route}", stream)
         for way in ("", "asynchronously ")
         for route in ("openai", "anthropic")
-        for prompt in (f"Say hi {way}via {route}",)
         for stream in (False, True)
     ]
 
