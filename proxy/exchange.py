@@ -9,6 +9,7 @@ step from an event's record to the publisher: encode, publish, and hand to the k
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import logging
 import time
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 
 # Names the exchange in every response, so a client can quote it.
 REQUEST_ID_HEADER = "x-logorhythms-request-id"
-# Bodies above this are sent upstream as a file-like object and hashed in a worker thread.
+# Bodies above this are sent upstream as a file-like object and redacted and hashed in a worker
+# thread.
 LARGE_BODY = 64 * 1024
 
 
@@ -101,8 +103,26 @@ class Outcome:
         self.outcome, self.error_type, self.error_message = outcome, error_type, message
 
 
-def _sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+_LARGE_BODY_WORKER: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _large_bodies() -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread that redacts large bodies. One, not a pool: the regular expressions hold
+    the GIL, so each more thread takes a further share of it from the event loop and adds no
+    throughput; bodies queue here instead."""
+    global _LARGE_BODY_WORKER  # one per process (and per worker after a fork), made on first use
+    if _LARGE_BODY_WORKER is None:
+        _LARGE_BODY_WORKER = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="large-body-redaction"
+        )
+    return _LARGE_BODY_WORKER
+
+
+def _redact_and_hash(redactor: redaction.Redactor, body: bytes) -> tuple[bytes, str]:
+    """A large body's stored bytes and their SHA-256, in a worker thread (``redactor`` is a copy
+    of the exchange's, so what it learns is merged back on the event loop)."""
+    redacted = redactor.body(body)
+    return redacted, hashlib.sha256(redacted).hexdigest()
 
 
 class RequestEvent:
@@ -110,21 +130,26 @@ class RequestEvent:
     always before any other event of the exchange.
 
     ``start()`` runs as a loop callback once the upstream request is sent: it redacts the body
-    and, for a large one, hashes it in a worker thread (hashlib releases the GIL), emitting when
-    the digest is there. ``finished()`` (when the response head arrives) waits for that; ``emit()``
-    (no-op once emitted) builds whatever is missing inline, so a failed, timed-out or cancelled
-    exchange still has its request event first.
+    and emits. A large body is redacted and hashed in a worker thread instead, on a copy of the
+    redactor: 30 MB take ~0.2 s of CPU (seconds on a busy host), which on the event loop would
+    hold up every other exchange, and time out their upstream connects (docs/PERFORMANCE.md,
+    "Large uploads"). The event is emitted when the thread is done. ``finished()`` (when the
+    response head arrives) waits for that, and merges what the copy learnt before any response
+    chunk is redacted; ``emit()`` (no-op once emitted) builds whatever is missing inline, so a
+    failed, timed-out or cancelled exchange still has its request event first.
     """
 
     # It holds what it needs itself, not its Exchange (which holds it): no reference cycle, so
     # reference counting frees both with the request (the cyclic collector is tuned down).
     __slots__ = (
-        "_digest",
+        "_copy",
         "_key",
         "_recorder",
         "_redacted",
         "_redactor",
+        "_sha256",
         "_trace",
+        "_work",
         "captured",
         "emitted",
     )
@@ -144,38 +169,56 @@ class RequestEvent:
         self._trace = trace
         self._redactor = redactor
         self._redacted: bytes | None = None
-        self._digest: asyncio.Future[str] | None = None
+        self._sha256: str | None = None
+        self._copy: redaction.Redactor | None = None  # the worker thread's redactor
+        self._work: asyncio.Future[tuple[bytes, str]] | None = None
         self.emitted = False
 
     def start(self) -> None:
-        if self.emitted or self._redacted is not None:
+        if self.emitted or self._redacted is not None or self._work is not None:
             return
-        self._redacted = self._redactor.body(self.captured.body)
-        if len(self._redacted) <= LARGE_BODY:
+        body = self.captured.body
+        if len(body) <= LARGE_BODY:
+            self._redacted = self._redactor.body(body)
             self.emit()
             return
         loop = asyncio.get_running_loop()
-        self._digest = loop.run_in_executor(None, _sha256_hex, self._redacted)
-        self._digest.add_done_callback(lambda _: self.emit())
+        self._copy = self._redactor.copy()
+        self._work = loop.run_in_executor(_large_bodies(), _redact_and_hash, self._copy, body)
+        self._work.add_done_callback(self._done_in_thread)
+
+    def _done_in_thread(self, _: object = None) -> None:
+        self._take_work()
+        self.emit()
+
+    def _take_work(self) -> None:
+        """Adopt the worker thread's result and what its redactor learnt (once, on the loop)."""
+        work, copy = self._work, self._copy
+        if work is None or copy is None or not work.done():
+            return
+        self._copy = None
+        if work.cancelled() or work.exception() is not None:
+            return  # emit() redacts inline
+        self._redactor.merge(copy)
+        if not self.emitted:
+            self._redacted, self._sha256 = work.result()
 
     async def finished(self) -> None:
-        if self._digest is not None and not self.emitted:
+        if self._work is not None and not self.emitted:
             # asyncio.wait never cancels the thread's future, even if we are cancelled here.
-            await asyncio.wait((self._digest,))
+            await asyncio.wait((self._work,))
+        self._take_work()
         self.emit()
 
     def emit(self) -> None:
         if self.emitted:
             return
         self.emitted = True
-        digest, sha256 = self._digest, None
-        if digest is not None and digest.done() and not digest.cancelled():
-            sha256 = digest.result() if digest.exception() is None else None
         record = capture.request_event(
             self.captured,
             redactor=self._redactor,
             redacted_body=self._redacted,
-            body_sha256=sha256,
+            body_sha256=self._sha256,
         )
         self._recorder.emit(EventType.REQUEST, self._key, record, self._trace)
 

@@ -47,7 +47,7 @@ from proxy.journal_record import (
     Headers,
     JournalRecord,
     decode_payload,
-    encode_record,
+    record_parts,
     records,
 )
 
@@ -277,20 +277,25 @@ class Journal:
 
     def append(self, key: bytes, value: bytes, headers: Headers | None = None) -> bool:
         """Add one record at the end. False (and counted) when the cap or the disk refuses it."""
-        data = encode_record(key, value, headers)
-        if self._size + len(data) > self._max_bytes:
+        parts = record_parts(key, value, headers)
+        size = sum(len(part) for part in parts)
+        if self._size + size > self._max_bytes:
             self.stats.dropped_full += 1
             return False
         with self._lock:
             try:
-                writer = self._writable(len(data))
-                writer.file.write(data)
+                writer = self._writable(size)
+                # Small pieces gather in the file's buffer; a piece larger than the buffer (a
+                # large body's event) goes to the kernel straight from the caller's bytes.
+                for part in parts:
+                    writer.file.write(part)
             except OSError as exc:
+                # A record cut short is cut off the file with everything unwritten.
                 self.stats.dropped_io_error += 1
                 self._failed_io(exc)
                 return False
-            writer.segment.end += len(data)
-            self._size += len(data)
+            writer.segment.end += size
+            self._size += size
             self._unflushed_ends.append(writer.segment.end)
             self._appended_since_sync = True
         self._io_failed = False
@@ -395,11 +400,15 @@ class Journal:
 
     # -- reading and acknowledging ---------------------------------------------------------------
 
-    def read(self, max_records: int) -> list[tuple[Position, JournalRecord]]:
-        """The next records after the read position, oldest first (at most ``max_records``)."""
+    def read(
+        self, max_records: int, max_bytes: int | None = None
+    ) -> list[tuple[Position, JournalRecord]]:
+        """The next records after the read position, oldest first: at most ``max_records``, and
+        no more once their values reach ``max_bytes`` (at least one record)."""
         out: list[tuple[Position, JournalRecord]] = []
         self.flush()
-        while len(out) < max_records:
+        read_bytes = 0
+        while len(out) < max_records and (max_bytes is None or read_bytes < max_bytes):
             segment = self._segment(self._read_at.segment)
             if segment is None:
                 break
@@ -422,6 +431,7 @@ class Journal:
             if item is None:
                 continue  # damage: the segment is now marked corrupt and skipped
             out.append(item)
+            read_bytes += len(item[1].value)
         return out
 
     def _read_one(self, segment: _Segment) -> tuple[Position, JournalRecord] | None:

@@ -29,14 +29,25 @@ class JournalRecord:
     headers: Headers | None
 
 
-def encode_record(key: bytes, value: bytes, headers: Headers | None) -> bytes:
-    """One whole record, header and checksum included, as it is appended to a segment."""
+def record_parts(key: bytes, value: bytes, headers: Headers | None) -> list[bytes]:
+    """One whole record as the pieces to write one after the other, header and checksum first.
+
+    The value is one of the pieces, not copied into a joined record: a 30 MB request event goes
+    from the encoder to the file without a second and third copy in memory.
+    """
     parts = [_PAYLOAD_HEADER.pack(len(key), len(value), len(headers or ())), key, value]
     for name, data in headers or ():
         raw = name.encode()
         parts += [_HEADER_ITEM.pack(len(raw), len(data)), raw, data]
-    payload = b"".join(parts)
-    return RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return [RECORD_HEADER.pack(sum(len(part) for part in parts), crc), *parts]
+
+
+def encode_record(key: bytes, value: bytes, headers: Headers | None) -> bytes:
+    """One whole record, header and checksum included, as it is appended to a segment."""
+    return b"".join(record_parts(key, value, headers))
 
 
 def decode_payload(payload: bytes) -> JournalRecord:

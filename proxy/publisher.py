@@ -40,6 +40,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from proxy.droplog import DropLog
 from proxy.journal import Journal, Position
@@ -58,6 +59,13 @@ _CURSOR_SAVE_INTERVAL_S = 1.0
 # Publish-to-acknowledgement latencies kept between two metric flushes: a bounded sample, so a
 # busy proxy spends nothing more on it than an idle one.
 _LATENCY_SAMPLES_MAX = 1024
+# Events larger than this go to Kafka alone and uncompressed (Publisher._build_batches); it is
+# also the producer's batch size, so nothing smaller is ever alone for its size.
+_UNCOMPRESSED_ABOVE = 512 * 1024
+# The replay reads the journal this much at a time (at least one record): one read of 16 large
+# request events (480 MB) held the event loop for seconds, long enough to time out the upstream
+# connects of the exchanges it served meanwhile (docs/decisions/0018-…).
+_REPLAY_READ_BYTES = 4 * 1024 * 1024
 _PARTITION_CACHE_MAX = 4096  # exchanges' partitions remembered: more than are in flight at once
 
 
@@ -367,7 +375,7 @@ class Publisher:
                 compression_type=self._compression,
                 # The pump lingers itself (_send_from_memory), so what it hands over is complete.
                 linger_ms=0,
-                max_batch_size=512 * 1024,  # a larger event goes alone in its own batch
+                max_batch_size=_UNCOMPRESSED_ABOVE,  # a larger event goes alone in its own batch
                 max_request_size=KAFKA_MAX_MESSAGE_BYTES,
                 request_timeout_ms=int(self._kafka_timeout_s * 1000),
             )
@@ -463,14 +471,29 @@ class Publisher:
 
         The partition is Kafka's default partitioner's (murmur2 of the key), so an exchange's
         events land where a plain ``send()`` would have put them, in the same order.
+
+        An event above ``_UNCOMPRESSED_ABOVE`` (a large request body) goes in a batch of its
+        own, uncompressed: aiokafka compresses a batch on the event loop with three copies of it
+        in memory, ~0.1 s of CPU for 30 MB that mostly does not compress (base64 images).
+        Once an event is in an aiokafka batch, aiokafka's copy is the one kept until Kafka
+        acknowledges it; ours is dropped unless the journal refused it (a spill re-appends those).
         """
         producer = self._producer_or_raise()
         built: list[tuple[int, Any, list[_Queued]]] = []
         open_batches: dict[int, tuple[Any, list[_Queued]]] = {}
         while self._queue:
             event = self._queue.popleft()
-            key, value, headers, _ = event
+            key, value, headers, journaled = event
             partition = self._partition(key)
+            kept: _Queued = event if not journaled else (key, b"", None, True)
+            if len(value) > _UNCOMPRESSED_ABOVE:
+                current = open_batches.pop(partition, None)
+                if current is not None:
+                    built.append((partition, current[0], current[1]))
+                alone = BatchBuilder(_UNCOMPRESSED_ABOVE, 0)  # codec 0: none
+                alone.append(timestamp=None, key=key, value=value, headers=headers or [])
+                built.append((partition, alone, [kept]))
+                continue
             current = open_batches.get(partition)
             if (
                 current is None
@@ -482,7 +505,7 @@ class Publisher:
                 batch = producer.create_batch()
                 batch.append(timestamp=None, key=key, value=value, headers=headers or [])
                 current = open_batches[partition] = (batch, [])
-            current[1].append(event)
+            current[1].append(kept)
         built.extend(
             (partition, batch, events) for partition, (batch, events) in open_batches.items()
         )
@@ -556,10 +579,18 @@ class Publisher:
                     cursor_saved = time.monotonic()
                 # After a failure, one record probes the broker before a whole window follows.
                 window = self._replay_window if self._connected else 1
-                batch = self.journal.read(window - len(sent)) if len(sent) < window else []
+                batch = (
+                    self.journal.read(window - len(sent), _REPLAY_READ_BYTES)
+                    if len(sent) < window
+                    else []
+                )
                 for position, record in batch:
                     future = await self._send((record.key, record.value, record.headers))
                     sent.append((position, record.key, time.monotonic(), future))
+                if batch:
+                    # Reading, checking and handing over a journal of large events is all
+                    # synchronous: let the exchanges in flight run between two reads.
+                    await asyncio.sleep(0)
                 if sent:
                     if not batch or len(sent) >= window:
                         overdue_in = sent[0][2] + self._kafka_timeout_s - time.monotonic()

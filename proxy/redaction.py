@@ -220,6 +220,18 @@ class Redactor:
         encoded = sorted((s.encode() for s in secrets if s), key=len, reverse=True)
         return cls(fingerprinter, tuple((s, b"*" * len(s)) for s in encoded))
 
+    def copy(self) -> Redactor:
+        """A redactor knowing the same secrets, to work on in another thread: ``body()`` learns
+        as it goes, and this one's list must not change while the event loop reads it."""
+        return Redactor(self._fingerprinter, tuple(self._known))
+
+    def merge(self, other: Redactor) -> None:
+        """Search for every secret ``other`` knows too (what a copy learnt from a body)."""
+        added = [pair for pair in other._known if pair not in self._known]
+        if added:
+            merged = [*self._known, *added]
+            self._known = sorted(merged, key=lambda pair: len(pair[0]), reverse=True)
+
     def learn(self, secret: str) -> None:
         """Search for ``secret`` from now on (if it is long enough to be one)."""
         if len(secret) < MIN_REDACTED_SECRET_CHARS or secret.startswith(FINGERPRINT_PREFIX):

@@ -2,7 +2,9 @@
 
 Each request is captured whole in one event (docs/decisions/0017-whole-bodies-in-one-event.md);
 this measures what that costs: the proxy's and the loader's peak resident memory (VmHWM), and
-that every exchange landed whole.
+that every exchange landed whole. A probe in a process of its own asks the proxy's ``/healthz``
+every 20 ms meanwhile: its slowest answer is the longest the proxy's event loop was held up,
+which is what another client waits on top of its own exchange.
 Run: .venv/bin/python -m tests.bench.proxy.bench_large_uploads [--clients 16] [--megabytes 30]
 """
 
@@ -12,6 +14,7 @@ import argparse
 import asyncio
 import base64
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,6 +70,24 @@ async def wait_http(url: str, deadline_s: float) -> None:
             await asyncio.sleep(0.2)
 
 
+async def probe(url: str) -> None:
+    """Ask ``url`` every 20 ms until SIGTERM; then print the slowest answer in milliseconds."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    slowest = 0.0
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                async with session.get(url) as response:
+                    await response.read()
+            except aiohttp.ClientError:
+                pass
+            slowest = max(slowest, time.monotonic() - started)
+            await asyncio.sleep(0.02)
+    print(f"{slowest * 1000:.0f}", flush=True)
+
+
 async def count_loaded(sql_url: str, ids: list[str]) -> int:
     quoted = ",".join(f"'{i}'" for i in ids)
     query = (
@@ -114,11 +135,17 @@ async def run(workdir: Path, bootstrap: str, clients: int, megabytes: int) -> No
         },
     )
     proxy_url, sql_url = f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{sql_port}"
+    prober: asyncio.subprocess.Process | None = None
     try:
         await wait_http(f"{proxy_url}/readyz", 60)
         await wait_http(f"{sql_url}/healthz", 120)
         bodies = [body_of(megabytes) for _ in range(clients)]
         idle_proxy, idle_loader = rss_mb(proxy.pid), rss_mb(loader.pid)
+        prober = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.bench.proxy.bench_large_uploads",
+            "--probe", f"{proxy_url}/healthz",
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
         started = time.monotonic()
         timeout = aiohttp.ClientTimeout(total=600)
         async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -135,6 +162,9 @@ async def run(workdir: Path, bootstrap: str, clients: int, megabytes: int) -> No
 
             ids = await asyncio.gather(*(one(b) for b in bodies))
         served_s = time.monotonic() - started
+        prober.terminate()
+        stall_ms = (await prober.communicate())[0].decode().strip()
+        prober = None
         deadline = time.monotonic() + 300
         while (loaded := await count_loaded(sql_url, ids)) < clients:
             if time.monotonic() > deadline:
@@ -145,8 +175,12 @@ async def run(workdir: Path, bootstrap: str, clients: int, megabytes: int) -> No
         print(f"{clients} concurrent uploads of {size_mb:.1f} MB each")
         print(f"  served in {served_s:.1f} s, all {clients} loaded whole in {loaded_s:.1f} s")
         print(f"  proxy  RSS idle {idle_proxy:.0f} MB, peak {peak_rss_mb(proxy.pid):.0f} MB")
+        print(f"  proxy  slowest /healthz while serving: {stall_ms} ms")
         print(f"  loader RSS idle {idle_loader:.0f} MB, peak {peak_rss_mb(loader.pid):.0f} MB")
     finally:
+        if prober is not None:  # a client failed: the probe has nothing left to report
+            prober.terminate()
+            await prober.wait()
         for process in (proxy, loader):
             process.terminate()
             await asyncio.to_thread(process.wait, 60)
@@ -157,7 +191,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--megabytes", type=int, default=30)
+    parser.add_argument("--probe", help=argparse.SUPPRESS)  # the probe process's own mode
     args = parser.parse_args()
+    if args.probe:
+        asyncio.run(probe(args.probe))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         with KafkaBroker(workdir / "kafka", libs_dir=ensure_kafka_jars()) as broker:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import aiohttp
 import orjson
 
 from tests.integration.conftest import Pipeline
@@ -76,41 +75,45 @@ async def test_langchain_chat_models_with_their_documented_base_urls(api: Pipeli
         }, call
 
 
-# LiteLLM (a 44 MB wheel plus its dependencies, too heavy for the test extras) is exercised by
-# the exact requests litellm 1.110.2's `completion()` sends with the configuration of
-# docs/CLIENTS.md, recorded from it on a loopback listener: the `openai/` route is the openai
-# SDK at `api_base` + /chat/completions; the `anthropic/` route posts to `api_base` + /v1/messages.
-LITELLM_REQUESTS = {
-    'model="openai/gpt-4o-mini", api_base=".../v1"': (
-        "/v1/chat/completions",
-        {"Authorization": "Bearer sk-x", "Accept": "application/json",
-         "Content-Type": "application/json", "User-Agent": "OpenAI/Python 3.57.0",
-         "x-stainless-lang": "python", "x-stainless-raw-response": "true",
-         "x-stainless-retry-count": "0"},
-        b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"name three primes"}]}',
-    ),
-    'model="anthropic/claude-test-model", api_base="..."': (
-        "/v1/messages",
-        {"User-Agent": "litellm/1.110.2", "anthropic-version": "2023-06-01",
-         "Accept": "application/json", "Content-Type": "application/json", "x-api-key": "sk-x"},
-        b'{"model": "claude-test-model", "messages": [{"role": "user", "content": [{"type": '
-        b'"text", "text": "name three primes"}]}], "max_tokens": 64}',
-    ),
-}  # fmt: skip
+def _litellm_calls() -> list[tuple[str, bool]]:
+    """The prompts the documented LiteLLM snippet sends, each once whole and once streamed, in
+    the order it prints their answers."""
+    return [
+        (f"Say hi {way}via {route}", stream)
+        for way in ("", "asynchronously ")
+        for route in ("openai", "anthropic")
+        for stream in (False, True)
+    ]
 
 
-async def test_litellm_requests_as_it_sends_them(api: Pipeline) -> None:
-    async with aiohttp.ClientSession() as http:
-        for config, (path, headers, body) in LITELLM_REQUESTS.items():
-            async with http.post(f"{api.proxy_url}{path}", data=body, headers=headers) as response:
-                assert response.status == 200, config
-                answer = await response.json()
-                request_id = response.headers["x-logorhythms-request-id"]
-            text = (
-                answer["content"][0]["text"]
-                if path == "/v1/messages"
-                else answer["choices"][0]["message"]["content"]
-            )
-            assert text == ECHO, config
-            row = await _captured(api, request_id)
-            assert (row["outcome"], row["response_text"]) == ("ok", ECHO), config
+async def test_litellm_as_documented_completion_and_acompletion_streamed_or_not(
+    api: Pipeline,
+) -> None:
+    """docs/CLIENTS.md's LiteLLM snippet, run as written: ``completion`` and ``acompletion``,
+    streamed and not, on the ``openai/`` route (``api_base`` with /v1) and the ``anthropic/``
+    route (without); each answer is the echo, and each call is one captured row with the
+    conversation parsed, the text the client got and the usage it was told."""
+    script = NODE_DIR.parent / "python" / "litellm_snippet.py"
+    out = await run_tool(sys.executable, str(script), api.proxy_url, timeout_s=180)
+    lines = out.splitlines()
+    calls = _litellm_calls()
+    assert len(lines) == len(calls), out
+    for (prompt, stream), line in zip(calls, lines, strict=True):
+        # A whole answer's line ends with the total tokens LiteLLM reported.
+        text, total = (line, "") if stream else line.rsplit(" ", 1)
+        assert text == f"Echo: {prompt}", (prompt, stream, out)
+        rows = await api.wait_for(
+            "SELECT outcome, response_text, messages, prompt_tokens, completion_tokens, path "
+            "FROM exchanges FINAL WHERE position(request_body, {prompt:String}) > 0 "
+            "AND stream = {stream:Bool}",
+            {"prompt": f'"{prompt}"', "stream": stream},
+            lambda rows: len(rows) == 1,
+        )
+        outcome, response_text, messages, prompt_tokens, completion_tokens, path = rows[0]
+        assert (outcome, response_text) == ("ok", text), (prompt, stream, rows)
+        assert [(m["role"], m["content"]) for m in messages] == [("user", prompt)], rows
+        assert path == ("/v1/messages" if "anthropic" in prompt else "/v1/chat/completions")
+        assert prompt_tokens, (prompt, stream, rows)
+        assert completion_tokens, (prompt, stream, rows)
+        if not stream:  # the usage LiteLLM reported is the row's
+            assert int(total) == prompt_tokens + completion_tokens, (prompt, rows)

@@ -4,6 +4,7 @@ the completed event last, whatever step ends the exchange. Read back from a real
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from proxy import capture, redaction
-from proxy.exchange import EventRecorder, Exchange, RequestEvent
+from proxy.exchange import LARGE_BODY, EventRecorder, Exchange, RequestEvent
 from proxy.journal import Journal
 from proxy.publisher import Publisher
 from schemas import Codec, EventType
@@ -159,3 +160,39 @@ def test_every_event_names_its_type_and_schema_in_kafka_headers(journal: Journal
         assert Codec().decode(record.value).type is event_type
     assert "traceparent" not in dict(records[1].headers or [])
     assert dict(records[2].headers or [])["traceparent"] == b"00-abc"
+
+
+async def test_a_large_body_is_redacted_off_the_event_loop_and_what_it_finds_is_kept(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the event loop, redacting a 30 MB body holds every other exchange for 0.2 s of CPU,
+    seconds on a busy host: enough to time out their upstream connects (docs/PERFORMANCE.md,
+    "Large uploads"). It runs in a worker thread; the secret it finds by its member name is
+    then known to the exchange, so an upstream echoing it in a chunk is caught too."""
+    secret = b"hunter2-correct-horse-battery"  # no key shape: found by the name "password"
+    body = b'{"model":"m","password":"' + secret + b'","pad":"' + b"x" * LARGE_BODY + b'"}'
+    exchange = new_exchange(recorder_for(journal), body)
+    threads: list[int] = []
+    body_redaction = redaction.Redactor.body
+
+    def watched(self: redaction.Redactor, data: bytes) -> bytes:
+        threads.append(threading.get_ident())
+        return body_redaction(self, data)
+
+    monkeypatch.setattr(redaction.Redactor, "body", watched)
+    request_event = exchange.request_event
+    assert request_event is not None
+    request_event.start()
+    await request_event.finished()
+    assert threads, "the body was not redacted"
+    assert threading.get_ident() not in threads, "a large body was redacted on the event loop"
+    exchange.outcome.chunks = 1
+    exchange.chunk(1_000, b'{"echo":"' + secret + b'"}', delivered=True)
+    exchange.finish(None)
+    got = events(journal)
+    assert [t for t, _ in got] == [EventType.REQUEST, EventType.CHUNK, EventType.COMPLETED]
+    stored_body, stored_chunk = got[0][1]["body"], got[1][1]["data"]
+    assert len(stored_body) > LARGE_BODY
+    assert secret not in stored_body
+    assert secret not in stored_chunk
+    assert b"fp:" in stored_chunk
