@@ -109,8 +109,9 @@ async def run(bootstrap: str, rate: int, seconds: float, slow_s: float) -> None:
         cpus = sorted(cpu for _, cpu in durations)
         middle = len(durations) // 2
         print(
-            f"  {len(durations):5d} x wall median {walls[middle] * 1e3:6.2f} max {walls[-1] * 1e3:6.2f}"
-            f" | CPU median {cpus[middle] * 1e3:6.2f} max {cpus[-1] * 1e3:6.2f} ms  {what}"
+            f"  {len(durations):5d} x wall median {walls[middle] * 1e3:6.2f} "
+            f"max {walls[-1] * 1e3:6.2f} | CPU median {cpus[middle] * 1e3:6.2f} "
+            f"max {cpus[-1] * 1e3:6.2f} ms  {what}"
         )
 
 
