@@ -637,7 +637,9 @@ class Publisher:
             await asyncio.sleep(self._fsync_interval_s)
             if self.journal.acked != acked_saved and time.monotonic() - self._cursor_saved > 1.0:
                 acked_saved = self.journal.acked
-                self.journal.save_cursor()
+                # A file created and renamed: off the loop, where a busy disk stalled it for
+                # milliseconds (docs/decisions/0018-the-loops-stalls-measured.md).
+                await asyncio.to_thread(self.journal.save_cursor_at, acked_saved)
                 self._cursor_saved = time.monotonic()
             oldest = next(iter(self._in_flight.values()), None)
             overdue = oldest is not None and time.monotonic() - oldest[1] > self._fsync_interval_s
