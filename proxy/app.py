@@ -25,6 +25,7 @@ from proxy.eventloop import new_event_loop
 from proxy.forward import ExchangeHandler
 from proxy.guard import HTTP_SERVER_LOG, Guard, Rejection
 from proxy.journal_ownership import adoption_context, journal_dir, orphaned_journals, publisher_for
+from proxy.looplag import LoopLagMonitor
 from proxy.protocol import ApiAppRunner, dialect_of, not_a_forward_proxy
 from proxy.publisher import Publisher
 from proxy.routing import Endpoint, Router
@@ -62,6 +63,7 @@ EXCHANGE_HANDLER = web.AppKey("exchange_handler", ExchangeHandler)
 GUARD = web.AppKey("guard", Guard)
 DRAINING = web.AppKey("draining", list[bool])  # a one-element flag, set on shutdown
 WORKER = web.AppKey("worker", int)  # this process's index among settings.workers (0-based)
+LOOP_MONITOR = web.AppKey("loop_monitor", LoopLagMonitor)
 
 
 def create_app(settings: ProxySettings, *, worker: int = 0) -> web.Application:
@@ -83,7 +85,9 @@ def create_app(settings: ProxySettings, *, worker: int = 0) -> web.Application:
     app[GUARD] = Guard(settings)
     app[DRAINING] = [False]
     app[WORKER] = worker
+    app[LOOP_MONITOR] = LoopLagMonitor(settings.loop_probe_interval_ms / 1000 or None)
     app.on_shutdown.append(_drain)
+    app.cleanup_ctx.append(_loop_monitor_ctx)
     if settings.dogstatsd_host:
         # First in, last out: the final metrics tick comes after the publisher has drained at
         # shutdown, so it reports the drain too. (The callables are evaluated only when sent.)
@@ -93,6 +97,8 @@ def create_app(settings: ProxySettings, *, worker: int = 0) -> web.Application:
                 port=settings.dogstatsd_port,
                 counters=lambda: _counters(app),
                 publish_latencies_ms=lambda: app[PUBLISHER].drain_latency_samples(),
+                loop_window=app[LOOP_MONITOR].take_window,
+                interval_s=settings.metrics_interval_s,
                 # Gauges from N processes would overwrite one another: each says which it is
                 # (a bounded tag: at most one value per CPU).
                 tags=[f"worker:{worker}"] if settings.workers > 1 else [],
@@ -116,9 +122,18 @@ def create_app(settings: ProxySettings, *, worker: int = 0) -> web.Application:
     return app
 
 
+async def _loop_monitor_ctx(app: web.Application) -> AsyncIterator[None]:
+    # First in, last out: it watches the loop through start, serving and the drain at shutdown.
+    app[LOOP_MONITOR].start()
+    yield
+    app[LOOP_MONITOR].stop()
+
+
 async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    publisher = publisher_for(settings, journal_dir(settings, app[WORKER]))
+    publisher = publisher_for(
+        settings, journal_dir(settings, app[WORKER]), loop_monitor=app[LOOP_MONITOR]
+    )
     await publisher.start()
     app[PUBLISHER] = publisher
     yield
@@ -250,6 +265,8 @@ async def _statsz(request: web.Request) -> web.Response:
         "rejected_rate_limit": request.app[GUARD].stats.rejected_rate_limit,
         "rejected_invalid": request.app[GUARD].stats.rejected_invalid,
         "rejected_malformed": request.app[GUARD].stats.rejected_malformed,
+        # Scheduling delay and the produce cycle's longest steps (proxy/looplag.py).
+        "loop": request.app[LOOP_MONITOR].report(),
     }
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 

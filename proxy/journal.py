@@ -544,6 +544,17 @@ class Journal:
         """Remember the acknowledged position (cheap; called periodically by the publisher)."""
         self._save_cursor()
 
+    def save_cursor_at(self, position: Position) -> None:
+        """Remember ``position`` (an acknowledged one), from any thread: it touches nothing but
+        its own temporary file and the cursor. Creating and renaming a file can wait on a busy
+        disk for milliseconds, so the publisher calls this off the event loop. A write that
+        lands after a newer one leaves the cursor behind: a restart re-sends a little more,
+        never less."""
+        tmp = self.directory / f"{_CURSOR}.saving"
+        with contextlib.suppress(OSError):
+            tmp.write_text(f"{position.segment} {position.offset}\n")
+            os.replace(tmp, self.directory / _CURSOR)
+
     def leftover_records(self) -> Iterator[JournalRecord]:
         """Every readable record of the segments an earlier run left (acknowledged ones too),
         oldest first, up to the first damage in each: what that run published last."""

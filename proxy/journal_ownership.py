@@ -23,6 +23,7 @@ from aiohttp import web
 
 from proxy.journal import Journal, JournalError
 from proxy.journal_record import Headers, JournalRecord
+from proxy.looplag import LoopLagMonitor
 from proxy.publisher import Publisher
 from proxy.recovery import died_completions
 from proxy.settings import ProxySettings
@@ -60,6 +61,7 @@ def publisher_for(
     *,
     client_id: str = "logorhythms-proxy",
     stop_timeout_s: float | None = None,
+    loop_monitor: LoopLagMonitor | None = None,
 ) -> Publisher:
     """A publisher with its journal in ``directory``, configured from the proxy's settings."""
     journal = Journal(
@@ -82,6 +84,7 @@ def publisher_for(
         fsync_interval_s=settings.journal_fsync_interval_ms / 1000,
         client_id=client_id,
         recovery=_recovery,
+        loop_monitor=loop_monitor,
     )
 
 

@@ -45,6 +45,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from proxy.droplog import DropLog
 from proxy.journal import Journal, Position
 from proxy.journal_record import Headers, JournalRecord
+from proxy.looplag import LoopLagMonitor, first_step_timed
 from schemas.limits import KAFKA_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,11 @@ class Publisher:
         client_id: str = "logorhythms-proxy",
         drop_log: DropLog | None = None,
         recovery: Recovery | None = None,
+        loop_monitor: LoopLagMonitor | None = None,
     ) -> None:
         self.topic = topic
+        # The produce cycle's steps on the loop are timed into it (proxy/looplag.py).
+        self.loop_monitor = loop_monitor if loop_monitor is not None else LoopLagMonitor(None)
         self.journal = journal
         self.drop_log = drop_log if drop_log is not None else DropLog(journal.directory)
         self.stats = PublishStats()
@@ -389,6 +393,7 @@ class Publisher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             else:
+                self._time_produce_requests(producer)
                 self._producer = producer
                 self._producer_broken = False
                 self._partition_count = len(partitions)
@@ -397,6 +402,19 @@ class Publisher:
                 self._connected = True
                 log.info("publishing to Kafka %s topic %s", self._bootstrap, self.topic)
                 return
+
+    def _time_produce_requests(self, producer: AIOKafkaProducer) -> None:
+        """Name aiokafka's produce request in the loop-lag monitor: its sender builds, compresses,
+        encodes and writes each request in one loop callback, the first step of
+        ``_send_produce_req``. A private name: an aiokafka release without it goes untimed."""
+        sender = getattr(producer, "_sender", None)
+        send_request = getattr(sender, "_send_produce_req", None)
+        if sender is None or send_request is None:
+            log.info("aiokafka's produce requests cannot be timed in this version; not timing them")
+            return
+        sender._send_produce_req = first_step_timed(
+            self.loop_monitor, "kafka_produce_request", send_request
+        )
 
     async def _send(self, event: _Event) -> asyncio.Future[object]:
         """Hand one event to aiokafka (enqueue only), within our deadline."""
@@ -432,6 +450,7 @@ class Publisher:
         gathering = self._queued_since + self._linger_s - time.monotonic()
         if gathering > 0:
             await asyncio.sleep(gathering)
+        handing_over = time.perf_counter()
         # Everything waiting goes out now, as one batch per partition: one aiokafka call and one
         # future per batch instead of per event (docs/decisions/0007-own-linger-and-partitioner.md).
         # Whatever Kafka gets is in the kernel first, so a dead run's journal is a superset of
@@ -459,6 +478,8 @@ class Publisher:
             self._in_flight[future] = (events, time.monotonic(), drain)
             self._in_flight_events += len(events)
             future.add_done_callback(self._on_delivery)
+        # One loop callback while aiokafka has room and metadata (send_batch does not suspend).
+        self.loop_monitor.record("produce_hand_over", time.perf_counter() - handing_over)
         return True
 
     def _producer_or_raise(self) -> AIOKafkaProducer:
@@ -523,6 +544,11 @@ class Publisher:
         return partition
 
     def _on_delivery(self, future: asyncio.Future[object]) -> None:
+        started = time.perf_counter()
+        self._acknowledged(future)
+        self.loop_monitor.record("produce_acknowledge", time.perf_counter() - started)
+
+    def _acknowledged(self, future: asyncio.Future[object]) -> None:
         if future not in self._in_flight:
             if _succeeded(future):
                 # Journaled when its deadline passed, yet Kafka took it after all: the replay
@@ -642,7 +668,9 @@ class Publisher:
             await asyncio.sleep(self._fsync_interval_s)
             if self.journal.acked != acked_saved and time.monotonic() - self._cursor_saved > 1.0:
                 acked_saved = self.journal.acked
-                self.journal.save_cursor()
+                # A file created and renamed: off the loop, where a busy disk stalled it for
+                # milliseconds (docs/decisions/0018-the-loops-stalls-measured.md).
+                await asyncio.to_thread(self.journal.save_cursor_at, acked_saved)
                 self._cursor_saved = time.monotonic()
             oldest = next(iter(self._in_flight.values()), None)
             overdue = oldest is not None and time.monotonic() - oldest[1] > self._fsync_interval_s

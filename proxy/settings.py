@@ -154,6 +154,10 @@ class ProxySettings:
     # APM tracing when that or a trace agent URL is (and DD_TRACE_ENABLED is not false).
     dogstatsd_host: str | None = None
     dogstatsd_port: int = 8125
+    # How often the proxy's counters and loop-lag window go to DogStatsD.
+    metrics_interval_s: float = 10.0
+    # The loop-lag monitor's probe (proxy/looplag.py): one timer every interval; 0 switches it off.
+    loop_probe_interval_ms: float = 20.0
     tracing: bool = False
     # Off only to price the capture in benchmarks (LOGORHYTHMS_CAPTURE=off): nothing is published.
     capture: bool = True
@@ -197,6 +201,11 @@ class ProxySettings:
             raise ConfigError(
                 f"max_event_bytes must be between 65536 and {_MAX_EVENT_BYTES} bytes, the Kafka "
                 "message limit less room for the event's other fields"
+            )
+        if self.metrics_interval_s <= 0 or self.loop_probe_interval_ms < 0:
+            raise ConfigError(
+                "LOGORHYTHMS_METRICS_INTERVAL_S must be positive and LOGORHYTHMS_LOOP_PROBE_MS "
+                "0 (off) or more"
             )
         if self.header_timeout_s <= 0:
             raise ConfigError("header_timeout_s must be positive: it is the slowloris defence")
@@ -305,6 +314,9 @@ class ProxySettings:
             ("LOGORHYTHMS_BODY_FIRST_BYTE_TIMEOUT_S", "body_first_byte_timeout_s", _float),
             ("LOGORHYTHMS_BODY_READ_TIMEOUT_S", "body_read_timeout_s", _float),
             ("LOGORHYTHMS_MAX_IN_FLIGHT_PER_CLIENT", "max_in_flight_per_client", _int),
+            # Telemetry (docs/OPERATIONS.md, "Metrics" and "The event loop").
+            ("LOGORHYTHMS_METRICS_INTERVAL_S", "metrics_interval_s", _float),
+            ("LOGORHYTHMS_LOOP_PROBE_MS", "loop_probe_interval_ms", _float),
         ):
             if env.get(name):
                 values[key] = parse(env, name, 0)

@@ -19,6 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy.looplag import Window
+
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
@@ -36,6 +38,9 @@ PROXY_METRICS = {
     "logorhythms.proxy.journal.bytes": "gauge",
     "logorhythms.proxy.journal.degraded": "gauge",
     "logorhythms.proxy.publish.latency_ms": "distribution",
+    "logorhythms.proxy.loop.lag_max_ms": "gauge",
+    "logorhythms.proxy.loop.lag_p99_ms": "gauge",
+    "logorhythms.proxy.loop.section_max_ms": "gauge",
 }
 # Metrics named for dashboards but not sent yet (none at present).
 RESERVED_PROXY_METRICS: dict[str, str] = {}
@@ -76,11 +81,12 @@ def metrics_context(
     port: int,
     counters: Callable[[], dict[str, int]],
     publish_latencies_ms: Callable[[], list[float]] = list,
+    loop_window: Callable[[], Window] | None = None,
     interval_s: float = 10.0,
     tags: Sequence[str] = (),
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context sending the proxy's counters (and the sampled publish-to-acknowledgement
-    latencies) to DogStatsD while the app runs."""
+    latencies, and the event loop's lag over each interval) to DogStatsD while the app runs."""
     from datadog.dogstatsd.base import DogStatsd
 
     last: dict[str, int] = {}
@@ -99,6 +105,15 @@ def metrics_context(
             else:
                 client.increment(name, value - last.get(name, 0))
                 last[name] = value
+        if loop_window is not None:
+            window = loop_window()
+            client.gauge("logorhythms.proxy.loop.lag_max_ms", window.lag_max_ms)
+            client.gauge("logorhythms.proxy.loop.lag_p99_ms", window.lag_p99_ms)
+            for section, longest_ms in window.section_max_ms.items():
+                # A handful of fixed section names (proxy/publisher.py): a bounded tag.
+                client.gauge(
+                    "logorhythms.proxy.loop.section_max_ms", longest_ms, tags=[f"section:{section}"]
+                )
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         # With no agent listening every datagram fails: not worth a warning each time.

@@ -223,18 +223,70 @@ def settled(pid: int, *, idle_share: float = 0.05, timeout_s: float = 60.0) -> f
     return time.monotonic() - started
 
 
+# Targets that are one process of ours: /statsz answers for the process that served the run.
+LOOP_TARGETS = ("on", "off")
+
+
+def loop_report(url: str) -> dict[str, Any] | None:
+    """The proxy's loop-lag monitor (``/statsz`` → ``loop``), or None where there is none."""
+    try:
+        with urllib.request.urlopen(f"{url}/statsz", timeout=10) as response:  # noqa: S310
+            report: dict[str, Any] | None = json.loads(response.read()).get("loop")
+            return report
+    except (OSError, ValueError):
+        return None
+
+
+def _bound_ms(bucket: str) -> float:
+    """``le_200us`` → 0.2; the open last bucket (``gt_…``) → infinity."""
+    return float("inf") if bucket.startswith("gt_") else int(bucket[3:-2]) / 1000
+
+
+def loop_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What the loop did during one run: the scheduling delays the probe met, and each section's
+    runs (count, mean, and the bucket bound of its longest), from the totals before and after."""
+
+    def grown(b: dict[str, Any] | None, a: dict[str, Any]) -> dict[str, Any]:
+        counts = {k: v - (b["buckets"][k] if b else 0) for k, v in a["buckets"].items()}
+        count = sum(counts.values())
+        total_ms = a["mean_ms"] * a["count"] - (b["mean_ms"] * b["count"] if b else 0)
+        longest = max((k for k, v in counts.items() if v > 0), key=_bound_ms, default=None)
+        return {
+            "count": count,
+            "mean_ms": total_ms / count if count else 0.0,
+            # Within this run the longest is known to its bucket; the exact maximum is lifetime.
+            "max_bound_ms": _bound_ms(longest) if longest else 0.0,
+            "buckets": counts,
+        }
+
+    return {
+        "lag": grown(before["lag"], after["lag"]),
+        "sections": {
+            name: grown(before["sections"].get(name), section)
+            for name, section in after["sections"].items()
+        },
+    }
+
+
 def measured(stack: Stack, name: str, run: Any, **extra: Any) -> dict[str, Any]:
-    """Run ``run()`` (a wrk run or a stream test) against one target, adding its CPU and load."""
-    pid = stack.services[name].pid
+    """Run ``run()`` (a wrk run or a stream test) against one target, adding its CPU and load,
+    and for one process of ours what its loop-lag monitor saw during the run."""
+    service = stack.services[name]
+    pid = service.pid
     waited = settled(pid)
+    loop_before = loop_report(service.url) if name in LOOP_TARGETS else None
     cpu0 = cpu_seconds(pid)
     result: dict[str, Any] = run()
+    cpu_s = cpu_seconds(pid) - cpu0
+    loop_after = loop_report(service.url) if loop_before is not None else None
+    if loop_before is not None and loop_after is not None:
+        result["loop"] = loop_delta(loop_before, loop_after)
     return (
         result
         | extra
         | {
             "target": name,
-            "cpu_s": cpu_seconds(pid) - cpu0,
+            "cpu_s": cpu_s,
             "load1": load_average()[0],
             "settle_s": waited,
         }
@@ -259,6 +311,8 @@ def http_runs(
         print(
             f"r{round_no} c={conc:<3} {label:>5} {name:>7}: {run['rps']:8.0f} rps  "
             f"p50 {run['p50_us'] / 1000:7.2f} ms  p99 {run['p99_us'] / 1000:7.2f} ms  "
+            f"p99.9 {run['p999_us'] / 1000:7.2f} ms  "
+            f"stall ≤ {run.get('loop', {}).get('lag', {}).get('max_bound_ms', float('nan')):g} ms  "
             f"cpu {run['cpu_s']:.2f}s errors {run['status'] + run['read'] + run['timeout']}",
             flush=True,
         )
@@ -279,7 +333,8 @@ def stream_runs(stack: Stack, round_no: int) -> list[dict[str, Any]]:
         run = measured(stack, name, ten, round=round_no, concurrency=1)
         print(
             f"r{round_no} stream {name:>7}: ttft {run['ttft_p50_ms']:.2f} ms, "
-            f"gap p50 {run['gap_p50_ms']:.2f} ms",
+            f"gap p50 {run['gap_p50_ms']:.2f} ms, gap p99 {run['gap_p99_ms']:.2f} ms, "
+            f"cpu {run['cpu_s'] / max(run['frames'], 1) * 1e6:.0f} µs/frame",
             flush=True,
         )
         runs.append(run)

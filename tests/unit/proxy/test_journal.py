@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,31 @@ def test_leftover_records_include_acknowledged_ones(tmp_path: Path) -> None:
     again = _journal(tmp_path)
     assert [r.key for r in again.leftover_records()] == [f"k{i}".encode() for i in range(6)]
     assert _values(again) == [bytes([i]) for i in range(3, 6)]  # replay starts at the cursor
+    again.close()
+
+
+def test_the_cursor_saved_from_another_thread_is_where_a_killed_process_restarts(
+    tmp_path: Path,
+) -> None:
+    journal = _journal(tmp_path)
+    for i in range(6):
+        journal.append(f"k{i}".encode(), bytes([i]))
+    journal.ack(journal.read(4)[-1][0], 4)
+    journal.flush()
+    saver = threading.Thread(target=journal.save_cursor_at, args=(journal.acked,))
+    saver.start()
+    saver.join()
+    assert not list(tmp_path.glob("cursor.*"))  # its temporary file renamed into place
+    # A killed process: its files close (the lock goes with them), nothing else happens.
+    assert journal._lock_file is not None
+    assert journal._writer is not None
+    journal._writer.file.close()
+    journal._close_reader()
+    journal._lock_file.close()
+    journal._lock_file = None
+
+    again = _journal(tmp_path)
+    assert _values(again) == [bytes([i]) for i in range(4, 6)]  # replay starts at the cursor
     again.close()
 
 
