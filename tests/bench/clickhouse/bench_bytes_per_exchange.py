@@ -29,11 +29,63 @@ from consumers.decode import decode_batch
 from schemas import Codec
 from tests.integration.clickhouse.synthetic import Exchange, encoded, uuid7
 
-_VOCABULARY = (
-    "the of and to in is that for it as with was on be by this are or from at an which have not "
-    "model data system request response token stream value table query result error user time "
-    "first would about there their more other some could into than then these two way only new"
-).split()
+_VOCABULARY = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "with",
+    "was",
+    "on",
+    "be",
+    "by",
+    "this",
+    "are",
+    "or",
+    "from",
+    "at",
+    "an",
+    "which",
+    "have",
+    "not",
+    "model",
+    "data",
+    "system",
+    "request",
+    "response",
+    "token",
+    "stream",
+    "value",
+    "table",
+    "query",
+    "result",
+    "error",
+    "user",
+    "time",
+    "first",
+    "would",
+    "about",
+    "there",
+    "their",
+    "more",
+    "other",
+    "some",
+    "could",
+    "into",
+    "than",
+    "then",
+    "these",
+    "two",
+    "way",
+    "only",
+    "new",
+]
 
 
 def traffic(exchanges: int, chunks: int, seed: int = 7) -> list[Exchange]:
@@ -63,9 +115,7 @@ async def clickhouse_bytes(messages: list[tuple[str, bytes]], directory: str) ->
     try:
         for low in range(0, len(messages), 50_000):
             fetched = [
-                ConsumerRecord(
-                    "bench", 0, low + i, 0, 0, k.encode(), v, None, len(k), len(v), ()
-                )
+                ConsumerRecord("bench", 0, low + i, 0, 0, k.encode(), v, None, len(k), len(v), ())
                 for i, (k, v) in enumerate(messages[low : low + 50_000])
             ]
             batch, poison = decode_batch(codec, fetched, sink.columnar)

@@ -90,7 +90,8 @@ def test_the_production_overlay_is_the_guides_1k_row() -> None:
     assert values[("Deployment/loader", "/spec/replicas")] == sizing.loader_cores
     assert values[("KafkaTopic/logorhythms.exchanges", "/spec/partitions")] >= sizing.partitions
     assert values[("HorizontalPodAutoscaler/proxy", "/spec/minReplicas")] == sizing.proxy_cores
-    assert sizing.brokers == 3 and sizing.clickhouse_shards == 1  # the base's shape
+    assert sizing.brokers == 3  # the base's shape
+    assert sizing.clickhouse_shards == 1
 
 
 def test_render_names_every_quantity() -> None:
