@@ -32,8 +32,8 @@ class Measured:
     clickhouse_cpu_s_per_1k_events: float = 0.007
     # bench_bytes_per_exchange --exchanges 5000 --chunks 80 (docs/SCALING.md): per exchange of
     # 80 chunks; scaled linearly by the chunk count below.
-    kafka_bytes_per_exchange_80: float = 1557.0
-    clickhouse_bytes_per_exchange_80: float = 2428.0
+    kafka_bytes_per_exchange_80: float = 1678.0
+    clickhouse_bytes_per_exchange_80: float = 2690.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
