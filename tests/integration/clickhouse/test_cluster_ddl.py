@@ -1,20 +1,23 @@
 """The cluster DDL, generated from the migrations, checked by ClickHouse itself (chdb).
 
-What chdb runs: every generated table as the cluster's `<name>_local` (its engine the
-single-node one and without ON CLUSTER: chdb has no Keeper and no cluster), every ALTER on those
-tables, and the rollup view reading and writing the local tables. Their columns, keys, indexes
-and constraints must equal what the loader's own migrations build. What chdb only parses: the
-ON CLUSTER clause, the Replicated engines and their Keeper paths, the Distributed tables (chdb
-defines no cluster for them to name), the version table, and the access statements (one user,
-no access control). docs/OPERATIONS.md repeats this list.
+What chdb runs, each statement without ON CLUSTER and with the unreplicated engine (there is no
+Keeper): every `<name>_local` table, index, constraint and ALTER, whose columns, codecs, keys,
+indexes and constraints must equal what the loader's own migrations build; the rollup view; and,
+in a chdb given a config that defines a one-node cluster (one_node_cluster.py), every statement
+including the Distributed tables, with an insert through them read back. What chdb only parses:
+the ON CLUSTER clause, the Replicated engines and their Keeper paths, the version table, and the
+access statements (one user, no access control). docs/OPERATIONS.md repeats this list.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.clusterddl import ClusterNames
@@ -155,6 +158,38 @@ async def test_the_loader_accepts_this_engines_version(clickhouse: ClickHouse) -
     version = (await clickhouse.rows("SELECT version()"))[0][0]
     assert int(str(version).split(".")[0]) >= 24
     assert await migrate(clickhouse) == load_migrations()[-1].version
+
+
+async def test_a_one_node_cluster_runs_every_table_distributed_included(
+    clickhouse: ClickHouse, tmp_path: Path
+) -> None:
+    """Distributed tables too: chdb given a config that defines the cluster (a subprocess)."""
+    statements = await _generated(clickhouse, "logorhythms")
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "tests.integration.clickhouse.one_node_cluster", str(tmp_path),
+         CLUSTER],
+        input=json.dumps(statements), capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["ran"] == len(statements)
+    assert [CLUSTER] in found["clusters"]
+    engines = dict(found["engines"])
+    for table in (
+        "requests_raw",
+        "chunks_raw",
+        "completions_raw",
+        "exchanges",
+        "exchanges_per_minute",
+    ):
+        assert engines[table] == "Distributed", table
+        assert engines[f"{table}_local"].endswith("MergeTree"), table
+    # An insert into the Distributed table reached the node's local table, its 0005 column
+    # included, fed the node's rollup through the view, and reads back through both.
+    assert found["exchange"] == [["0192b8a0-0000-7000-8000-000000000002", "hi"]]
+    assert found["local"] == [[1]]
+    assert found["rollup"] == [["openai", "gpt-x", 1, 7]]
 
 
 def test_migrate_print_writes_the_whole_script_without_a_server() -> None:
