@@ -8,6 +8,7 @@ asserted below instead. Compose: the Compose Specification schema that check-jso
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import sys
@@ -41,9 +42,11 @@ def _kubectl() -> str:
     return found
 
 
-def _build(directory: Path) -> list[dict[str, Any]]:
+@functools.cache
+def _built(overlay: str) -> list[dict[str, Any]]:
+    """`kubectl kustomize` of one overlay, once per test session."""
     result = subprocess.run(
-        [_kubectl(), "kustomize", str(directory)],
+        [_kubectl(), "kustomize", str(KUBERNETES / "overlays" / overlay)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -51,9 +54,6 @@ def _build(directory: Path) -> list[dict[str, Any]]:
     )
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-BUILDS = {name: _build(KUBERNETES / "overlays" / name) for name in OVERLAYS}
 
 
 def _one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def test_there_are_overlays_to_check() -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_kubernetes_object_validates_strictly(overlay: str) -> None:
-    docs = BUILDS[overlay]
+    docs = _built(overlay)
     version = kubernetes_validate.latest_version()
     core = [d for d in docs if d["kind"] not in CUSTOM_KINDS]
     assert {d["kind"] for d in core} == {
@@ -106,7 +106,7 @@ def test_every_kubernetes_object_validates_strictly(overlay: str) -> None:
 
 def test_the_validator_rejects_a_wrong_field() -> None:
     """The check above can fail: a misspelt field is an error under strict validation."""
-    doc = _one(BUILDS["production"], "Deployment", "proxy")
+    doc = _one(_built("production"), "Deployment", "proxy")
     broken = yaml.safe_load(yaml.safe_dump(doc))
     broken["spec"]["template"]["spec"]["containers"][0]["readOnlyRootFileSystem"] = True
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -124,7 +124,7 @@ def test_the_example_secrets_validate() -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_consumers_never_outnumber_the_partitions(overlay: str) -> None:
-    docs = BUILDS[overlay]
+    docs = _built(overlay)
     partitions = _one(docs, "KafkaTopic", "logorhythms.exchanges")["spec"]["partitions"]
     for name in ("loader", "forwarder"):
         replicas = _one(docs, "Deployment", name)["spec"]["replicas"]
@@ -137,7 +137,7 @@ def test_consumers_never_outnumber_the_partitions(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_kafka_keeps_three_copies_and_refuses_unclean_leaders(overlay: str) -> None:
-    docs = BUILDS[overlay]
+    docs = _built(overlay)
     pool = _one(docs, "KafkaNodePool", "kafka")["spec"]
     assert pool["replicas"] == 3
     assert set(pool["roles"]) == {"controller", "broker"}
@@ -153,7 +153,7 @@ def test_kafka_keeps_three_copies_and_refuses_unclean_leaders(overlay: str) -> N
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_clickhouse_is_one_shard_of_three_replicas_on_three_keepers(overlay: str) -> None:
-    docs = BUILDS[overlay]
+    docs = _built(overlay)
     chi = _one(docs, "ClickHouseInstallation", "logorhythms")["spec"]
     (cluster,) = chi["configuration"]["clusters"]
     assert cluster["name"] == "logorhythms"  # the --cluster the migrate Job names
@@ -166,7 +166,7 @@ def test_clickhouse_is_one_shard_of_three_replicas_on_three_keepers(overlay: str
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_each_workload_gets_only_its_own_secret(overlay: str) -> None:
-    docs = BUILDS[overlay]
+    docs = _built(overlay)
     assert {name: _secrets_named(_pod(docs, name)) for name in WORKLOADS} == {
         "proxy": {"logorhythms-proxy"},
         "loader": {"logorhythms-loader"},
@@ -177,7 +177,7 @@ def test_each_workload_gets_only_its_own_secret(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_workload_runs_unprivileged_on_a_read_only_root(overlay: str) -> None:
-    docs = BUILDS[overlay]
+    docs = _built(overlay)
     for name in WORKLOADS:
         pod = _pod(docs, name)
         assert pod["securityContext"]["runAsNonRoot"] is True, name
@@ -191,7 +191,7 @@ def test_every_workload_runs_unprivileged_on_a_read_only_root(overlay: str) -> N
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_metrics_go_to_the_datadog_agent_on_the_same_node(overlay: str) -> None:
-    docs = BUILDS[overlay]
+    docs = _built(overlay)
     for name in ("proxy", "loader", "forwarder"):
         env = {e["name"]: e for e in _pod(docs, name)["containers"][0]["env"]}
         assert env["DD_AGENT_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
@@ -201,7 +201,7 @@ def test_metrics_go_to_the_datadog_agent_on_the_same_node(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_proxy_scales_and_survives_disruption(overlay: str) -> None:
-    docs = BUILDS[overlay]
+    docs = _built(overlay)
     hpa = _one(docs, "HorizontalPodAutoscaler", "proxy")["spec"]
     assert 2 <= hpa["minReplicas"] < hpa["maxReplicas"]
     pdb = _one(docs, "PodDisruptionBudget", "proxy")["spec"]
