@@ -80,6 +80,20 @@ def _sql(args: argparse.Namespace) -> int:
     )
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from deploy.clustermigration import migrate
+
+    return asyncio.run(
+        migrate(
+            cluster=args.cluster,
+            clickhouse_url=os.environ.get("CLICKHOUSE_URL", ""),
+            print_only=args.print_only,
+        )
+    )
+
+
 def _up(args: argparse.Namespace) -> int:
     from deploy.local.stack import up
 
@@ -166,6 +180,29 @@ def build_parser() -> argparse.ArgumentParser:
         "(DD_TRACE_AGENT_URL or DD_AGENT_HOST). Keeps running without an agent.",
     )
     forward.set_defaults(func=_forward_datadog)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="apply the ClickHouse schema to a server cluster (replicated, sharded)",
+        description="Apply the migrations the loader would apply, in their cluster form "
+        "(Replicated*MergeTree tables <name>_local, Distributed tables <name>, ON CLUSTER), "
+        "record each version once, then the loader's and analysts' access "
+        "(deploy/clickhouse/loader.sql, analyst.sql). Connects to CLICKHOUSE_URL "
+        "(http(s)://admin:PASSWORD@host:8123) as a user allowed to run DDL ON CLUSTER. "
+        "See docs/OPERATIONS.md#a-clickhouse-cluster.",
+    )
+    migrate.add_argument(
+        "--cluster",
+        required=True,
+        help="the cluster's name under <remote_servers> in the server config",
+    )
+    migrate.add_argument(
+        "--print",
+        dest="print_only",
+        action="store_true",
+        help="print the SQL instead of running it (no server needed)",
+    )
+    migrate.set_defaults(func=_migrate)
 
     sql = commands.add_parser(
         "sql",

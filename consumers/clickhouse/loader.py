@@ -9,7 +9,7 @@ import signal
 
 from consumers.clickhouse.analyst import AnalystEngine
 from consumers.clickhouse.client import ClickHouse
-from consumers.clickhouse.migrate import SchemaTooNewError
+from consumers.clickhouse.migrate import SchemaRefusedError
 from consumers.clickhouse.sink import ClickHouseSink
 from consumers.clickhouse.sqlservice import serve_sql
 from consumers.cyclegc import collect_garbage_less
@@ -69,8 +69,9 @@ def main() -> None:
     collect_garbage_less()
     try:
         asyncio.run(run_loader(LoaderSettings.from_env()))
-    except SchemaTooNewError as exc:
-        # Not a crash: an operator decision (upgrade the loader). Say so in one line, without a
-        # traceback. A SettingsError goes up to the command, which reports every service's
-        # configuration errors the same way (one line, exit 2).
+    except SchemaRefusedError as exc:
+        # Not a crash: an operator decision (upgrade the loader or the server, migrate the
+        # cluster). Say so in one line, without a traceback. A SettingsError goes up to the
+        # command, which reports every service's configuration errors the same way (one line,
+        # exit 2).
         raise SystemExit(f"logorhythms loader refuses to start: {exc}") from None

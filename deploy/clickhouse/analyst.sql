@@ -3,13 +3,14 @@
 -- (consumers/settings.py SqlLimits; docs/OPERATIONS.md). Here the server's own access control does
 -- what consumers/clickhouse/sqlpolicy.py does in embedded mode.
 --
--- Apply after cluster.sql:  clickhouse-client --multiquery < deploy/clickhouse/analyst.sql
+-- Applied by `logorhythms migrate --cluster NAME` after the migrations and loader.sql, with NAME in
+-- place of the {cluster} macro; or by hand: clickhouse-client --multiquery < deploy/clickhouse/analyst.sql
 -- On a single server without a cluster, drop the ON CLUSTER clauses:
 --   sed "s/ ON CLUSTER '{cluster}'//" deploy/clickhouse/analyst.sql | clickhouse-client --multiquery
 --
--- Not exercised against a server here: tests/integration/clickhouse/test_cluster_ddl_parses.py
+-- Not exercised against a server here: tests/integration/clickhouse/test_cluster_ddl.py
 -- parses every statement with ClickHouse's own parser (chdb), and
--- tests/unit/consumers/clickhouse/test_cluster_ddl.py checks what is granted. Server settings this
+-- tests/unit/consumers/clickhouse/test_access_sql.py checks what is granted. Server settings this
 -- relies on (config.xml), without which every user reads every system table:
 --   <access_control_improvements>
 --     <select_from_system_db_requires_grant>true</select_from_system_db_requires_grant>
