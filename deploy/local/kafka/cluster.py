@@ -30,9 +30,7 @@ __all__ = ["LAYOUT_FILE", "KafkaCluster"]
 LAYOUT_FILE = "cluster.json"
 
 
-def _layout(
-    data_dir: Path, nodes: int, port: int | None
-) -> tuple[Quorum, dict[int, int]]:
+def _layout(data_dir: Path, nodes: int, port: int | None) -> tuple[Quorum, dict[int, int]]:
     """The cluster's quorum and broker ports: read back from its layout file, else made new.
 
     A new cluster given ``port`` puts its brokers on ``port .. port+N-1`` and its controllers
@@ -63,10 +61,7 @@ def _layout(
                 f"{min(broker_ports.values())}, not {port}; use that port or another data dir"
             )
         return quorum, broker_ports
-    if port is None:
-        ports = free_ports(2 * nodes)
-    else:
-        ports = list(range(port, port + 2 * nodes))
+    ports = free_ports(2 * nodes) if port is None else list(range(port, port + 2 * nodes))
     voters = tuple(Voter(i + 1, ports[nodes + i], new_directory_id()) for i in range(nodes))
     return Quorum(new_cluster_id(), voters), {i + 1: ports[i] for i in range(nodes)}
 
@@ -201,4 +196,3 @@ class KafkaCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
