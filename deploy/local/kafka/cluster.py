@@ -22,7 +22,7 @@ from typing import Any, Self
 
 from deploy.local.kafka.broker import KafkaBroker
 from deploy.local.kafka.errors import KafkaSetupError
-from deploy.local.kafka.ports import free_ports
+from deploy.local.kafka.ports import HOST, free_ports, port_in_use
 from deploy.local.kafka.properties import Quorum, Voter, new_cluster_id, new_directory_id
 
 __all__ = ["LAYOUT_FILE", "KafkaCluster"]
@@ -162,6 +162,19 @@ class KafkaCluster:
         node's log tail.
         """
         began = time.monotonic()
+        taken = [
+            f"{HOST}:{port} (node {node.node_id})"
+            for node in self.nodes
+            if not node.is_running
+            for port in (node.port, node.controller_port)
+            if port_in_use(port)
+        ]
+        if taken:
+            raise KafkaSetupError(
+                f"Kafka cluster ports already in use: {', '.join(taken)} (another cluster or "
+                f"broker still running? see {self.data_dir}/node-*/broker.pid); stop it or "
+                "choose another port"
+            )
         _save_layout(self.data_dir, self.quorum, {n.node_id: n.port for n in self.nodes})
         try:
             self._each(lambda node: node.launch(timeout_s))
