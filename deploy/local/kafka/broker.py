@@ -3,11 +3,9 @@
 :meth:`KafkaBroker.start` formats the log dir on first use, launches ``java`` and returns only
 once the broker answers a Metadata request that lists this node as a live broker (``probe.py``
 says why a TCP connect is not enough); on a clean start Kafka opens its PLAINTEXT port only
-once the node is unfenced, so the stricter check costs nothing. A node of a cluster
-(``cluster.py``) is launched first and waited for once all its peers run
-(:meth:`KafkaBroker.launch`, :meth:`KafkaBroker.wait_until_ready`), since none is ready before
-the controller quorum has a majority. Stop, kill, pause and resume exist for shutdown and for
-fault tests.
+once the node is unfenced, so the stricter check costs nothing. A cluster's nodes
+(``cluster.py``) are each launched, then waited for: none is ready before the controller
+quorum has a majority. Stop, kill, pause and resume exist for shutdown and for fault tests.
 """
 
 from __future__ import annotations
@@ -209,11 +207,8 @@ class KafkaBroker:
             self.last_start_seconds = time.monotonic() - began
 
     def launch(self, timeout_s: float = 60) -> None:
-        """Check the ports, format what is not formatted yet and start the JVM; do not wait.
-
-        No-op if already running. Raises :class:`KafkaSetupError` when a port is taken or the
-        format fails.
-        """
+        """Check the ports, format what is not formatted yet, start the JVM; do not wait.
+        No-op if already running. :class:`KafkaSetupError`: a port is taken, format failed."""
         with self._lock:
             if self.is_running:
                 return
