@@ -71,7 +71,7 @@ async def test_partition_leader_sigkilled_under_load_loses_and_doubles_nothing(
 
         await eventually(moved, what=f"every partition led by a node other than {leader}")
         failover_s = time.monotonic() - killed_at
-        await traffic.more_rounds(5, what="traffic after the failover")
+        await traffic.more_rounds(3, what="traffic after the failover")
     finally:
         traffic.stop.set()
         served = await task
@@ -210,31 +210,34 @@ async def test_two_forwarders_and_two_loaders_rebalancing_mid_stream_count_once(
     pipeline_factory: ProxyFactory,
     cluster: KafkaCluster,
     clickhouse_url: str,
+    kafka_bootstrap: str,
+    unique_topic: str,
     apm_agent: ApmTestAgent,
     tmp_path: Path,
 ) -> None:
     """K5: in each consumer group a second member joins mid-stream, then the first leaves;
     every exchange is one row in ClickHouse and one LLM span in Datadog."""
-    p = await pipeline_factory()
-    # Two loaders share one embedded ClickHouse only inside one process (chdb opens a
-    # directory from one process); as separate processes each would need its own ClickHouse.
-    second_loader = Runner(
-        settings=ConsumerSettings(
-            kafka_bootstrap_servers=p.bootstrap,
-            topic=p.topic,
-            group_id=f"{p.topic}-clickhouse",
-            deadletter_topic=f"{p.topic}.deadletter",
-            batch_max_age_s=0.2,
-        ),
-        sink=ClickHouseSink(ClickHouse(clickhouse_url)),
-    )
-    first = _forwarder(p.bootstrap, p.topic, apm_agent, tmp_path / "forwarder-1.log")
-    second = _forwarder(p.bootstrap, p.topic, apm_agent, tmp_path / "forwarder-2.log")
-    traffic = SteadyTraffic(p.proxy_url)
-    task = asyncio.create_task(traffic.run())
+    first = _forwarder(kafka_bootstrap, unique_topic, apm_agent, tmp_path / "forwarder-1.log")
+    second = _forwarder(kafka_bootstrap, unique_topic, apm_agent, tmp_path / "forwarder-2.log")
+    first.start()  # the pipeline's fixture made the topic; the forwarder starts meanwhile
     loader_task: asyncio.Task[Any] | None = None
+    task: asyncio.Task[list[Served]] | None = None
     try:
-        first.start()
+        p = await pipeline_factory()
+        # Two loaders share one embedded ClickHouse only inside one process (chdb opens a
+        # directory from one process); as separate processes each would need its own.
+        second_loader = Runner(
+            settings=ConsumerSettings(
+                kafka_bootstrap_servers=p.bootstrap,
+                topic=p.topic,
+                group_id=f"{p.topic}-clickhouse",
+                deadletter_topic=f"{p.topic}.deadletter",
+                batch_max_age_s=0.2,
+            ),
+            sink=ClickHouseSink(ClickHouse(clickhouse_url)),
+        )
+        traffic = SteadyTraffic(p.proxy_url)
+        task = asyncio.create_task(traffic.run())
         await eventually(lambda: _assigned(first) == [0, 1, 2],
                          what="the first forwarder owns every partition", timeout_s=60)  # fmt: skip
         await traffic.more_rounds(3, what="traffic before the joins")
@@ -258,10 +261,11 @@ async def test_two_forwarders_and_two_loaders_rebalancing_mid_stream_count_once(
             assert time.monotonic() < deadline, {i: n for i, n in spans.items() if n != 1}
             await asyncio.sleep(0.25)
     finally:
-        traffic.stop.set()
-        await asyncio.gather(task, return_exceptions=True)
-        second_loader.request_stop()
+        if task is not None:
+            traffic.stop.set()
+            await asyncio.gather(task, return_exceptions=True)
         if loader_task is not None:
+            second_loader.request_stop()
             await asyncio.wait_for(loader_task, 30)
         for forwarder in (first, second):
             if forwarder.running:
