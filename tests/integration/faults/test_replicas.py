@@ -10,6 +10,7 @@ FINAL), its chunks 1..n.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -19,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.sink import ClickHouseSink
 from consumers.runner import Runner
 from consumers.settings import ConsumerSettings
-from deploy.local.kafka import KafkaCluster, describe_partitions
+from deploy.local.kafka import KafkaCluster, create_topic, describe_partitions
 from proxy.app import PUBLISHER
 from tests.integration.conftest import ProxyFactory
 from tests.integration.datadog.conftest import ApmTestAgent, Forwarder, free_port
@@ -32,6 +34,8 @@ from tests.integration.faults.oracle import wait_reconciled
 from tests.integration.faults.traffic import Served, SteadyTraffic, burst, eventually, get_json
 
 pytestmark = pytest.mark.slow
+
+KAFKA_TIMEOUT_S = 2.0  # the proxy's send deadline where a test waits for it to miss
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +75,15 @@ async def test_partition_leader_sigkilled_under_load_loses_and_doubles_nothing(
 
         await eventually(moved, what=f"every partition led by a node other than {leader}")
         failover_s = time.monotonic() - killed_at
+        # The old leader comes back while traffic goes on (and the next test has all three).
+        rejoin = asyncio.create_task(asyncio.to_thread(cluster.node(leader).start))
         await traffic.more_rounds(3, what="traffic after the failover")
     finally:
         traffic.stop.set()
         served = await task
     _all_ok(served)
     result = await wait_reconciled(p.clickhouse, [s.request_id for s in served])
+    await rejoin
     stats = p.proxy_app[PUBLISHER].stats
     print(f"node {leader} killed; leaders moved in {failover_s:.1f}s; {len(served)} served; "
           f"{result}; raw dup rows {result.dup_rows_raw}; journaled {stats.journaled}")  # fmt: skip
@@ -89,32 +96,51 @@ async def test_two_of_three_down_fails_closed_then_replays_when_one_returns(
 ) -> None:
     """B3(b): with one node of three, Kafka takes no write (acks=all, min ISR 2); the proxy
     serves, journals, and replays everything once a second node is back."""
-    p = await pipeline_factory(kafka_timeout_s=2.0)
+    p = await pipeline_factory(kafka_timeout_s=KAFKA_TIMEOUT_S)
     publisher = p.proxy_app[PUBLISHER]
     before = await burst(p.proxy_url, 5)
     await eventually(lambda: publisher.stats.delivered == publisher.stats.published,
                      what="the warm-up delivered")  # fmt: skip
-    survivor, *down = cluster.node_ids
-    await asyncio.gather(*(asyncio.to_thread(cluster.node(n).kill) for n in down))
+    # A producer of our own, as the proxy's (acks=all, idempotent), on a topic of its own with
+    # the same settings: it shows what Kafka itself says to a write while two nodes are down.
+    probe_topic = f"{p.topic}.probe"
+    await create_topic(p.bootstrap, probe_topic, partitions=3, replication_factor=3)
+    probe = AIOKafkaProducer(bootstrap_servers=p.bootstrap, acks="all", enable_idempotence=True)
+    await probe.start()
+    try:
+        await probe.partitions_for(probe_topic)
+        survivor, *down = cluster.node_ids
+        await asyncio.gather(*(asyncio.to_thread(cluster.node(n).kill) for n in down))
 
-    during = [*await burst(p.proxy_url, 10), *await burst(p.proxy_url, 4, stream=True, words=8)]
-    deadline = time.monotonic() + 10
-    while (ready := await get_json(f"{p.proxy_url}/readyz"))[1]["status"] != "degraded":
-        assert time.monotonic() < deadline, ready
-        await asyncio.sleep(0.1)
-    delivered = publisher.stats.delivered
-    during += await burst(p.proxy_url, 10)
-    during += await burst(p.proxy_url, 4, stream=True, words=8)
-    # The publisher keeps offering its journal to Kafka; wait until another attempt, made
-    # after these events, has missed its deadline: the lone node acknowledged none of them.
-    failures = publisher.stats.send_failures
-    await eventually(lambda: publisher.stats.send_failures > failures,
-                     what="a send attempted and failed with one node of three")  # fmt: skip
-    assert publisher.stats.delivered == delivered, "a write was acknowledged by one replica"
-    assert publisher.stats.journaled > 0
+        during = [*await burst(p.proxy_url, 10),
+                  *await burst(p.proxy_url, 4, stream=True, words=8)]  # fmt: skip
+        deadline = time.monotonic() + 10
+        while (ready := await get_json(f"{p.proxy_url}/readyz"))[1]["status"] != "degraded":
+            assert time.monotonic() < deadline, ready
+            await asyncio.sleep(0.1)
+        delivered = publisher.stats.delivered
+        during += await burst(p.proxy_url, 10)
+        during += await burst(p.proxy_url, 4, stream=True, words=8)
+        # Fails closed: a write to any partition is not acknowledged (waited for: three of the
+        # proxy's send deadlines), and the proxy, retrying its journal meanwhile, got no
+        # acknowledgement either.
+        sends = [await probe.send(probe_topic, b"probe", partition=i) for i in range(3)]
+        done, _ = await asyncio.wait(sends, timeout=3 * KAFKA_TIMEOUT_S)
+        assert not [f for f in done if f.exception() is None], "one node acknowledged a write"
+        assert publisher.stats.delivered == delivered, "the proxy had a write acknowledged"
+        assert publisher.stats.journaled > 0
 
-    await asyncio.to_thread(cluster.node(down[0]).start)
-    result = await wait_reconciled(p.clickhouse, [s.request_id for s in [*before, *during]])
+        await asyncio.to_thread(cluster.node(down[0]).start)
+        await eventually(lambda: publisher.stats.replayed == publisher.stats.journaled,
+                         what="the journal replayed to two nodes of three")  # fmt: skip
+        rejoin = asyncio.create_task(asyncio.to_thread(cluster.node(down[1]).start))
+        result = await wait_reconciled(p.clickhouse, [s.request_id for s in [*before, *during]])
+        await rejoin
+        # With two nodes back, the probe's writes go through (or fail): none is left pending.
+        await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 30)
+    finally:
+        with contextlib.suppress(TimeoutError):  # a failed test may leave the nodes down
+            await asyncio.wait_for(probe.stop(), 10)
     print(f"nodes {down} down, {survivor} alone: {len(during)} served meanwhile; after node "
           f"{down[0]} returned: {result}; raw dup rows {result.dup_rows_raw}")  # fmt: skip
     _all_ok([*before, *during])
