@@ -53,6 +53,7 @@ def _all_ok(served: list[Served]) -> None:
     assert served, "no traffic was served"
     assert all(s.status == 200 for s in served), [s.status for s in served if s.status != 200]
     streams = [s for s in served if s.body.startswith(b"data:")]
+    assert streams, "no streamed response among the traffic"
     assert all(s.body.endswith(b"data: [DONE]\n\n") for s in streams)
 
 
