@@ -97,7 +97,7 @@ def _migrate(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from deploy.local.stack import up
 
-    return up(data_dir=args.data_dir)
+    return up(data_dir=args.data_dir, brokers=args.brokers)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -120,6 +120,15 @@ def _fake_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _broker_count(text: str) -> int:
+    if text not in ("1", "3"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: run 1 broker, or 3 for a replicated cluster (a write needs 2 replicas "
+            "in sync, so 3 nodes are the smallest cluster that survives losing one)"
+        )
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="logorhythms",
@@ -134,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Ctrl-C stops them all. With no OPENAI_API_KEY set, a built-in fake upstream answers.",
     )
     up.add_argument("--data-dir", default="data", help="where Kafka and ClickHouse keep data")
+    up.add_argument(
+        "--brokers",
+        type=_broker_count,
+        default=1,
+        help="Kafka nodes to run: 1 (default) or 3, a replicated cluster (replication factor 3, "
+        "min.insync.replicas=2) on LOGORHYTHMS_KAFKA_PORT and the next five ports",
+    )
     up.set_defaults(func=_up)
 
     status = commands.add_parser(

@@ -1,4 +1,5 @@
-"""Keeps the local broker of `logorhythms up` alive, from a thread of its own.
+"""Keeps a local broker of `logorhythms up` (or one node of its cluster) alive, from a thread
+of its own.
 
 A restart takes seconds and a probe of a hung JVM blocks until its timeout; neither may hold
 up the supervision of the Python services. The broker is restarted when its JVM exits, and
@@ -42,6 +43,12 @@ class BrokerWatch:
         self.thread = threading.Thread(target=self._run, name="broker-watch", daemon=True)
         self.thread.start()
 
+    @property
+    def _what(self) -> str:
+        """The broker as messages name it: which node, when it is one of a cluster."""
+        name = self.status.name
+        return "Kafka broker" if name == "kafka" else f"Kafka broker {name}"
+
     def _set(self, state: str, pid: int | None) -> None:
         if state != self.status.state:
             self.status.since = time.time()
@@ -67,7 +74,7 @@ class BrokerWatch:
                     continue
                 self.status.last_exit = "hung (killed)"
                 say(
-                    f"Kafka broker (pid {pid}) has not answered for {now - answered:.0f}s; "
+                    f"{self._what} (pid {pid}) has not answered for {now - answered:.0f}s; "
                     f"killing it and restarting (its log: {self.broker.log_file})"
                 )
                 self.broker.kill()
@@ -76,7 +83,7 @@ class BrokerWatch:
                 ended = "an unknown status" if returncode is None else how_it_ended(returncode)
                 self.status.last_exit = ended
                 say(
-                    f"Kafka broker ended with {ended}; restarting in {backoff:.1f}s "
+                    f"{self._what} ended with {ended}; restarting in {backoff:.1f}s "
                     f"(restart #{self.status.restarts + 1}; its log: {self.broker.log_file})"
                 )
             self._set("restarting", None)
@@ -87,11 +94,11 @@ class BrokerWatch:
             try:
                 self.broker.start()
             except KafkaSetupError as exc:
-                say(f"Kafka broker did not come back: {str(exc).splitlines()[0]}")
+                say(f"{self._what} did not come back: {str(exc).splitlines()[0]}")
                 continue
             answered = started = time.monotonic()
             self._set("up", self.broker.pid)
-            say(f"Kafka broker is back (pid {self.broker.pid})")
+            say(f"{self._what} is back (pid {self.broker.pid})")
 
     def join(self) -> None:
         self.stop.set()

@@ -1,8 +1,9 @@
 """`logorhythms up`: the whole pipeline on one machine, started in order and kept running.
 
-Start: Kafka broker → topic → (fake upstream when no provider is configured) → loader → Datadog
-forwarder → proxy. A service that fails to come up at this first start stops everything (a
-misconfiguration is not fixed by restarting it), with the end of its log on the terminal.
+Start: Kafka broker (or, with ``--brokers 3``, a replicated cluster) → topics → (fake upstream
+when no provider is configured) → loader → Datadog forwarder → proxy. A service that fails to
+come up at this first start stops everything (a misconfiguration is not fixed by restarting
+it), with the end of its log on the terminal.
 
 Then it supervises (docs/OPERATIONS.md, "Supervision"):
 - a service that exits is restarted on its own, after a backoff of 0.5 s doubling to 30 s (back
@@ -42,6 +43,7 @@ from deploy.local.datadir import fingerprint_key, make_private
 from deploy.local.environment import consumer_env, loader_env, process_env, proxy_env
 from deploy.local.kafka import (
     KafkaBroker,
+    KafkaCluster,
     KafkaSetupError,
     create_topic,
     ensure_kafka_jars,
@@ -94,8 +96,9 @@ class _Stack:
         self.logs = root / "logs"
         self.logs.mkdir(exist_ok=True, mode=0o700)
         self.stopping = False
-        self.broker: KafkaBroker | None = None
-        self.watch: BrokerWatch | None = None
+        self.brokers: list[KafkaBroker] = []
+        self.cluster: KafkaCluster | None = None
+        self.watches: list[BrokerWatch] = []
         self.children: list[ServiceProcess] = []
         self.statuses: list[ServiceStatus] = []
         self.changed = threading.Event()  # the broker watch moved
@@ -103,15 +106,17 @@ class _Stack:
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
-    def start_kafka(self, kafka_port: int) -> None:
-        """The broker (unless KAFKA_BOOTSTRAP_SERVERS names one) and the two topics."""
+    def start_kafka(self, kafka_port: int, brokers: int) -> None:
+        """The broker or cluster (unless KAFKA_BOOTSTRAP_SERVERS names one) and the two topics."""
         env = self.env
         bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS")
+        replicas = brokers
         if bootstrap:
             say(f"using the Kafka broker at {bootstrap}")
-        else:
+            replicas = 1  # a broker configured elsewhere brings its own replication defaults
+        elif brokers == 1:
             ensure_kafka_jars(progress=say)
-            broker = self.broker = KafkaBroker(
+            broker = KafkaBroker(
                 self.root / "kafka",
                 port=kafka_port,
                 log_file=self.logs / "kafka.log",
@@ -120,19 +125,48 @@ class _Stack:
             say(f"starting Kafka on 127.0.0.1:{kafka_port} (log: {broker.log_file})")
             broker.start()
             bootstrap = broker.bootstrap_servers
-            broker_status = ServiceStatus(
-                "kafka", state="up", pid=broker.pid, ports=[kafka_port], log=str(broker.log_file)
+            self._watch(broker, "kafka")
+        else:
+            ensure_kafka_jars(progress=say)
+            cluster = self.cluster = KafkaCluster(
+                self.root / "kafka-cluster",
+                nodes=brokers,
+                port=kafka_port,
+                logs_dir=self.logs,
+                env=process_env(env),
             )
-            self.statuses.append(broker_status)
-            self.watch = BrokerWatch(broker, broker_status, self.changed)
-            self.watch.start()
+            say(
+                f"starting a {brokers}-node Kafka cluster on {cluster.bootstrap_servers} "
+                f"(logs: {self.logs}/kafka-<node>.log)"
+            )
+            cluster.start()
+            say(f"Kafka cluster ready in {cluster.last_start_seconds or 0:.1f}s")
+            bootstrap = cluster.bootstrap_servers
+            for node in cluster.nodes:
+                self._watch(node, f"kafka-{node.node_id}")
         topic = env.get("LOGORHYTHMS_TOPIC", TOPIC)
         # Set on the topics too, so a broker configured elsewhere (KAFKA_BOOTSTRAP_SERVERS)
         # takes the events as large as the proxy makes them.
         sized = {"max.message.bytes": str(KAFKA_MAX_MESSAGE_BYTES)}
-        asyncio.run(create_topic(bootstrap, topic, partitions=3, configs=sized))
-        asyncio.run(create_topic(bootstrap, f"{topic}.deadletter", partitions=1, configs=sized))
+        for name, partitions in ((topic, 3), (f"{topic}.deadletter", 1)):
+            asyncio.run(
+                create_topic(
+                    bootstrap, name, partitions=partitions, replication_factor=replicas,
+                    configs=sized,
+                )
+            )  # fmt: skip
         env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+
+    def _watch(self, broker: KafkaBroker, name: str) -> None:
+        """Report one Kafka node in status.json and restart it when it dies or hangs."""
+        status = ServiceStatus(
+            name, state="up", pid=broker.pid, ports=[broker.port], log=str(broker.log_file)
+        )
+        self.statuses.append(status)
+        self.brokers.append(broker)
+        watch = BrokerWatch(broker, status, self.changed)
+        self.watches.append(watch)
+        watch.start()
 
     def start_fake_upstream(self) -> None:
         """The built-in fake provider, when no real one is configured."""
@@ -197,17 +231,19 @@ class _Stack:
         """Proxy first (it flushes its events to Kafka), then the consumers, then Kafka."""
         say("stopping: proxy first, then consumers, then Kafka")
         self.stopping = True
-        if self.watch is not None:
-            self.watch.join()
+        for watch in self.watches:
+            watch.join()
         for running in reversed(self.children):
             running.stop()
             with contextlib.suppress(OSError):
                 self.publish()
-        if self.broker is not None:
-            self.broker.stop()
-            for status in self.statuses:
-                if status.name == "kafka":
-                    status.state, status.pid = "stopped", None
+        if self.cluster is not None:
+            self.cluster.stop()
+        for broker in self.brokers:
+            broker.stop()  # a no-op for the cluster's nodes, stopped together above
+        for status in self.statuses:
+            if status.name.startswith("kafka"):
+                status.state, status.pid = "stopped", None
         with contextlib.suppress(OSError):
             self.publish()
         say("stopped")
@@ -238,7 +274,7 @@ class _Stack:
         return made
 
 
-def up(*, data_dir: str = "data") -> int:
+def up(*, data_dir: str = "data", brokers: int = 1) -> int:
     root = Path(data_dir).resolve()
     env = dict(os.environ)
     check_settings(env)
@@ -251,7 +287,7 @@ def up(*, data_dir: str = "data") -> int:
     signal.signal(signal.SIGINT, stack.on_signal)
     signal.signal(signal.SIGTERM, stack.on_signal)
     try:
-        stack.start_kafka(kafka_port)
+        stack.start_kafka(kafka_port, brokers)
         env.setdefault("CLICKHOUSE_URL", f"chdb://{root / 'clickhouse'}")
         env.setdefault("LOGORHYTHMS_JOURNAL_DIR", str(root / "journal"))
         env.setdefault("LOGORHYTHMS_FINGERPRINT_KEY", fingerprint_key(root))

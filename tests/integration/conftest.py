@@ -119,6 +119,7 @@ ProxyFactory = Callable[..., Awaitable[Pipeline]]
 @pytest.fixture
 async def pipeline_factory(
     kafka_bootstrap: str,
+    kafka_replication_factor: int,
     unique_topic: str,
     fake_upstream: FakeUpstream,
     clickhouse_url: str,
@@ -132,6 +133,7 @@ async def pipeline_factory(
         kafka_bootstrap,
         unique_topic,
         partitions=3,
+        replication_factor=kafka_replication_factor,
         configs={"max.message.bytes": str(KAFKA_MAX_MESSAGE_BYTES)},
     )
     stack = contextlib.AsyncExitStack()

@@ -1,10 +1,11 @@
 """The broker process: one local Kafka node (KRaft, broker+controller in one JVM).
 
 :meth:`KafkaBroker.start` formats the log dir on first use, launches ``java`` and returns only
-once the broker answers a Metadata request that lists a live broker (``probe.py`` says why a
-TCP connect is not enough); on a clean start Kafka opens its PLAINTEXT port only once the node
-is unfenced, so the stricter check costs nothing. Stop, kill, pause and resume exist for
-shutdown and for fault tests.
+once the broker answers a Metadata request that lists this node as a live broker (``probe.py``
+says why a TCP connect is not enough); on a clean start Kafka opens its PLAINTEXT port only
+once the node is unfenced, so the stricter check costs nothing. A cluster's nodes
+(``cluster.py``) are each launched, then waited for: none is ready before the controller
+quorum has a majority. Stop, kill, pause and resume exist for shutdown and for fault tests.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ from deploy.local.kafka.jars import KAFKA_VERSION, ensure_kafka_jars
 from deploy.local.kafka.java import find_java, java_command
 from deploy.local.kafka.ports import HOST, free_ports, port_in_use
 from deploy.local.kafka.probe import probe_metadata
-from deploy.local.kafka.properties import new_cluster_id, render_server_properties
+from deploy.local.kafka.properties import (
+    NODE_ID,
+    Quorum,
+    new_cluster_id,
+    render_server_properties,
+)
 
 __all__ = ["KafkaBroker"]
 
@@ -89,6 +95,10 @@ class KafkaBroker:
     start, lower peak throughput -- not what a long-lived ``make up`` broker wants.
     ``class_data_sharing`` (default on): start from the AppCDS archive the first gracefully
     stopped broker leaves behind (``class_data.py``).
+
+    ``node_id`` and ``quorum`` make it one node of a cluster (``cluster.py``): formatted with
+    the quorum's cluster id and initial controllers, its metadata in ``metadata/`` apart from
+    the partitions in ``data/``.
     """
 
     def __init__(
@@ -105,6 +115,8 @@ class KafkaBroker:
         class_data_sharing: bool = True,
         extra_jvm_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        node_id: int = NODE_ID,
+        quorum: Quorum | None = None,
     ) -> None:
         self._env = dict(env) if env is not None else None  # None: this process's environment
         self.data_dir = Path(data_dir).resolve()
@@ -117,6 +129,10 @@ class KafkaBroker:
         self.heap_mb = heap_mb
         self.log_file = (log_file or self.data_dir / "broker.log").resolve()
         self.log_dir = self.data_dir / "data"
+        self.node_id = node_id
+        self.quorum = quorum
+        # A cluster node's metadata lives apart from its partitions (properties.py says why).
+        self.metadata_log_dir = self.data_dir / "metadata" if quorum is not None else None
         self.properties_file = self.data_dir / "server.properties"
         self.pid_file = self.data_dir / "broker.pid"
         self._libs_dir = libs_dir
@@ -181,8 +197,22 @@ class KafkaBroker:
         with self._lock:
             if self.is_running:
                 return
-            self._reap()
             began = time.monotonic()
+            self.launch(timeout_s)
+            try:
+                self.wait_until_ready(timeout_s - (time.monotonic() - began))
+            except KafkaSetupError:
+                self.kill()  # no half-started JVM left behind; no-op if it already exited
+                raise
+            self.last_start_seconds = time.monotonic() - began
+
+    def launch(self, timeout_s: float = 60) -> None:
+        """Check the ports, format what is not formatted yet, start the JVM; do not wait.
+        No-op if already running. :class:`KafkaSetupError`: a port is taken, format failed."""
+        with self._lock:
+            if self.is_running:
+                return
+            self._reap()
             java = find_java()
             libs = self._libs_dir or ensure_kafka_jars()
             # Private: the log dir holds every captured prompt and response.
@@ -193,6 +223,9 @@ class KafkaBroker:
                     port=self.port,
                     controller_port=self.controller_port,
                     log_dir=self.log_dir,
+                    node_id=self.node_id,
+                    quorum=self.quorum,
+                    metadata_log_dir=self.metadata_log_dir,
                     overrides=self._overrides,
                 ),
                 encoding="utf-8",
@@ -204,28 +237,27 @@ class KafkaBroker:
                         f"running? see {self.pid_file}); stop it or choose another port."
                     )
             self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-            if not (self.log_dir / "meta.properties").exists():
+            dirs = [self.log_dir, *([self.metadata_log_dir] if self.metadata_log_dir else [])]
+            if not all((d / "meta.properties").exists() for d in dirs):
                 self._format(java, libs, timeout_s)
             self._launch(java, libs)
-            try:
-                self.wait_until_ready(timeout_s - (time.monotonic() - began))
-            except KafkaSetupError:
-                self.kill()  # no half-started JVM left behind; no-op if it already exited
-                raise
-            self.last_start_seconds = time.monotonic() - began
+
+    def _format_args(self) -> list[str]:
+        quorum, metadata = self.quorum, self.metadata_log_dir
+        if quorum is None or metadata is None:
+            return ["-t", new_cluster_id()]
+        if (metadata / "meta.properties").exists():
+            # Only the partitions' log dir is new (lost or wiped): format it for the same
+            # cluster and leave the metadata, and with it the node's place in the quorum, alone.
+            return ["-t", quorum.cluster_id, "--ignore-formatted", "--no-initial-controllers"]
+        return ["-t", quorum.cluster_id, "--initial-controllers", quorum.initial_controllers]
 
     def _format(self, java: str, libs: Path, timeout_s: float) -> None:
         cmd = java_command(
             java=java,
             libs=libs,
             main_class="kafka.tools.StorageTool",
-            args=[
-                "format",
-                "-t",
-                new_cluster_id(),
-                "-c",
-                str(self.properties_file),
-            ],
+            args=["format", *self._format_args(), "-c", str(self.properties_file)],
             heap_mb=min(self.heap_mb, 256),
             quick_jit=True,  # a one-shot tool: C2 would never kick in anyway
             extra_jvm_args=self._jvm_args(java, libs, dump=False),
@@ -297,7 +329,7 @@ class KafkaBroker:
         return [*flags, *self._extra_jvm_args]
 
     def wait_until_ready(self, timeout_s: float = 30) -> None:
-        """Block until the broker answers Metadata with itself listed as a live broker.
+        """Block until the broker answers Metadata with this node listed as a live broker.
 
         Used by :meth:`start`; call it directly after :meth:`resume` (a paused node may
         briefly fence itself once continued) or from fault tests. Raises
@@ -324,9 +356,10 @@ class KafkaBroker:
                     f"Last lines of {self.log_file}:\n{self.log_tail()}"
                 )
             try:
-                if probe_metadata(HOST, self.port, timeout_s=min(2.0, remaining)):
+                live = probe_metadata(HOST, self.port, timeout_s=min(2.0, remaining))
+                if any(b.node_id == self.node_id for b in live):
                     return
-                last_error = ValueError("Metadata lists no live broker yet")
+                last_error = ValueError(f"Metadata does not list node {self.node_id} yet")
             except (OSError, ValueError) as exc:
                 last_error = exc
             time.sleep(0.1)

@@ -1,17 +1,26 @@
-"""The broker's ``server.properties`` (one combined broker+controller KRaft node) and its
-cluster id: pure text, no I/O."""
+"""The broker's ``server.properties`` (a combined broker+controller KRaft node, alone or one of
+a cluster), its cluster and directory ids, and a cluster's no-loss settings: pure text, no I/O."""
 
 from __future__ import annotations
 
 import base64
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.local.kafka.ports import HOST
 from schemas.limits import KAFKA_MAX_MESSAGE_BYTES
 
-__all__ = ["NODE_ID", "new_cluster_id", "render_server_properties"]
+__all__ = [
+    "NODE_ID",
+    "Quorum",
+    "Voter",
+    "new_cluster_id",
+    "new_directory_id",
+    "no_loss_properties",
+    "render_server_properties",
+]
 
 NODE_ID = 1
 
@@ -51,6 +60,62 @@ _BASE_PROPERTIES: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Voter:
+    """One controller of a dynamic KRaft quorum: its node id, controller port and the directory
+    id its metadata log dir is formatted with (``--initial-controllers`` names all three)."""
+
+    node_id: int
+    controller_port: int
+    directory_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Quorum:
+    """The controllers of a multi-node cluster (KIP-853 dynamic quorum, Kafka 4.x).
+
+    Every node is formatted with the same cluster id and the same ``--initial-controllers``
+    and finds the quorum through ``controller.quorum.bootstrap.servers``; there is no static
+    ``controller.quorum.voters`` list.
+    """
+
+    cluster_id: str
+    voters: tuple[Voter, ...]
+    host: str = HOST
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"{self.host}:{v.controller_port}" for v in self.voters)
+
+    @property
+    def initial_controllers(self) -> str:
+        """The value of ``kafka-storage format --initial-controllers``."""
+        return ",".join(
+            f"{v.node_id}@{self.host}:{v.controller_port}:{v.directory_id}" for v in self.voters
+        )
+
+
+def no_loss_properties(replicas: int) -> dict[str, str]:
+    """What a cluster of ``replicas`` nodes needs so that an acknowledged write survives a node.
+
+    Every topic (ours, the consumer offsets, the internal ones) keeps ``replicas`` copies; a
+    write is acknowledged (the producer asks ``acks=all``) only once at least two of them have
+    it; a replica that missed writes never becomes leader (no unclean election), so a write is
+    refused rather than lost when too few replicas are in sync.
+    """
+    min_isr = str(min(2, replicas))
+    return {
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": min_isr,
+        "unclean.leader.election.enable": "false",
+        "offsets.topic.replication.factor": str(replicas),
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": min_isr,
+    }
+
+
 def new_cluster_id() -> str:
     """A KRaft cluster id, same format as ``kafka-storage.sh random-uuid`` (saves a JVM run).
 
@@ -70,23 +135,44 @@ def render_server_properties(
     log_dir: Path,
     node_id: int = NODE_ID,
     host: str = HOST,
+    quorum: Quorum | None = None,
+    metadata_log_dir: Path | None = None,
     overrides: Mapping[str, str] | None = None,
 ) -> str:
-    """The broker's ``server.properties`` text (single combined broker+controller node)."""
+    """The broker's ``server.properties`` text (one combined broker+controller node).
+
+    Without ``quorum`` the node is its own single voter (a static one-node quorum). With it,
+    the node is one of the quorum's voters and, for a cluster, keeps the cluster's metadata in
+    ``metadata_log_dir``, apart from the partitions' ``log_dir``: a lost or wiped log dir then
+    costs the node its partition replicas (which it copies back from the others), not its
+    place in the controller quorum.
+    """
     props = dict(_BASE_PROPERTIES)
     props.update(
         {
             "node.id": str(node_id),
-            "controller.quorum.voters": f"{node_id}@{host}:{controller_port}",
             "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
             "advertised.listeners": f"PLAINTEXT://{host}:{port}",
             "log.dirs": str(log_dir),
         }
     )
+    if quorum is None:
+        props["controller.quorum.voters"] = f"{node_id}@{host}:{controller_port}"
+    else:
+        props["controller.quorum.bootstrap.servers"] = quorum.bootstrap_servers
+        props["advertised.listeners"] += f",CONTROLLER://{host}:{controller_port}"
+        props.update(no_loss_properties(len(quorum.voters)))
+    if metadata_log_dir is not None:
+        props["metadata.log.dir"] = str(metadata_log_dir)
     props.update(overrides or {})
     lines = ["# Written by deploy/local/kafka on every start; edits are overwritten."]
     lines += [f"{key}={_escape_property(value)}" for key, value in props.items()]
     return "\n".join(lines) + "\n"
+
+
+def new_directory_id() -> str:
+    """A log dir's directory id: a Kafka ``Uuid`` in the same text form as a cluster id."""
+    return new_cluster_id()
 
 
 def _escape_property(value: str) -> str:

@@ -24,7 +24,7 @@ from deploy.local.kafka import free_ports
 from tests.integration.conftest import Pipeline
 from tests.integration.faults.oracle import Query, wait_reconciled
 from tests.integration.faults.processes import Service, spawn, wait_for_log
-from tests.integration.faults.traffic import burst, eventually, wait_http_ok
+from tests.integration.faults.traffic import SteadyTraffic, burst, eventually, wait_http_ok
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ async def test_rebalance_mid_stream_loses_nothing(pipeline: Pipeline, clickhouse
         batch_max_age_s=0.2,
     )
     second = Runner(settings=settings, sink=ClickHouseSink(ClickHouse(clickhouse_url)))
-    traffic = _SteadyTraffic(pipeline.proxy_url)
+    traffic = SteadyTraffic(pipeline.proxy_url)
     traffic_task = asyncio.create_task(traffic.run())
     second_task = asyncio.create_task(second.run())
     try:
@@ -130,20 +130,3 @@ async def test_rebalance_mid_stream_loses_nothing(pipeline: Pipeline, clickhouse
         await asyncio.gather(traffic_task, return_exceptions=True)
     print(f"after rebalances: {result}; raw dup rows {result.dup_rows_raw}")
     assert result.exact, result
-
-
-class _SteadyTraffic:
-    """Small bursts, non-streaming and streaming, until told to stop."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.stop = asyncio.Event()
-        self.rounds = 0
-
-    async def run(self) -> list[Any]:
-        served = []
-        while not self.stop.is_set():
-            served += await burst(self.url, 3)
-            served += await burst(self.url, 2, stream=True, words=6, delay_ms=20)
-            self.rounds += 1
-        return served

@@ -98,3 +98,29 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout_s}s")
         await asyncio.sleep(0.02)
+
+
+class SteadyTraffic:
+    """Small bursts through the proxy, plain and streamed, round after round until ``stop``.
+
+    ``rounds`` counts finished rounds, so a test can wait for traffic after a fault; ``run()``
+    returns everything served.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.stop = asyncio.Event()
+        self.rounds = 0
+
+    async def run(self) -> list[Served]:
+        served: list[Served] = []
+        while not self.stop.is_set():
+            served += await burst(self.url, 3)
+            served += await burst(self.url, 2, stream=True, words=6, delay_ms=20)
+            self.rounds += 1
+        return served
+
+    async def more_rounds(self, count: int, *, what: str, timeout_s: float = 30.0) -> None:
+        """Wait until ``count`` more rounds have been served."""
+        target = self.rounds + count
+        await eventually(lambda: self.rounds >= target, what=what, timeout_s=timeout_s)

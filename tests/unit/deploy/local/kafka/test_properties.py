@@ -1,11 +1,18 @@
-"""server.properties and the cluster id: what the one-node broker is told."""
+"""server.properties, the cluster and directory ids: what a broker, alone or in a cluster, is
+told."""
 
 from __future__ import annotations
 
 import base64
 from pathlib import Path
 
-from deploy.local.kafka.properties import new_cluster_id, render_server_properties
+from deploy.local.kafka.properties import (
+    Quorum,
+    Voter,
+    new_cluster_id,
+    new_directory_id,
+    render_server_properties,
+)
 from schemas.limits import KAFKA_MAX_MESSAGE_BYTES
 
 
@@ -71,3 +78,71 @@ def test_cluster_id_is_kafka_style_base64_uuid() -> None:
         assert len(cluster_id) == 22
         assert not cluster_id.startswith("-")
         assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+
+
+# -- a node of a cluster -----------------------------------------------------------------------
+
+
+def _quorum() -> Quorum:
+    voters = tuple(Voter(n, 19100 + n, new_directory_id()) for n in (1, 2, 3))
+    return Quorum(new_cluster_id(), voters)
+
+
+def test_a_cluster_node_finds_a_dynamic_quorum_and_keeps_its_metadata_apart(
+    tmp_path: Path,
+) -> None:
+    quorum = _quorum()
+    props = _parse_properties(
+        render_server_properties(
+            port=19092,
+            controller_port=19102,
+            log_dir=tmp_path / "data",
+            node_id=2,
+            quorum=quorum,
+            metadata_log_dir=tmp_path / "metadata",
+        )
+    )
+    assert props["node.id"] == "2"
+    assert "controller.quorum.voters" not in props  # a dynamic quorum has no static list
+    assert props["controller.quorum.bootstrap.servers"] == (
+        "127.0.0.1:19101,127.0.0.1:19102,127.0.0.1:19103"
+    )
+    assert props["advertised.listeners"] == (
+        "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19102"
+    )
+    assert props["log.dirs"] == str(tmp_path / "data")
+    assert props["metadata.log.dir"] == str(tmp_path / "metadata")
+
+
+def test_a_cluster_node_carries_the_no_loss_settings(tmp_path: Path) -> None:
+    props = _parse_properties(
+        render_server_properties(
+            port=1, controller_port=2, log_dir=tmp_path, quorum=_quorum(), node_id=1
+        )
+    )
+    assert props["default.replication.factor"] == "3"
+    assert props["min.insync.replicas"] == "2"
+    assert props["unclean.leader.election.enable"] == "false"
+    for key in (
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "share.coordinator.state.topic.replication.factor",
+    ):
+        assert props[key] == "3", key
+    assert props["transaction.state.log.min.isr"] == "2"
+    assert props["share.coordinator.state.topic.min.isr"] == "2"
+
+
+def test_initial_controllers_name_each_voter_with_its_directory_id() -> None:
+    quorum = Quorum("abc", (Voter(1, 9101, "dirA"), Voter(2, 9102, "dirB")))
+    assert quorum.initial_controllers == "1@127.0.0.1:9101:dirA,2@127.0.0.1:9102:dirB"
+    assert quorum.bootstrap_servers == "127.0.0.1:9101,127.0.0.1:9102"
+
+
+def test_a_directory_id_is_a_kafka_uuid_like_a_cluster_id() -> None:
+    ids = {new_directory_id() for _ in range(50)}
+    assert len(ids) == 50
+    for text in ids:
+        assert len(text) == 22
+        assert not text.startswith("-")
+        assert len(base64.urlsafe_b64decode(text + "==")) == 16
