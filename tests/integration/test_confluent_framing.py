@@ -29,7 +29,8 @@ from schemas import Codec, EventType
 from schemas.registry import subject_for
 from tests.integration.conftest import Pipeline, ProxyFactory
 
-pytestmark = pytest.mark.timeout(600)  # the registry's first build on a fresh machine
+# slow: ~55 s on 2 cores, most of it the registry starting; 600 s covers its first build.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
