@@ -26,6 +26,7 @@ from proxy.errors import ConfigError
 from proxy.framing import event_codec
 from proxy.settings import Provider, ProxySettings
 from schemas import Codec, EventType
+from schemas.codec import SCHEMA_DIR, load_schema
 from schemas.registry import subject_for
 from tests.integration.conftest import Pipeline, ProxyFactory
 
@@ -114,6 +115,25 @@ async def test_framed_records_load_and_clickhouse_reads_them_with_the_registry(
         f"ORDER BY request_id SETTINGS format_avro_schema_registry_url = '{registry.url}'"
     )
     assert rows == [(i, "POST", "/v1/chat/completions") for i in sorted(request_ids)]
+
+    # The whole topic in one read, as a Kafka engine table sees it: three record types, each
+    # with its own schema id; a column that only chunks have is NULL for the others.
+    every = tmp_path / "topic.avro-confluent"
+    every.write_bytes(b"".join(r.value for r in records))
+    structure = "request_id String, seq Nullable(Int64)"
+    rows = await pipeline.clickhouse.rows(
+        f"SELECT request_id, seq FROM file('{every}', 'AvroConfluent', '{structure}') "  # noqa: S608
+        f"SETTINGS format_avro_schema_registry_url = '{registry.url}', "
+        "input_format_avro_allow_missing_fields = 1"
+    )
+    chunks = [r for r in records if dict(r.headers)["logorhythms.event"] == b"chunk"]
+    reader = Codec()
+    for event_type, schema_id in ids.items():
+        reader.add_schema_id(schema_id, load_schema(SCHEMA_DIR / f"{event_type.value}.avsc"))
+    assert len(rows) == len(records)
+    assert sorted(seq for _, seq in rows if seq is not None) == sorted(
+        reader.decode(r.value).record["seq"] for r in chunks
+    )
 
 
 async def test_a_second_proxy_gets_the_same_ids(registry: RegistryServer) -> None:
