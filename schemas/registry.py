@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
+from fastavro.schema import SchemaParseException
 
 from schemas.codec import SCHEMA_DIR, Codec, EventType, load_schema
 
@@ -84,8 +85,9 @@ class SchemaRegistry:
                 return loaded
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise RegistryError(
-                f"schema registry {method} {target} failed: {exc!r}; check that "
-                "LOGORHYTHMS_SCHEMA_REGISTRY_URL points at a running Confluent-compatible registry",
+                f"schema registry {method} {target} failed ({type(exc).__name__}: {exc}); "
+                "check that LOGORHYTHMS_SCHEMA_REGISTRY_URL points at a running "
+                "Confluent-compatible registry",
                 retriable=True,
             ) from exc
 
@@ -111,5 +113,5 @@ async def learn_schema_ids(registry: SchemaRegistry, codec: Codec, values: Itera
         except RegistryError as exc:
             if exc.retriable:
                 raise
-        except ValueError:  # not one of our event schemas
-            continue
+        except (ValueError, KeyError, TypeError, SchemaParseException):
+            continue  # not one of our event schemas, or not a schema at all
