@@ -52,7 +52,7 @@ def ensure_registry_app(
     cache_dir: Path | None = None, *, progress: Callable[[str], None] = print
 ) -> Path:
     """The directory holding the runnable registry, building it on first use (a few minutes:
-    ~130 MB of jars from Maven Central, then the Quarkus build). Cheap once done.
+    ~210 MB from Maven Central, then the Quarkus build). Cheap once done.
 
     Raises :class:`RegistrySetupError` if Maven is missing or the build fails.
     """
