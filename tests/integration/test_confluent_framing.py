@@ -30,7 +30,7 @@ from schemas.codec import SCHEMA_DIR, load_schema
 from schemas.registry import subject_for
 from tests.integration.conftest import Pipeline, ProxyFactory
 
-# slow: the module took 17–55 s on 2 cores (idle to busy), most of it the registry starting;
+# slow: the module took 17 to 55 s on 2 cores (idle to busy), most of it the registry starting;
 # 600 s covers its first build.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
