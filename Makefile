@@ -1,13 +1,14 @@
 # Two entry points for a fresh machine: `make up` runs the pipeline, `make test` runs every check.
 # Both install what they need, idempotently: the virtualenv at .venv (re-installed when
-# pyproject.toml changes) and the Kafka jars (cached outside git, in ~/.cache/logorhythms).
+# pyproject.toml changes), the Kafka jars and the schema registry (cached outside git, in
+# ~/.cache/logorhythms).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: up test lint unit integration install kafka-jars client-tools clean
+.PHONY: up test lint unit integration install kafka-jars registry-app client-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +22,11 @@ install: $(INSTALLED)
 
 kafka-jars: $(INSTALLED)
 	$(BIN)/python -c "from deploy.local.kafka import ensure_kafka_jars; ensure_kafka_jars()"
+
+# The schema registry for the Confluent-framing tests: Apicurio Registry built by Maven from
+# deploy/registry/pom.xml (first run: a few minutes), cached in ~/.cache/logorhythms.
+registry-app: $(INSTALLED)
+	$(BIN)/python -c "from deploy.local.registry import ensure_registry_app; ensure_registry_app()"
 
 # Analysts' real tools, for the SQL endpoint's tests: the official ClickHouse Node.js client and a
 # browser driver (npm), the ClickHouse JDBC driver (Maven Central, jars cached outside git) and
@@ -54,10 +60,10 @@ lint: $(INSTALLED)
 unit: $(INSTALLED)
 	$(BIN)/pytest tests/unit
 
-integration: $(INSTALLED) kafka-jars client-tools
+integration: $(INSTALLED) kafka-jars registry-app client-tools
 	$(BIN)/pytest tests/integration
 
-test: lint kafka-jars client-tools
+test: lint kafka-jars registry-app client-tools
 	$(BIN)/pytest
 
 clean:

@@ -30,6 +30,7 @@ from consumers.cyclegc import CycleCollectionPause
 from consumers.deadletter import DeadLetterProducer, as_consumer_record
 from consumers.decode import decode_batch
 from consumers.faultpoint import fault_point
+from consumers.schema_ids import SchemaIdLearner
 from consumers.settings import ConsumerSettings
 from consumers.sink import (
     Batch,
@@ -106,6 +107,7 @@ class Runner:
         self._metrics = metrics
         self._tracing = tracing
         self._codec = codec or Codec()
+        self._schema_ids = SchemaIdLearner.for_settings(settings, self._codec)
         self._consumer: AIOKafkaConsumer | None = None
         self._deadletter: DeadLetterProducer | None = None
         self._pending: list[ConsumerRecord[bytes, bytes]] = []
@@ -267,6 +269,8 @@ class Runner:
 
     async def _deliver(self, pending: list[ConsumerRecord[bytes, bytes]]) -> None:
         assert self._consumer is not None
+        if self._schema_ids is not None:
+            await self._schema_ids.learn(pending, self._stop)
         batch, poison = decode_batch(self._codec, pending, self._columnar)
         retries_before = self.stats.retries
         started = time.monotonic()

@@ -67,6 +67,9 @@ class ConsumerSettings:
     retry_max_backoff_s: float = 10.0
     # One budget for every shutdown step (last batch, commit, closing the Kafka clients).
     shutdown_timeout_s: float = 10.0
+    # Where the schema ids of Confluent-framed records are looked up (docs/EVENTS.md); None
+    # when every producer writes single-object records.
+    schema_registry_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_max_records < 1 or self.batch_max_bytes < 1:
@@ -90,6 +93,7 @@ class ConsumerSettings:
             group_id=group_id,
             deadletter_topic=env.get("LOGORHYTHMS_DEADLETTER_TOPIC", f"{topic}.deadletter"),
             batch_max_age_s=_float(env, "LOGORHYTHMS_BATCH_MAX_AGE_S", DEFAULT_BATCH_MAX_AGE_S),
+            schema_registry_url=env.get("LOGORHYTHMS_SCHEMA_REGISTRY_URL") or None,
             **overrides,
         )
 

@@ -23,6 +23,7 @@ from proxy import telemetry
 from proxy.errors import openai_error_body
 from proxy.eventloop import new_event_loop
 from proxy.forward import ExchangeHandler
+from proxy.framing import event_codec
 from proxy.guard import HTTP_SERVER_LOG, Guard, Rejection
 from proxy.journal_ownership import adoption_context, journal_dir, orphaned_journals, publisher_for
 from proxy.looplag import LoopLagMonitor
@@ -31,7 +32,6 @@ from proxy.publisher import Publisher
 from proxy.routing import Endpoint, Router
 from proxy.settings import ProxySettings
 from proxy.upstream import create_session
-from schemas import Codec
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +142,13 @@ async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _exchange_handler_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    codec = await event_codec(settings)
     async with create_session(settings) as session:
         app[EXCHANGE_HANDLER] = ExchangeHandler(
             settings=settings,
             session=session,
             publisher=app[PUBLISHER],
-            codec=Codec(),
+            codec=codec,
             router=Router(settings),
         )
         yield

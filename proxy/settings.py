@@ -17,6 +17,7 @@ from schemas.limits import KAFKA_MAX_MESSAGE_BYTES, MAX_EVENT_OVERHEAD_BYTES
 
 DIALECTS = ("openai", "anthropic")
 KAFKA_COMPRESSIONS = ("zstd", "lz4", "gzip", "none")  # what aiokafka can do with our dependencies
+KAFKA_FRAMINGS = ("single-object", "confluent")
 CONFIG_ENV = "LOGORHYTHMS_CONFIG"
 _MAX_EVENT_BYTES = KAFKA_MAX_MESSAGE_BYTES - MAX_EVENT_OVERHEAD_BYTES
 # A 32 MiB body whole, and 4 KiB for the event's other fields (proxy.exchange.EventRecorder).
@@ -120,6 +121,11 @@ class ProxySettings:
     # lz4 (level 9) and makes smaller batches (docs/decisions/0008-zstd-compression.md).
     kafka_linger_ms: int = 50
     kafka_compression: str = "zstd"
+    # How a record's value names its writer schema: Avro single-object encoding (the default, no
+    # registry needed) or Confluent framing with ids from the schema registry at
+    # schema_registry_url, for readers that only read that (docs/EVENTS.md, "Outside readers").
+    kafka_framing: str = "single-object"
+    schema_registry_url: str | None = None
     # After in-flight exchanges finished: how long Kafka may take to acknowledge the rest before
     # it stays in the journal for the next start.
     publish_shutdown_timeout_s: float = 10.0
@@ -196,6 +202,17 @@ class ProxySettings:
             raise ConfigError(
                 "LOGORHYTHMS_KAFKA_LINGER_MS must be 0 or more and LOGORHYTHMS_KAFKA_COMPRESSION "
                 f"one of {', '.join(KAFKA_COMPRESSIONS)}"
+            )
+        if self.kafka_framing not in KAFKA_FRAMINGS:
+            raise ConfigError(
+                f"LOGORHYTHMS_KAFKA_FRAMING is {self.kafka_framing!r}; use one of "
+                f"{', '.join(KAFKA_FRAMINGS)}"
+            )
+        if self.kafka_framing == "confluent" and not self.schema_registry_url:
+            raise ConfigError(
+                "LOGORHYTHMS_KAFKA_FRAMING=confluent needs LOGORHYTHMS_SCHEMA_REGISTRY_URL, the "
+                "Confluent-compatible API of a schema registry (for Apicurio Registry: "
+                "http://HOST:PORT/apis/ccompat/v7)"
             )
         if not 64 * 1024 <= self.max_event_bytes <= _MAX_EVENT_BYTES:
             raise ConfigError(
@@ -322,6 +339,10 @@ class ProxySettings:
                 values[key] = parse(env, name, 0)
         if env.get("LOGORHYTHMS_KAFKA_COMPRESSION"):
             values["kafka_compression"] = env["LOGORHYTHMS_KAFKA_COMPRESSION"].strip().lower()
+        if env.get("LOGORHYTHMS_KAFKA_FRAMING"):
+            values["kafka_framing"] = env["LOGORHYTHMS_KAFKA_FRAMING"].strip().lower()
+        if env.get("LOGORHYTHMS_SCHEMA_REGISTRY_URL"):
+            values["schema_registry_url"] = env["LOGORHYTHMS_SCHEMA_REGISTRY_URL"].strip()
         if env.get("LOGORHYTHMS_JOURNAL_DIR"):
             values["journal_dir"] = env["LOGORHYTHMS_JOURNAL_DIR"]
         if env.get("LOGORHYTHMS_CAPTURE"):

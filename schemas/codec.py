@@ -3,6 +3,11 @@
 Every Kafka message value is ``C3 01`` + the 8-byte CRC-64-AVRO fingerprint of the writer schema +
 the Avro binary body, so each message names the schema that wrote it and a reader can resolve an
 older writer schema against its current one (fields added later take their defaults).
+
+With Confluent framing on (``frame_with_schema_ids``), the value is ``00`` + the writer schema's
+4-byte id in a schema registry (big-endian) + the same body, the framing that ClickHouse's
+``AvroConfluent``, Flink's ``avro-confluent`` and Kafka Connect read. The codec decodes both
+framings; ids it has not been told about (``add_schema_id``) are refused as unknown.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from schemas.writer import compile_writer
 SCHEMA_DIR = Path(__file__).resolve().parent
 MAGIC = b"\xc3\x01"
 _HEADER_SIZE = len(MAGIC) + 8
+CONFLUENT_MAGIC = b"\x00"
+_CONFLUENT_HEADER_SIZE = len(CONFLUENT_MAGIC) + 4
 # Kafka record headers on every event, so a reader can route or skip a record without decoding
 # it (docs/EVENTS.md): the event type, and the writer schema's fingerprint as 16 hex digits (the
 # 8 bytes after C3 01 in the value, in that byte order).
@@ -85,18 +92,22 @@ class Codec:
     """Encodes with the current schemas; decodes anything written by a current or older schema."""
 
     def __init__(self, extra_writer_schemas: Iterable[Mapping[str, Any]] = ()) -> None:
-        self._current: dict[EventType, tuple[bytes, Any]] = {}
+        self._current: dict[EventType, tuple[bytes, Any]] = {}  # (framing header, schema)
+        self._writer_fingerprint: dict[EventType, bytes] = {}
         # Compiled writers: less CPU than fastavro's, and byte-identical (decision 0006).
         self._fast: dict[EventType, Callable[[Mapping[str, Any], bytes], bytes] | None] = {}
         self._readers: dict[EventType, Any] = {}
         self._reader_schemas: dict[EventType, dict[str, Any]] = {}
         self._writers: dict[bytes, _Writer] = {}
+        # Confluent framing: the 4-byte schema id (wire order) to the fingerprint it stands for.
+        self._fingerprint_by_id: dict[bytes, bytes] = {}
         self._column_binders: dict[_ColumnSpec, dict[bytes, tuple[EventType, Any]]] = {}
         for event_type in EventType:
             schema = load_schema(SCHEMA_DIR / f"{event_type.value}.avsc")
             parsed = parse_schema(schema)
             header = MAGIC + schema_fingerprint(schema)
             self._current[event_type] = (header, parsed)
+            self._writer_fingerprint[event_type] = header[len(MAGIC) :]
             self._fast[event_type] = compile_writer(schema)
             self._readers[event_type] = parsed
             self._reader_schemas[event_type] = schema
@@ -120,9 +131,32 @@ class Codec:
         )
         self._column_binders.clear()  # compiled without this writer
 
+    def add_schema_id(self, schema_id: int, schema: Mapping[str, Any] | str) -> None:
+        """Decode Confluent-framed messages carrying ``schema_id``: the registry's id of
+        ``schema``, which must be one of our event schemas (any version)."""
+        plain = json.loads(schema) if isinstance(schema, str) else schema
+        fingerprint_ = schema_fingerprint(plain)
+        if fingerprint_ not in self._writers:
+            self.add_writer_schema(plain)
+        self._fingerprint_by_id[_schema_id_bytes(schema_id)] = fingerprint_
+        self._column_binders.clear()
+
+    def knows_schema_id(self, schema_id: int) -> bool:
+        return _schema_id_bytes(schema_id) in self._fingerprint_by_id
+
+    def frame_with_schema_ids(self, ids: Mapping[EventType, int]) -> None:
+        """Encode every event type with Confluent framing, under its registry id in ``ids``."""
+        missing = [t.value for t in EventType if t not in ids]
+        if missing:
+            raise ValueError(f"no schema id for {', '.join(missing)} events")
+        for event_type, schema_id in ids.items():
+            self.add_schema_id(schema_id, self._reader_schemas[event_type])
+            parsed = self._current[event_type][1]
+            self._current[event_type] = (CONFLUENT_MAGIC + _schema_id_bytes(schema_id), parsed)
+
     def fingerprint(self, event_type: EventType) -> bytes:
-        """The current writer schema's fingerprint, as it appears in every encoded message."""
-        return self._current[event_type][0][len(MAGIC) :]
+        """The current writer schema's fingerprint, as single-object messages carry it."""
+        return self._writer_fingerprint[event_type]
 
     def event_headers(self, event_type: EventType) -> list[tuple[str, bytes]]:
         """The Kafka headers naming an event of this type and its writer schema (a new list)."""
@@ -142,17 +176,31 @@ class Codec:
         return buffer.getvalue()
 
     def decode(self, data: bytes) -> Decoded:
-        if len(data) < _HEADER_SIZE or data[:2] != MAGIC:
-            raise CodecError("not an Avro single-object message (missing C3 01 marker)")
-        writer = self._writers.get(data[2:_HEADER_SIZE])
+        if data[:1] == CONFLUENT_MAGIC and len(data) >= _CONFLUENT_HEADER_SIZE:
+            fingerprint_ = self._fingerprint_by_id.get(data[1:_CONFLUENT_HEADER_SIZE])
+            if fingerprint_ is None:
+                raise CodecError(
+                    f"unknown schema id {int.from_bytes(data[1:_CONFLUENT_HEADER_SIZE])} in a "
+                    "Confluent-framed message: set LOGORHYTHMS_SCHEMA_REGISTRY_URL to the "
+                    "registry the producer used"
+                )
+            start = _CONFLUENT_HEADER_SIZE
+        elif len(data) >= _HEADER_SIZE and data[:2] == MAGIC:
+            fingerprint_, start = data[2:_HEADER_SIZE], _HEADER_SIZE
+        else:
+            raise CodecError(
+                "not an Avro single-object message (missing C3 01 marker) "
+                "nor a Confluent-framed one (00 and a schema id)"
+            )
+        writer = self._writers.get(fingerprint_)
         if writer is None:
             raise CodecError(
-                f"unknown writer schema fingerprint {data[2:_HEADER_SIZE].hex()}: "
+                f"unknown writer schema fingerprint {fingerprint_.hex()}: "
                 "the message was written by a newer schema; upgrade the consumer"
             )
         if writer.fast is not None:
             try:
-                return Decoded(writer.type, writer.fast(data, _HEADER_SIZE))
+                return Decoded(writer.type, writer.fast(data, start))
             except Exception:  # noqa: S110 (fastavro below decides: it reads the bytes or says why not)
                 # Malformed for the compiled reader (or written in a way only fastavro reads):
                 # the same bytes fail, or load, exactly as they did before it existed.
@@ -160,7 +208,7 @@ class Codec:
         reader = self._readers[writer.type]
         try:
             record = fastavro.schemaless_reader(
-                io.BytesIO(data[_HEADER_SIZE:]),
+                io.BytesIO(data[start:]),
                 writer.parsed,
                 None if writer.parsed is reader else reader,
             )
@@ -187,7 +235,7 @@ class Codec:
             unknown = [name for name in fields if name not in known]
             if unknown:
                 raise ValueError(f"{event_type.value} events have no fields {unknown}")
-        return {
+        binders = {
             MAGIC + fingerprint_: (
                 writer.type,
                 compile_column_reader(
@@ -197,9 +245,19 @@ class Codec:
             for fingerprint_, writer in self._writers.items()
             if writer.type in wanted
         }
+        for schema_id, fingerprint_ in self._fingerprint_by_id.items():
+            if (found := binders.get(MAGIC + fingerprint_)) is not None:
+                binders[CONFLUENT_MAGIC + schema_id] = found
+        return binders
 
 
 _ColumnSpec = tuple[tuple[EventType, tuple[str, ...]], ...]
+
+
+def _schema_id_bytes(schema_id: int) -> bytes:
+    if not 0 <= schema_id < 2**32:
+        raise ValueError(f"schema id {schema_id} does not fit the 4 bytes of Confluent framing")
+    return schema_id.to_bytes(4, "big")
 
 
 class ColumnDecoder:
@@ -222,7 +280,7 @@ class ColumnDecoder:
         self.columns: dict[EventType, list[list[Any]]] = {
             event_type: [[] for _ in fields] for event_type, fields in wanted.items()
         }
-        # Keyed by the whole header (marker + fingerprint): one slice and one lookup per event.
+        # Keyed by the whole header (C3 01 + fingerprint, or 00 + schema id): one slice, one lookup.
         self._readers: dict[bytes, tuple[EventType, ColumnReader | None]] = {
             header: (event_type, None if bind is None else bind(self.columns[event_type]))
             for header, (event_type, bind) in binders.items()
@@ -232,13 +290,16 @@ class ColumnDecoder:
         """Appends the event's fields and returns its type; None (nothing appended) when it is
         not of a wanted type, or not even an event: ``Codec.decode`` it. Raises ``CodecError``
         where ``decode`` does."""
-        found = self._readers.get(data[:_HEADER_SIZE])
+        if data[:1] == CONFLUENT_MAGIC:
+            found, start = self._readers.get(data[:_CONFLUENT_HEADER_SIZE]), _CONFLUENT_HEADER_SIZE
+        else:
+            found, start = self._readers.get(data[:_HEADER_SIZE]), _HEADER_SIZE
         if found is None:
             return None
         event_type, read = found
         if read is not None:
             try:
-                read(data, _HEADER_SIZE)
+                read(data, start)
                 return event_type
             except Exception:  # noqa: S110 (decode below decides, as in Codec.decode)
                 pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,8 @@ async def pipeline_factory(
     clickhouse_url: str,
     tmp_path: Path,
 ) -> AsyncIterator[ProxyFactory]:
-    """Builds a pipeline; keyword arguments override ProxySettings fields (providers too).
+    """Builds a pipeline; keyword arguments override ProxySettings fields (providers too), and
+    ``consumer`` overrides ConsumerSettings fields of its loader.
 
     Each proxy gets its own journal directory under the test's tmp_path unless one is given.
     """
@@ -139,7 +140,7 @@ async def pipeline_factory(
     stack = contextlib.AsyncExitStack()
     built = 0
 
-    async def build(**overrides: Any) -> Pipeline:
+    async def build(consumer: Mapping[str, Any] | None = None, **overrides: Any) -> Pipeline:
         nonlocal built
         built += 1
         values: dict[str, Any] = {
@@ -170,6 +171,7 @@ async def pipeline_factory(
                 group_id=f"{unique_topic}-clickhouse",
                 deadletter_topic=f"{unique_topic}.deadletter",
                 batch_max_age_s=0.2,
+                **(consumer or {}),
             ),
             sink=ClickHouseSink(ClickHouse(clickhouse_url)),
         )

@@ -28,3 +28,11 @@ def test_the_forwarder_keeps_its_own_batch_size() -> None:
 def test_a_batch_size_that_is_not_a_number_says_which_variable() -> None:
     with pytest.raises(SettingsError, match="LOGORHYTHMS_BATCH_MAX_RECORDS"):
         LoaderSettings.from_env({"LOGORHYTHMS_BATCH_MAX_RECORDS": "lots"})
+
+
+def test_both_consumers_take_the_schema_registry_from_the_environment() -> None:
+    url = "http://127.0.0.1:1/apis/ccompat/v7"
+    env = {"LOGORHYTHMS_SCHEMA_REGISTRY_URL": url}
+    assert LoaderSettings.from_env(env).consumer.schema_registry_url == url
+    assert ForwarderSettings.from_env(env).consumer.schema_registry_url == url
+    assert LoaderSettings.from_env({}).consumer.schema_registry_url is None

@@ -47,3 +47,26 @@ def test_an_event_cap_kafka_would_refuse_or_too_small_to_use_is_a_config_error(
 ) -> None:
     with pytest.raises(ConfigError, match="max_event_bytes must be between"):
         dataclasses.replace(ProxySettings.from_env(UPSTREAM), max_event_bytes=max_event_bytes)
+
+
+def test_framing_is_single_object_unless_confluent_is_asked_for() -> None:
+    assert ProxySettings.from_env(UPSTREAM).kafka_framing == "single-object"
+    settings = ProxySettings.from_env(
+        {
+            **UPSTREAM,
+            "LOGORHYTHMS_KAFKA_FRAMING": "Confluent",
+            "LOGORHYTHMS_SCHEMA_REGISTRY_URL": "http://127.0.0.1:1/apis/ccompat/v7",
+        }
+    )
+    assert settings.kafka_framing == "confluent"
+    assert settings.schema_registry_url == "http://127.0.0.1:1/apis/ccompat/v7"
+
+
+def test_confluent_framing_without_a_registry_says_what_is_missing() -> None:
+    with pytest.raises(ConfigError, match="needs LOGORHYTHMS_SCHEMA_REGISTRY_URL"):
+        ProxySettings.from_env({**UPSTREAM, "LOGORHYTHMS_KAFKA_FRAMING": "confluent"})
+
+
+def test_an_unknown_framing_names_the_choices() -> None:
+    with pytest.raises(ConfigError, match="use one of single-object, confluent"):
+        ProxySettings.from_env({**UPSTREAM, "LOGORHYTHMS_KAFKA_FRAMING": "protobuf"})
