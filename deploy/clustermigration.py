@@ -14,7 +14,7 @@ from consumers.settings import is_embedded
 
 DATABASE = "logorhythms"
 ACCESS_FILES = tuple(
-    Path(__file__).resolve().parent / "clickhouse" / name for name in ("loader.sql", "analyst.sql")
+    Path(__file__).resolve().parent / "clickhouse" / name for name in ("loader.sql", "analyst.sql", "exporter.sql")
 )
 
 
@@ -44,7 +44,7 @@ async def render(names: ClusterNames) -> str:
             f"INSERT INTO {names.database}.schema_migrations (version, name) "  # noqa: S608
             f"VALUES ({migration.version}, '{migration.name}');"
         )
-    lines.append("-- Access: deploy/clickhouse/loader.sql, deploy/clickhouse/analyst.sql")
+    lines.append("-- Access: deploy/clickhouse/loader.sql, analyst.sql, exporter.sql")
     lines += [f"{s};" for s in access(names, access_statements())]
     return "\n".join(lines) + "\n"
 

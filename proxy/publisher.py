@@ -669,7 +669,7 @@ class Publisher:
             if self.journal.acked != acked_saved and time.monotonic() - self._cursor_saved > 1.0:
                 acked_saved = self.journal.acked
                 # A file created and renamed: off the loop, where a busy disk stalled it for
-                # milliseconds (docs/decisions/0018-the-loops-stalls-measured.md).
+                # milliseconds (docs/decisions/0019-the-loops-stalls-measured.md).
                 await asyncio.to_thread(self.journal.save_cursor_at, acked_saved)
                 self._cursor_saved = time.monotonic()
             oldest = next(iter(self._in_flight.values()), None)
