@@ -14,7 +14,8 @@ from consumers.settings import is_embedded
 
 DATABASE = "logorhythms"
 ACCESS_FILES = tuple(
-    Path(__file__).resolve().parent / "clickhouse" / name for name in ("loader.sql", "analyst.sql", "exporter.sql")
+    Path(__file__).resolve().parent / "clickhouse" / name
+    for name in ("loader.sql", "analyst.sql", "exporter.sql")
 )
 
 
