@@ -96,6 +96,11 @@ DENIED_FUNCTION_CATEGORIES = frozenset(
 # Scalar functions that share a name with a table function and are pure as scalars.
 PURE_SCALAR_NAMESAKES = frozenset({"format"})
 
+# Tables of our database that are not analysts' data: the record of exports holds legal case
+# references, recipients and the keys that trace a dataset back to the buyer who received it
+# (docs/DATASETS.md). Only operators read it, with the exporter's access (exporter.sql).
+DENIED_TABLES = frozenset({"export_audit"})
+
 # System tables an analyst reads. Refused among others: processes and the query logs (in embedded
 # mode every caller is the same ClickHouse user, so "their own queries" cannot be told apart
 # from the loader's or another analyst's), errors (messages quote other queries), server
@@ -178,6 +183,7 @@ class Policy:
     setting_types: Mapping[str, str] = field(default_factory=dict)
     allowed_table_functions: frozenset[str] = ALLOWED_TABLE_FUNCTIONS
     allowed_system_tables: frozenset[str] = ALLOWED_SYSTEM_TABLES
+    denied_tables: frozenset[str] = DENIED_TABLES
 
     @classmethod
     def from_engine(
@@ -308,6 +314,13 @@ def _check_node(node: Node, parent: Node | None, policy: Policy) -> None:
             )
     if node.kind in {"Identifier", "TableIdentifier"}:
         parts = _name(node.detail).split(".")
+        # Compared in lower case and wherever the name stands (FROM, IN, a column of that name):
+        # refusing a harmless namesake is the safe mistake.
+        if parts[-1].lower() in policy.denied_tables:
+            raise QueryRefusedError(
+                f"{parts[-1]} is not readable here: it is the operators' record of exports "
+                "(recipients, case references, tracing keys), read with the exporter's access"
+            )
         if len(parts) >= 2 and parts[0].lower() == SYSTEM_DATABASE:
             table = parts[1]
             if table.lower() not in policy.allowed_system_tables:

@@ -39,6 +39,9 @@ CREATE ROLE IF NOT EXISTS analyst_role ON CLUSTER '{cluster}';
 REVOKE ON CLUSTER '{cluster}' ALL ON *.* FROM analyst_role;
 
 GRANT ON CLUSTER '{cluster}' SELECT ON logorhythms.* TO analyst_role;
+-- Except the operators' record of exports: legal case references, recipients and the keys that
+-- trace a dataset to its buyer (the embedded endpoint refuses it too: sqlpolicy.DENIED_TABLES).
+REVOKE ON CLUSTER '{cluster}' SELECT ON logorhythms.export_audit FROM analyst_role;
 
 -- The system tables the embedded endpoint lets analysts read (sqlpolicy.ALLOWED_SYSTEM_TABLES;
 -- the unit test keeps the two lists equal).

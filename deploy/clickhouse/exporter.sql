@@ -25,7 +25,9 @@ GRANT ON CLUSTER '{cluster}' SELECT ON logorhythms.completions_raw TO exporter_r
 GRANT ON CLUSTER '{cluster}' SELECT ON logorhythms.exchanges TO exporter_role;
 GRANT ON CLUSTER '{cluster}' SELECT ON logorhythms.exchanges_per_minute TO exporter_role;
 GRANT ON CLUSTER '{cluster}' SELECT ON logorhythms.schema_migrations TO exporter_role;
-GRANT ON CLUSTER '{cluster}' INSERT ON logorhythms.export_audit TO exporter_role;
+-- The audit trail: written by every export, read back by the archive (it is archived with the
+-- data) and by an operator tracing a leaked copy (docs/DATASETS.md). Analysts cannot read it.
+GRANT ON CLUSTER '{cluster}' SELECT, INSERT ON logorhythms.export_audit TO exporter_role;
 
 -- No login until an operator sets a password and the networks it may come from:
 --   ALTER USER exporter ON CLUSTER '{cluster}' IDENTIFIED WITH sha256_password BY '...'

@@ -222,6 +222,8 @@ async def test_no_scalar_function_reads_a_file_or_calls_out(stack: Stack) -> Non
         ("SELECT * FROM python('x')", (497,)),
         ("SELECT aiGenerate('tell me the key')", (497,)),
         ("SELECT dictGet('d', 'x', 1)", (497,)),
+        ("SELECT recipient, record_key FROM export_audit", (497,)),
+        ("SELECT count() FROM (SELECT * FROM default.export_audit)", (497,)),
         (
             "CREATE DICTIONARY d (k UInt64, v String) PRIMARY KEY k SOURCE(HTTP(url "
             "'http://127.0.0.1:{port}/' format 'TSV')) LAYOUT(FLAT()) LIFETIME(0)",

@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 
 from consumers.clickhouse.migrate import split_statements
-from consumers.clickhouse.sqlpolicy import ALLOWED_SYSTEM_TABLES
+from consumers.clickhouse.sqlpolicy import ALLOWED_SYSTEM_TABLES, DENIED_TABLES
 from consumers.settings import SqlLimits
 from deploy.clustermigration import ACCESS_FILES
 
-LOADER_SQL, ANALYST_SQL = ACCESS_FILES
+LOADER_SQL, ANALYST_SQL, EXPORTER_SQL = ACCESS_FILES
 
 
 def _norm(text: str) -> str:
@@ -92,6 +92,16 @@ def test_analysts_are_granted_select_on_our_tables_and_the_allowed_system_tables
         re.search(r"\b(SOURCES|FILE|URL|S3|REMOTE|KILL|TEMPORARY|dictGet|INSERT|ALTER|ALL)\b", g)
         for g in grants
     )
+
+
+def test_analysts_cannot_read_the_record_of_exports() -> None:
+    """The operators' trail (case references, recipients, tracing keys) is taken back from the
+    analysts' grant on the whole database, as the embedded endpoint's policy refuses it."""
+    statements = _analyst_statements()
+    revoke = "REVOKE ON CLUSTER '{cluster}' SELECT ON logorhythms.export_audit FROM analyst_role"
+    grant = "GRANT ON CLUSTER '{cluster}' SELECT ON logorhythms.* TO analyst_role"
+    assert statements.index(revoke) > statements.index(grant)
+    assert "export_audit" in DENIED_TABLES
 
 
 def test_the_analyst_user_cannot_log_in_until_given_a_password_and_networks() -> None:

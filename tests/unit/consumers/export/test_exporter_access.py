@@ -16,7 +16,7 @@ def statements() -> list[str]:
     return [" ".join(s.split()) for s in text.split(";") if s.strip()]
 
 
-def test_grants_are_select_on_data_and_insert_on_the_audit_trail_only() -> None:
+def test_grants_are_select_on_data_and_select_insert_on_the_audit_trail_only() -> None:
     grants = {
         s.removeprefix("GRANT ON CLUSTER '{cluster}' ")
         for s in statements()
@@ -33,7 +33,7 @@ def test_grants_are_select_on_data_and_insert_on_the_audit_trail_only() -> None:
     expected = {f"SELECT ON logorhythms.{t} TO exporter_role" for t in data_tables}
     expected |= {
         "SELECT ON logorhythms.schema_migrations TO exporter_role",
-        "INSERT ON logorhythms.export_audit TO exporter_role",
+        "SELECT, INSERT ON logorhythms.export_audit TO exporter_role",
     }
     assert grants == expected
 
