@@ -149,8 +149,9 @@ async def started_publisher(bootstrap: str, topic: str, journal_dir: Path) -> Pu
 async def replicas_caught_up(
     nodes: Sequence[KafkaBroker], bootstrap: str, timeout_s: float = 60
 ) -> bool:
-    """Every replica in sync and every node holding the same segment bytes (followers copy the
-    leader's batches verbatim), polled until ``timeout_s``."""
+    """Every replica in sync and every node holding the same segment bytes, polled until
+    ``timeout_s``. Here RF = brokers, so every node holds every partition, and followers copy the
+    leader's batches verbatim: equal bytes mean every replica holds everything."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         states = await describe_partitions(bootstrap, TOPIC)
