@@ -8,6 +8,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
+# Test files run on this many workers (pytest-xdist; a file's tests stay on one worker, so its
+# module fixtures, such as the three-node Kafka, start once). Each worker starts its own broker.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
+
 .PHONY: up test lint unit integration install kafka-jars registry-app client-tools clean
 
 $(BIN)/python:
@@ -61,10 +66,10 @@ unit: $(INSTALLED)
 	$(BIN)/pytest tests/unit
 
 integration: $(INSTALLED) kafka-jars registry-app client-tools
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest $(PYTEST_PARALLEL) tests/integration
 
 test: lint kafka-jars registry-app client-tools
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 clean:
 	rm -rf data .pytest_cache .mypy_cache .ruff_cache
