@@ -144,7 +144,8 @@ def _fmix64(values: np.ndarray) -> np.ndarray:
     values = values * np.uint64(0xFF51AFD7ED558CCD)
     values = values ^ (values >> np.uint64(33))
     values = values * np.uint64(0xC4CEB9FE1A85EC53)
-    return values ^ (values >> np.uint64(33))
+    mixed: np.ndarray = values ^ (values >> np.uint64(33))
+    return mixed
 
 
 def _fmix32(values: np.ndarray) -> np.ndarray:
@@ -153,4 +154,5 @@ def _fmix32(values: np.ndarray) -> np.ndarray:
     values = values * np.uint32(0x85EBCA6B)
     values = values ^ (values >> np.uint32(13))
     values = values * np.uint32(0xC2B2AE35)
-    return values ^ (values >> np.uint32(16))
+    mixed: np.ndarray = values ^ (values >> np.uint32(16))
+    return mixed
