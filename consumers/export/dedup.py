@@ -35,6 +35,8 @@ MAX_SIGNATURE_CHARS = 8000
 SEED = 1
 # Texts signed per numpy batch: bounds the (words by permutations) matrix to a few MB.
 _BATCH_WORDS = 16_384
+# Words whose hashes are remembered at most (about 20 MB); the cache starts over beyond.
+_MAX_CACHED_WORDS = 200_000
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -83,11 +85,14 @@ class NearDuplicates:
         self._a, self._b = a.astype(np.uint32), b.astype(np.uint32)
         self._chunks: list[np.ndarray] = []
         self._words: list[list[int]] = []  # the word hashes of each text not signed yet
+        self._word_hashes = _WordHashes()
         self._pending_words = 0
 
     def add(self, text: str) -> None:
         words = _WORD.findall(text[:MAX_SIGNATURE_CHARS].lower()) or [""]
-        self._words.append([xxhash.xxh32_intdigest(w.encode(), SEED) for w in words])
+        if len(self._word_hashes) > _MAX_CACHED_WORDS:
+            self._word_hashes.clear()
+        self._words.append(list(map(self._word_hashes.__getitem__, words)))
         self._pending_words += len(words)
         if self._pending_words >= _BATCH_WORDS:
             self._flush()
@@ -136,6 +141,15 @@ class NearDuplicates:
             _, first, inverse = np.unique(keys[:, band], return_index=True, return_inverse=True)
             duplicate |= first[inverse] < order
         return duplicate
+
+
+class _WordHashes(dict[str, int]):
+    """xxh32 of each word, remembered: words repeat, and a dict hit costs a third of a hash."""
+
+    def __missing__(self, word: str) -> int:
+        value = xxhash.xxh32_intdigest(word.encode(), SEED)
+        self[word] = value
+        return value
 
 
 def _fmix64(values: np.ndarray) -> np.ndarray:
