@@ -35,8 +35,8 @@ MAX_SIGNATURE_CHARS = 8000
 SEED = 1
 # Texts signed per numpy batch: bounds the (words by permutations) matrix to a few MB.
 _BATCH_WORDS = 16_384
-# Words whose hashes are remembered at most (about 20 MB); the cache starts over beyond.
-_MAX_CACHED_WORDS = 200_000
+# Words whose hashes are remembered at most (about 5 MB); the cache starts over beyond.
+_MAX_CACHED_WORDS = 50_000
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
