@@ -5,8 +5,10 @@ process (no Python ``hash()``, whose seed changes per process). The first of a g
 
 - Exact: ``blake2b`` of the roles and texts, lower-cased with whitespace collapsed; decided as the
   conversations stream past (8 bytes per conversation kept).
-- Near: a MinHash of the word 3-grams (datasketch, fixed seed, ``num_perm`` permutations),
-  cut into LSH bands whose count and width datasketch's optimiser picks for the threshold. Two
+- Near: a MinHash of the word 3-grams (each word hashed with xxh32, a 3-gram's hash mixed from
+  its words' hashes, datasketch's ``affine32`` permutations with a fixed seed, ``num_perm`` of
+  them), computed with numpy over batches of texts, cut into LSH bands whose count and width
+  datasketch's optimiser picks for the threshold. Two
   conversations sharing any band are duplicates. The bands are kept as a numpy array (8 bytes per
   band and conversation: 40 MB for a million at the default 64 permutations), and the decision is
   made once all are seen, by the first occurrence of each band value, so memory stays bounded
@@ -20,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from itertools import chain
 
 import numpy as np
 import xxhash
@@ -30,6 +33,11 @@ _WORD = re.compile(r"\w+")
 # decides whether it repeats another, and the cost stays bounded for very long ones.
 MAX_SIGNATURE_CHARS = 8000
 SEED = 1
+# Texts signed per numpy batch: bounds the (words by permutations) matrix to a few MB.
+_BATCH_WORDS = 16_384
+# Words whose hashes are remembered at most (about 5 MB); the cache starts over beyond.
+_MAX_CACHED_WORDS = 50_000
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 def normalised_hash(texts: Iterable[str]) -> bytes:
@@ -54,12 +62,12 @@ class ExactDuplicates:
         return False
 
 
-def _hash32(data: bytes) -> int:
-    return xxhash.xxh32_intdigest(data, seed=SEED)
-
-
 class NearDuplicates:
-    """MinHash LSH bands of every conversation added; ``duplicates()`` at the end."""
+    """MinHash LSH bands of every conversation added; ``duplicates()`` at the end.
+
+    Texts are buffered and signed in batches with numpy: a per-conversation MinHash object costs
+    more than the hashing itself.
+    """
 
     def __init__(self, *, threshold: float = 0.85, num_perm: int = 64) -> None:
         if not 0.0 < threshold < 1.0:
@@ -69,40 +77,56 @@ class NearDuplicates:
         from datasketch import MinHash
         from datasketch.lsh import _optimal_param
 
-        self._minhash = MinHash
         self.threshold = threshold
         self.num_perm = num_perm
         self.bands, self.rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
-        self._permutations = MinHash(num_perm=num_perm, seed=SEED, hashfunc=_hash32).permutations
+        # datasketch's "affine32" permutations: a·h + b in uint32 after a MurmurHash3 premix.
+        a, b = MinHash(num_perm=num_perm, seed=SEED, scheme="affine32").permutations
+        self._a, self._b = a.astype(np.uint32), b.astype(np.uint32)
         self._chunks: list[np.ndarray] = []
-        self._pending: list[np.ndarray] = []
+        self._words: list[list[int]] = []  # the word hashes of each text not signed yet
+        self._word_hashes = _WordHashes()
+        self._pending_words = 0
 
     def add(self, text: str) -> None:
-        words = _WORD.findall(text[:MAX_SIGNATURE_CHARS].lower())
-        shingles = {" ".join(words[i : i + 3]).encode() for i in range(max(1, len(words) - 2))}
-        sketch = self._minhash(
-            num_perm=self.num_perm,
-            seed=SEED,
-            hashfunc=_hash32,
-            permutations=self._permutations,
-            scheme="affine32",
-        )
-        sketch.update_batch(list(shingles))
-        values = sketch.hashvalues.astype(np.uint64)
-        r = self.rows
-        # One 64-bit key per band: the band's values folded together (order matters).
-        bands = values[: self.bands * r].reshape(self.bands, r)
-        keys = np.zeros(self.bands, dtype=np.uint64)
-        for column in range(r):
-            keys = keys * np.uint64(0x100000001B3) ^ bands[:, column]
-        self._pending.append(keys)
-        if len(self._pending) >= 4096:
+        words = _WORD.findall(text[:MAX_SIGNATURE_CHARS].lower()) or [""]
+        if len(self._word_hashes) > _MAX_CACHED_WORDS:
+            self._word_hashes.clear()
+        self._words.append(list(map(self._word_hashes.__getitem__, words)))
+        self._pending_words += len(words)
+        if self._pending_words >= _BATCH_WORDS:
             self._flush()
 
     def _flush(self) -> None:
-        if self._pending:
-            self._chunks.append(np.vstack(self._pending))
-            self._pending = []
+        if self._words:
+            self._chunks.append(self._band_keys(self._words))
+            self._words, self._pending_words = [], 0
+
+    def _band_keys(self, texts: list[list[int]]) -> np.ndarray:
+        """One row of band keys per text: MinHash over word 3-grams, folded per LSH band."""
+        lengths = np.fromiter((len(w) for w in texts), dtype=np.int64, count=len(texts))
+        words = np.fromiter(chain.from_iterable(texts), dtype=np.uint32, count=int(lengths.sum()))
+        starts = np.cumsum(lengths) - lengths
+        left = np.repeat(lengths, lengths) - (np.arange(len(words)) - np.repeat(starts, lengths))
+        padded = np.concatenate([words, np.zeros(2, dtype=np.uint32)]).astype(np.uint64)
+        # A 3-gram's hash from its words' hashes, through a 64-bit finaliser (a weaker mix, such
+        # as a sum of the words' hashes, biases the similarity estimates low); a text of fewer
+        # than three words is one shingle of the words it has.
+        second = np.where(left >= 2, padded[1:-1], np.uint64(0))
+        third = np.where(left >= 3, padded[2:], np.uint64(0))
+        mixed = _fmix64(((padded[:-2] << np.uint64(32)) | second) ^ (third * _GOLDEN))
+        keep = left >= np.minimum(3, np.repeat(lengths, lengths))
+        shingles = _fmix32((mixed[keep] >> np.uint64(32)).astype(np.uint32))
+        counts = np.maximum(lengths - 2, 1)
+        signed = shingles[:, None] * self._a + self._b
+        minima = np.minimum.reduceat(signed, np.cumsum(counts) - counts, axis=0)
+        r = self.rows
+        values = minima[:, : self.bands * r].astype(np.uint64).reshape(len(texts), self.bands, r)
+        # One 64-bit key per band: the band's values folded together (order matters).
+        keys = np.zeros((len(texts), self.bands), dtype=np.uint64)
+        for column in range(r):
+            keys = keys * np.uint64(0x100000001B3) ^ values[:, :, column]
+        return keys
 
     def duplicates(self) -> np.ndarray:
         """A boolean per conversation added, in order: True when an earlier one is its near twin."""
@@ -117,3 +141,32 @@ class NearDuplicates:
             _, first, inverse = np.unique(keys[:, band], return_index=True, return_inverse=True)
             duplicate |= first[inverse] < order
         return duplicate
+
+
+class _WordHashes(dict[str, int]):
+    """xxh32 of each word, remembered: words repeat, and a dict hit costs a third of a hash."""
+
+    def __missing__(self, word: str) -> int:
+        value = xxhash.xxh32_intdigest(word.encode(), SEED)
+        self[word] = value
+        return value
+
+
+def _fmix64(values: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser: one 3-gram's hash from its three word hashes."""
+    values = values ^ (values >> np.uint64(33))
+    values = values * np.uint64(0xFF51AFD7ED558CCD)
+    values = values ^ (values >> np.uint64(33))
+    values = values * np.uint64(0xC4CEB9FE1A85EC53)
+    mixed: np.ndarray = values ^ (values >> np.uint64(33))
+    return mixed
+
+
+def _fmix32(values: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser: datasketch's premix before its affine permutations."""
+    values = values ^ (values >> np.uint32(16))
+    values = values * np.uint32(0x85EBCA6B)
+    values = values ^ (values >> np.uint32(13))
+    values = values * np.uint32(0xC2B2AE35)
+    mixed: np.ndarray = values ^ (values >> np.uint32(16))
+    return mixed

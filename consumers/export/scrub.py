@@ -51,12 +51,19 @@ _PASSWORD = re.compile(
 )
 _TOKEN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_=-]{24,}(?![A-Za-z0-9+/_=-])")
 _NAME_WORD = r"[A-Z][a-z]+(?:[-'][A-Z][a-z]+)?"
+_NAME = rf"[ \t]*(?P<name>{_NAME_WORD}(?:[ \t]+{_NAME_WORD}){{0,2}})"
+# A cue in running text. The pattern starts with a bare character class so the regex engine skips
+# ahead to candidate letters instead of trying every alternative at every position (5x faster);
+# the lookbehinds put back the word boundary before the cue and pick the cue for its letter.
 _NAME_CUES = re.compile(
-    r"(?:\b(?:[Mm]y name is|[Mm]y name's|[Cc]all me|[Nn]ame:|[Dd]ear|[Mm]r\.?|[Mm]rs\.?|[Mm]s\.?"
-    r"|[Dd]r\.?|[Pp]rof\.?|[Ss]igned,?)"
-    r"|(?:^|\n)\s*(?:[Rr]egards|[Bb]est regards|[Kk]ind regards|[Ss]incerely|[Tt]hanks|[Cc]heers"
-    r"|[Bb]est),?\s*\n\s*)"
-    rf"[ \t]*({_NAME_WORD}(?:[ \t]+{_NAME_WORD}){{0,2}})"
+    r"[MmCcNnDdPpSs](?<!\w.)"
+    r"(?:(?<=[Mm])(?:y name is|y name's|rs?\.?|s\.?)|(?<=[Cc])all me|(?<=[Nn])ame:"
+    r"|(?<=[Dd])(?:ear|r\.?)|(?<=[Pp])rof\.?|(?<=[Ss])igned,?)" + _NAME
+)
+# A sign-off line followed by the name on the next line (so only in texts with a newline).
+_NAME_SIGN_OFF = re.compile(
+    r"(?:^|\n)\s*(?:[Rr]egards|[Bb]est regards|[Kk]ind regards|[Ss]incerely|[Tt]hanks|[Cc]heers"
+    r"|[Bb]est),?\s*\n\s*" + _NAME
 )
 # Capitalised words a cue can precede that are not names ("Dear Sir", "Best Practices").
 _NOT_NAMES = frozenset(
@@ -70,6 +77,7 @@ _PRIORITY = {kind: i for i, kind in enumerate(("SECRET", "URL", "EMAIL", "CARD",
 _MIN_ENTROPY_BITS = 4.0
 _DIGIT = re.compile(r"\d")
 _LETTER = re.compile(r"[A-Za-z]")
+_DIGIT_DOT_DIGIT = re.compile(r"\d\.\d")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -116,8 +124,8 @@ class Scrubber:
         if not text:
             return text
         spans = _findings(text)
-        for match in _NAME_CUES.finditer(text):
-            self._learn_name(match.group(1))
+        for name in _cued_names(text):
+            self._learn_name(name)
         if spans:
             out: list[str] = []
             last = 0
@@ -137,7 +145,14 @@ class Scrubber:
             return
         full = " ".join(words)
         self._name_pattern = None
-        placeholder = self._names.get(full) or self._placeholder("NAME", full)
+        # Every word already part of one known name ("Jonathan Baker" after "Mr Jonathan
+        # Baker"): the same person.
+        known = {self._names.get(word) for word in words}
+        placeholder = self._names.get(full) or (
+            known.pop() if len(known) == 1 and None not in known else None
+        )
+        if placeholder is None:
+            placeholder = self._placeholder("NAME", full)
         self._names[full] = placeholder
         for word in words:
             self._names.setdefault(word, placeholder)
@@ -149,6 +164,17 @@ class Scrubber:
             alternatives = "|".join(re.escape(n) for n in names)
             self._name_pattern = re.compile(r"\b(?:" + alternatives + r")\b")
         return self._name_pattern.sub(lambda m: self._names[m.group(0)], text)
+
+
+def _cued_names(text: str) -> list[str]:
+    """The name after every cue, in order; a match starting inside another is found too."""
+    found: list[tuple[int, str]] = []
+    for pattern in (_NAME_CUES, _NAME_SIGN_OFF) if "\n" in text else (_NAME_CUES,):
+        match = pattern.search(text)
+        while match is not None:
+            found.append((match.start(), match.group("name")))
+            match = pattern.search(text, match.start() + 1)
+    return [name for _, name in sorted(found)]
 
 
 def _findings(text: str) -> list[tuple[int, int, str]]:
@@ -191,7 +217,11 @@ def _secrets(text: str) -> list[tuple[int, int, str]]:
             found.append((start, start + len(raw[s:e].decode("utf-8", "replace")), "SECRET"))
     if "fp:" in text:
         found += [(m.start(), m.end(), "SECRET") for m in _FINGERPRINT.finditer(text)]
-    found += [(m.start(1), m.end(1), "SECRET") for m in _PASSWORD.finditer(text)]
+    # _PASSWORD's words pre-checked, on ASCII text only: its case-insensitive match also takes
+    # letters such as the long s (U+017F) and the dotless i (U+0131) that lower() leaves alone.
+    lowered = text.lower()
+    if not text.isascii() or "pass" in lowered or "pwd" in lowered or "pin" in lowered:
+        found += [(m.start(1), m.end(1), "SECRET") for m in _PASSWORD.finditer(text)]
     for m in _TOKEN.finditer(text):
         token = m.group(0)
         if (
@@ -209,7 +239,7 @@ def _numbers(text: str) -> list[tuple[int, int, str]]:
         digits = m.group(0).replace(" ", "").replace("-", "")
         if 13 <= len(digits) <= 19 and luhn_valid(digits):
             found.append((m.start(), m.end(), "CARD"))
-    if "." in text:
+    if _DIGIT_DOT_DIGIT.search(text):  # cheap: _IPV4's look-behind runs at every position
         found += [(m.start(), m.end(), "IP") for m in _IPV4.finditer(text) if _is_ip(m.group(0))]
     for m in _PHONE.finditer(text):
         value = m.group(0)

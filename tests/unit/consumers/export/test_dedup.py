@@ -42,9 +42,22 @@ def test_decisions_do_not_depend_on_the_process() -> None:
     near = NearDuplicates()
     near.add(BASE)
     assert normalised_hash(["a"]).hex() == "2bb03ca0f817702c"
-    assert near._pending[0].tolist() == [
-        5812452408495634337,
-        1333210446651377500,
-        8164389333539631338,
-        6521267592834896691,
+    near._flush()
+    assert near._chunks[0].tolist() == [
+        [9496472347956667947, 14676911080918990202, 1546596821715726440, 6080371427483536644]
     ]
+
+
+def test_batched_signatures_match_one_at_a_time() -> None:
+    # Texts are signed in numpy batches: a text's bands must not depend on its neighbours,
+    # including texts of fewer than three words (one shingle) and empty ones.
+    texts = [BASE, "", "two words", "x", BASE.upper(), "three words here"]
+    together = NearDuplicates()
+    for text in texts:
+        together.add(text)
+    together._flush()
+    for i, text in enumerate(texts):
+        alone = NearDuplicates()
+        alone.add(text)
+        alone._flush()
+        assert together._chunks[0][i].tolist() == alone._chunks[0][0].tolist()
