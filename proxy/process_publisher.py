@@ -1,4 +1,4 @@
-"""The publisher whose Kafka producer runs in a process of its own (``LOGORHYTHMS_PRODUCER=process``).
+"""A publisher whose Kafka producer runs in a process of its own: ``LOGORHYTHMS_PRODUCER=process``.
 
 The proxy's loop keeps only the journal: ``publish()`` appends, ``write_through()`` hands the
 records to the kernel before a response head and its last byte (as inline) and rings the
@@ -40,6 +40,15 @@ class ProcessPublisher(Publisher):
         self._process: asyncio.subprocess.Process | None = None
         self._stopping = False
         self.producer_restarts = 0
+        self._up = asyncio.Event()  # the producer process reached Kafka
+
+    async def producer_ready(self) -> int:
+        """Wait until the producer process reached Kafka; its process id (benchmarks, tests)."""
+        while True:
+            await self._up.wait()
+            if self._process is not None:
+                return self._process.pid
+            self._up.clear()
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -198,6 +207,7 @@ class ProcessPublisher(Publisher):
                 await process.wait()
             self._close_doorbell()
             self._process = None
+            self._up.clear()
 
     def _on_report(self, words: list[str]) -> None:
         if words[:1] == ["ack"] and len(words) == 4:
@@ -210,8 +220,10 @@ class ProcessPublisher(Publisher):
                 self._idle.set()
         elif words == ["up"]:
             self._connected = True
+            self._up.set()
         elif words == ["down"]:
             self._connected = False
+            self._up.clear()
             self.stats.send_failures += 1
         elif words[:1] == ["drop"] and len(words) == 2:
             self._refused_as_too_large(bytes.fromhex(words[1]))

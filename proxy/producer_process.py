@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import sys
@@ -194,10 +195,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     args = _arguments(argv)
-    try:
+    # A broken pipe: the proxy is gone; the next producer process starts from its cursor.
+    with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
         asyncio.run(ProducerProcess(args).run())
-    except (BrokenPipeError, KeyboardInterrupt):
-        pass  # the proxy is gone: the next producer process starts from its cursor
 
 
 if __name__ == "__main__":

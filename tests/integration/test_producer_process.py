@@ -64,16 +64,15 @@ async def test_the_producer_process_delivers_survives_a_kill_and_frees_the_journ
         assert publisher.stats.delivered >= 200
         assert not publisher.degraded
         # Killed mid-traffic: the proxy restarts it, and it resends from the acknowledged position.
-        process = publisher._process
-        assert process is not None
-        os.kill(process.pid, signal.SIGKILL)
+        first = await publisher.producer_ready()
+        os.kill(first, signal.SIGKILL)
         for number in range(200, 400):
             publisher.publish(f"exchange-{number}".encode(), b"event")
             publisher.write_through()
         await _wait_for(lambda: publisher.producer_restarts >= 1, "the producer's restart")
         async with asyncio.timeout(30):
             await publisher.flush()
-        assert publisher._process is not None and publisher._process.pid != process.pid
+        assert await publisher.producer_ready() != first
     finally:
         await publisher.stop()
     seen = await _keys_by_partition(kafka_bootstrap, unique_topic, 400)

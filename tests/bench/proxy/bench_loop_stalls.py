@@ -80,10 +80,8 @@ async def run(bootstrap: str, rate: int, seconds: float, slow_s: float, producer
     )
     await publisher.start()
     await publisher.flush()
-    while publisher.degraded:  # the producer process started and reached Kafka
-        await asyncio.sleep(0.05)
+    child = await publisher.producer_ready() if isinstance(publisher, ProcessPublisher) else None
     payloads = captured_exchanges(1000)
-    child = publisher._process.pid if isinstance(publisher, ProcessPublisher) else None  # noqa: SLF001
     with timed_callbacks(slow_s) as slow:
         started = time.perf_counter()
         cpu = time.process_time()
