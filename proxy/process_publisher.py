@@ -214,7 +214,10 @@ class ProcessPublisher(Publisher):
             position, count = Position(int(words[1]), int(words[2])), int(words[3])
             if position > self.journal.acked:
                 self.journal.ack(position, count)
+            # Every event goes to Kafka from the journal: delivered and replayed alike, so the
+            # accounting identity of docs/OPERATIONS.md holds as for the inline publisher.
             self.stats.delivered += count
+            self.stats.replayed += count
             self._connected = True
             if self.idle:
                 self._idle.set()
