@@ -225,6 +225,11 @@ class ProcessPublisher(Publisher):
             self._connected = True
             self._up.set()
         elif words == ["down"]:
+            if self._connected:
+                # Kafka stopped keeping up: what the inline publisher counts as a spill (its
+                # events wait in the journal until the producer process resends them).
+                self.stats.spills += 1
+                log.warning("Kafka is not keeping up: events wait in the journal")
             self._connected = False
             self._up.clear()
             self.stats.send_failures += 1
