@@ -24,6 +24,7 @@ from aiohttp import web
 from proxy.journal import Journal, JournalError
 from proxy.journal_record import Headers, JournalRecord
 from proxy.looplag import LoopLagMonitor
+from proxy.process_publisher import ProcessPublisher
 from proxy.publisher import Publisher
 from proxy.recovery import died_completions
 from proxy.settings import ProxySettings
@@ -70,7 +71,8 @@ def publisher_for(
         segment_bytes=settings.journal_segment_bytes,
         topic=settings.topic,
     )
-    return Publisher(
+    publisher_class = ProcessPublisher if settings.producer == "process" else Publisher
+    return publisher_class(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topic=settings.topic,
         journal=journal,

@@ -17,6 +17,9 @@ from schemas.limits import KAFKA_MAX_MESSAGE_BYTES, MAX_EVENT_OVERHEAD_BYTES
 
 DIALECTS = ("openai", "anthropic")
 KAFKA_COMPRESSIONS = ("zstd", "lz4", "gzip", "none")  # what aiokafka can do with our dependencies
+# Where the Kafka client runs: on the proxy's event loop, or in a producer process per worker
+# (proxy/process_publisher.py, docs/decisions/0019-the-loops-stalls-measured.md).
+PRODUCERS = ("inline", "process")
 KAFKA_FRAMINGS = ("single-object", "confluent")
 CONFIG_ENV = "LOGORHYTHMS_CONFIG"
 _MAX_EVENT_BYTES = KAFKA_MAX_MESSAGE_BYTES - MAX_EVENT_OVERHEAD_BYTES
@@ -121,6 +124,7 @@ class ProxySettings:
     # lz4 (level 9) and makes smaller batches (docs/decisions/0008-zstd-compression.md).
     kafka_linger_ms: int = 50
     kafka_compression: str = "zstd"
+    producer: str = "inline"
     # How a record's value names its writer schema: Avro single-object encoding (the default, no
     # registry needed) or Confluent framing with ids from the schema registry at
     # schema_registry_url, for readers that only read that (docs/EVENTS.md, "Outside readers").
@@ -202,6 +206,10 @@ class ProxySettings:
             raise ConfigError(
                 "LOGORHYTHMS_KAFKA_LINGER_MS must be 0 or more and LOGORHYTHMS_KAFKA_COMPRESSION "
                 f"one of {', '.join(KAFKA_COMPRESSIONS)}"
+            )
+        if self.producer not in PRODUCERS:
+            raise ConfigError(
+                f"LOGORHYTHMS_PRODUCER is {self.producer!r}; use one of {', '.join(PRODUCERS)}"
             )
         if self.kafka_framing not in KAFKA_FRAMINGS:
             raise ConfigError(
@@ -339,6 +347,8 @@ class ProxySettings:
                 values[key] = parse(env, name, 0)
         if env.get("LOGORHYTHMS_KAFKA_COMPRESSION"):
             values["kafka_compression"] = env["LOGORHYTHMS_KAFKA_COMPRESSION"].strip().lower()
+        if env.get("LOGORHYTHMS_PRODUCER"):
+            values["producer"] = env["LOGORHYTHMS_PRODUCER"].strip().lower()
         if env.get("LOGORHYTHMS_KAFKA_FRAMING"):
             values["kafka_framing"] = env["LOGORHYTHMS_KAFKA_FRAMING"].strip().lower()
         if env.get("LOGORHYTHMS_SCHEMA_REGISTRY_URL"):

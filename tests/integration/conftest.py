@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -157,6 +158,9 @@ async def pipeline_factory(
             "topic": unique_topic,
             "fingerprint_key": Secret("test-fingerprint-key"),
         }
+        if os.environ.get("LOGORHYTHMS_PRODUCER"):
+            # The fault tests run with either producer (tests/README.md, "The producer process").
+            values["producer"] = os.environ["LOGORHYTHMS_PRODUCER"]
         settings = ProxySettings(**{**values, **overrides})
         app = create_app(settings)
         proxy_runner, proxy_url = await serve(app, make_runner)

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import asyncio.events
 import collections
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from typing import Any
 from deploy.local.kafka import KafkaBroker, create_topic, ensure_kafka_jars
 from proxy.journal import Journal
 from proxy.looplag import LoopLagMonitor
+from proxy.process_publisher import ProcessPublisher
 from proxy.publisher import Publisher
 from tests.bench.proxy.bench_publisher import captured_exchanges
 
@@ -60,10 +62,17 @@ def timed_callbacks(slow_s: float) -> Iterator[dict[str, list[tuple[float, float
         asyncio.events.Handle._run = original  # type: ignore[method-assign]
 
 
-async def run(bootstrap: str, rate: int, seconds: float, slow_s: float) -> None:
+def _process_cpu_s(pid: int) -> float:
+    """User and system CPU seconds of process ``pid`` so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(bootstrap: str, rate: int, seconds: float, slow_s: float, producer: str) -> None:
     monitor = LoopLagMonitor(0.005)
     monitor.start()
-    publisher = Publisher(
+    publisher_class = ProcessPublisher if producer == "process" else Publisher
+    publisher = publisher_class(
         bootstrap_servers=bootstrap,
         topic=TOPIC,
         journal=Journal(Path(tempfile.mkdtemp(prefix="bench-journal-"))),
@@ -71,10 +80,12 @@ async def run(bootstrap: str, rate: int, seconds: float, slow_s: float) -> None:
     )
     await publisher.start()
     await publisher.flush()
+    child = await publisher.producer_ready() if isinstance(publisher, ProcessPublisher) else None
     payloads = captured_exchanges(1000)
     with timed_callbacks(slow_s) as slow:
         started = time.perf_counter()
         cpu = time.process_time()
+        child_cpu = _process_cpu_s(child) if child is not None else 0.0
         sent = 0
         while time.perf_counter() - started < seconds:
             key, request, chunk, completed = payloads[sent % len(payloads)]
@@ -85,11 +96,13 @@ async def run(bootstrap: str, rate: int, seconds: float, slow_s: float) -> None:
             await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
         await publisher.flush()
         cpu = time.process_time() - cpu
+        child_cpu = _process_cpu_s(child) - child_cpu if child is not None else 0.0
     await publisher.stop()
     monitor.stop()
     print(
-        f"\n== {rate} exchanges/s for {seconds:.0f} s: {sent} sent, "
-        f"{cpu / sent * 1e6:.0f} µs CPU each"
+        f"\n== producer {producer}, {rate} exchanges/s for {seconds:.0f} s: {sent} sent, "
+        f"{cpu / sent * 1e6:.0f} µs CPU each in the proxy's process"
+        + (f", {child_cpu / sent * 1e6:.0f} µs in the producer process" if child else "")
     )
     lag = monitor.lag.report()
     print(
@@ -121,13 +134,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--slow-us", type=float, default=200.0)
     parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--producers", default="inline", help="inline, process, or both")
     args = parser.parse_args()
     with KafkaBroker(
         Path(tempfile.mkdtemp(prefix="bench-kafka-")), libs_dir=ensure_kafka_jars()
     ) as k:
         asyncio.run(create_topic(k.bootstrap_servers, TOPIC, partitions=args.partitions))
         for rate in (int(value) for value in args.rates.split(",")):
-            asyncio.run(run(k.bootstrap_servers, rate, args.seconds, args.slow_us / 1e6))
+            for producer in args.producers.split(","):
+                asyncio.run(
+                    run(k.bootstrap_servers, rate, args.seconds, args.slow_us / 1e6, producer)
+                )
 
 
 if __name__ == "__main__":

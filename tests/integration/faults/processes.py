@@ -40,7 +40,13 @@ class Service:
 
 
 def spawn(command: str, env: dict[str, str], log_path: Path) -> Service:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LOGORHYTHMS_")}
+    # LOGORHYTHMS_PRODUCER passes through: the fault tests run with either producer
+    # (tests/README.md, "The producer process").
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LOGORHYTHMS_") or k == "LOGORHYTHMS_PRODUCER"
+    }
     full_env.update(env)
     with log_path.open("ab") as log:
         process = subprocess.Popen(

@@ -1,0 +1,63 @@
+"""The producer process's reader of a journal another process writes (proxy/journal_tail.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from proxy.journal import Journal, Position
+from proxy.journal_record import encode_record
+from proxy.journal_tail import JournalTail
+
+
+def _keys(tail: JournalTail) -> list[bytes]:
+    return [record.key for _, record in tail.read(100, 1 << 20)]
+
+
+def test_follows_appends_and_new_segments_and_waits_for_a_half_written_record(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path)
+    journal.open()
+    tail = JournalTail(tmp_path, journal.acked)
+    journal.append(b"a", b"1")
+    assert _keys(tail) == []  # still in the writer's buffer: not in the kernel yet
+    journal.flush()
+    assert _keys(tail) == [b"a"]
+    # Half a record at the end of the newest segment: the writer is mid-write; read it later.
+    record = encode_record(b"b", b"2", None)
+    segment = sorted(tmp_path.glob("*.seg"))[-1]
+    with segment.open("ab") as file:
+        file.write(record[:5])
+    assert _keys(tail) == []
+    with segment.open("ab") as file:
+        file.write(record[5:])
+    assert _keys(tail) == [b"b"]
+    journal.close()
+    # A new run writes to a new segment; the reader moves on to it.
+    journal = Journal(tmp_path)
+    journal.open()
+    journal.append(b"c", b"3")
+    journal.flush()
+    assert _keys(tail) == [b"c"]
+    tail.close()
+    journal.close()
+
+
+def test_a_torn_record_in_an_older_segment_is_skipped_not_waited_for(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.open()
+    journal.append(b"a", b"1")
+    journal.flush()
+    journal.close()
+    segment = sorted(tmp_path.glob("*.seg"))[-1]
+    with segment.open("ab") as file:  # a proxy killed mid-write
+        file.write(encode_record(b"torn", b"x" * 100, None)[:20])
+    journal = Journal(tmp_path)
+    journal.open()
+    journal.append(b"b", b"2")
+    journal.flush()
+    tail = JournalTail(tmp_path, Position(0, 0))
+    assert _keys(tail) == [b"a", b"b"]
+    assert tail.skipped_bytes == 20
+    tail.close()
+    journal.close()
