@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiokafka import AIOKafkaConsumer
 
 from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.sink import ClickHouseSink
@@ -112,6 +113,23 @@ class Pipeline:
                 zip([n[0] for n in names if n[0] != "prompt_group_hash"], rows[0], strict=False)
             )
         return dict(zip([c.strip() for c in columns.split(",")], rows[0], strict=True))
+
+    async def records(self, count: int, *, timeout_s: float = 30.0) -> list[Any]:
+        """The first ``count`` records of the topic, as a separate reader sees them."""
+        consumer = AIOKafkaConsumer(
+            self.topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            records: list[Any] = []
+            deadline = time.monotonic() + timeout_s
+            while len(records) < count:
+                assert time.monotonic() < deadline, f"only {len(records)} of {count} records"
+                for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                    records.extend(batch)
+            return records
+        finally:
+            await consumer.stop()
 
 
 ProxyFactory = Callable[..., Awaitable[Pipeline]]

@@ -10,7 +10,6 @@ The registry starts once for the module (~15 s on 2 cores; its first build, cach
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from deploy.local.kafka.ports import free_ports
 from deploy.local.registry import RegistryServer
@@ -28,7 +26,7 @@ from proxy.settings import Provider, ProxySettings
 from schemas import Codec, EventType
 from schemas.codec import SCHEMA_DIR, load_schema
 from schemas.registry import subject_for
-from tests.integration.conftest import Pipeline, ProxyFactory
+from tests.integration.conftest import ProxyFactory
 
 # slow: the module took 17 to 55 s on 2 cores (idle to busy), most of it the registry starting;
 # 600 s covers its first build.
@@ -48,23 +46,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServe
 def _registered_id(registry: RegistryServer, subject: str) -> int:
     with urllib.request.urlopen(f"{registry.url}/subjects/{subject}/versions/latest") as answer:  # noqa: S310 (loopback)
         return int(json.load(answer)["id"])
-
-
-async def _records(pipeline: Pipeline, count: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        pipeline.topic, bootstrap_servers=pipeline.bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        records: list[Any] = []
-        deadline = time.monotonic() + 30
-        while len(records) < count:
-            assert time.monotonic() < deadline, f"only {len(records)} of {count} records"
-            for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
 
 
 async def test_framed_records_load_and_clickhouse_reads_them_with_the_registry(
@@ -92,7 +73,7 @@ async def test_framed_records_load_and_clickhouse_reads_them_with_the_registry(
 
     ids = {t: _registered_id(registry, subject_for(pipeline.topic, t)) for t in EventType}
     assert len(set(ids.values())) == 3
-    records = await _records(pipeline, 6)
+    records = await pipeline.records(6)
     codec = Codec()
     for record in records:
         headers = dict(record.headers)

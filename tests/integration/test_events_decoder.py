@@ -4,13 +4,11 @@ and the headers every record carries (no tracing)."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from schemas import Codec, EventType
 from tests.integration.conftest import Pipeline
@@ -23,23 +21,6 @@ def _decoder_snippet() -> str:
     found = re.search(r"<!-- decoder -->\n```python\n(.*?)```", text, re.DOTALL)
     assert found is not None, "docs/EVENTS.md lost its decoder snippet"
     return found.group(1)
-
-
-async def _records(pipeline: Pipeline, count: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        pipeline.topic, bootstrap_servers=pipeline.bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        records: list[Any] = []
-        deadline = time.monotonic() + 30
-        while len(records) < count:
-            assert time.monotonic() < deadline, f"only {len(records)} of {count} records"
-            for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
 
 
 async def test_the_documented_decoder_reads_every_record_and_headers_name_them(
@@ -58,7 +39,7 @@ async def test_the_documented_decoder_reads_every_record_and_headers_name_them(
                 assert response.status == 200
                 await response.read()
     # Each exchange: request, one chunk or more, completed.
-    records = await _records(pipeline, 6)
+    records = await pipeline.records(6)
     namespace: dict[str, Any] = {}
     monkeypatch.chdir(ROOT)  # the snippet reads schemas/ from the working directory
     exec(compile(_decoder_snippet(), "docs/EVENTS.md", "exec"), namespace)  # noqa: S102

@@ -75,10 +75,8 @@ class Stack:
         )
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    base = tmp_path_factory.mktemp("up")
-    proxy_port, sql_port, kafka_port = free_ports(3)
+def up_environment(proxy_port: int, sql_port: int, kafka_port: int) -> dict[str, str]:
+    """This process's environment without our settings or any key, and the stack's ports."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -88,6 +86,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         LOGORHYTHMS_PORT=str(proxy_port),
         LOGORHYTHMS_SQL_PORT=str(sql_port),
         LOGORHYTHMS_KAFKA_PORT=str(kafka_port),
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("up")
+    proxy_port, sql_port, kafka_port = free_ports(3)
+    env = up_environment(proxy_port, sql_port, kafka_port)
+    env.update(
         LOGORHYTHMS_FINGERPRINT_KEY=FINGERPRINT_CANARY,
         ANTHROPIC_API_KEY=ANTHROPIC_CANARY,
         ANTHROPIC_BASE_URL="http://127.0.0.1:9",  # never called; keeps every target on loopback

@@ -17,7 +17,13 @@ import pytest
 
 from deploy.local.kafka import free_ports
 from deploy.local.kafka.topics import describe_partitions
-from tests.integration.deploy.test_up_supervision import ROOT, Stack, _burst, _wait_rows
+from tests.integration.deploy.test_up_supervision import (
+    ROOT,
+    Stack,
+    _burst,
+    _wait_rows,
+    up_environment,
+)
 
 NODES = ("kafka-1", "kafka-2", "kafka-3")
 SERVICES = (*NODES, "fake-upstream", "loader", "forwarder", "proxy")
@@ -53,16 +59,7 @@ def test_up_with_three_brokers_captures_on_a_replicated_cluster(
     base = tmp_path_factory.mktemp("up3")
     proxy_port, sql_port = free_ports(2)
     kafka_port = _six_free_ports()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("LOGORHYTHMS_", "OPENAI_", "ANTHROPIC_", "KAFKA_", "CLICKHOUSE_"))
-    }
-    env.update(
-        LOGORHYTHMS_PORT=str(proxy_port),
-        LOGORHYTHMS_SQL_PORT=str(sql_port),
-        LOGORHYTHMS_KAFKA_PORT=str(kafka_port),
-    )
+    env = up_environment(proxy_port, sql_port, kafka_port)
     output = base / "up.out"
     data_dir = base / "data"
     with output.open("wb") as out:
