@@ -134,8 +134,10 @@ class ProcessPublisher(Publisher):
         self._append((key, value, headers))
 
     def write_through(self) -> None:
+        started = time.perf_counter()
         self.journal.flush()
         self._ring()
+        self._held_by_write_through(started)
 
     def _ring(self) -> None:
         """Wake the producer process when something new is in the kernel: one ``write``."""
@@ -199,7 +201,9 @@ class ProcessPublisher(Publisher):
         assert process.stdout is not None
         try:
             while line := await process.stdout.readline():
+                started = time.perf_counter()
                 self._on_report(line.decode().split())
+                self.loop_monitor.record("producer_report", time.perf_counter() - started)
             await process.wait()
         finally:
             if process.returncode is None:

@@ -33,15 +33,14 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from aiokafka.partitioner import murmur2
-from aiokafka.producer.message_accumulator import BatchBuilder
 
+from proxy.batching import UNCOMPRESSED_ABOVE, build_batches, partition_for
 from proxy.droplog import DropLog
 from proxy.journal import Journal, Position
 from proxy.journal_record import Headers, JournalRecord
@@ -60,24 +59,12 @@ _CURSOR_SAVE_INTERVAL_S = 1.0
 # Publish-to-acknowledgement latencies kept between two metric flushes: a bounded sample, so a
 # busy proxy spends nothing more on it than an idle one.
 _LATENCY_SAMPLES_MAX = 1024
-# Events larger than this go to Kafka alone and uncompressed (Publisher._build_batches); it is
-# also the producer's batch size, so nothing smaller is ever alone for its size.
-_UNCOMPRESSED_ABOVE = 512 * 1024
 # The replay reads the journal this much at a time (at least one record): one read of 16 large
 # request events (480 MB) held the event loop for seconds, long enough to time out the upstream
 # connects of the exchanges it served meanwhile (docs/decisions/0018-…).
 _REPLAY_READ_BYTES = 4 * 1024 * 1024
+_WRITE_THROUGH_NOTED_S = 100e-6  # the loop-lag monitor's first bucket bound
 _PARTITION_CACHE_MAX = 4096  # exchanges' partitions remembered: more than are in flight at once
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (aiokafka's, and Java's) gives ``key``.
-
-    The publisher places each exchange's events itself, one batch per partition, and must put
-    them exactly where a plain ``producer.send()`` would: the journal's replay relies on it.
-    """
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
 
 
 @dataclass(slots=True)
@@ -286,7 +273,16 @@ class Publisher:
     def write_through(self) -> None:
         """Hand every event published so far to the kernel (one ``write``, no fsync): from here
         on a killed proxy cannot lose them. Cheap when nothing new was published."""
+        started = time.perf_counter()
         self.journal.flush()
+        self._held_by_write_through(started)
+
+    def _held_by_write_through(self, started: float) -> None:
+        """Name a write-through that held the loop for long (a slow disk) in the loop-lag monitor.
+        Only runs over the first bucket are recorded: two clock reads are all a request pays."""
+        held = time.perf_counter() - started
+        if held >= _WRITE_THROUGH_NOTED_S:
+            self.loop_monitor.record("journal_write_through", held)
 
     def _append(self, event: _Event) -> None:
         if self.journal.append(*event):
@@ -379,7 +375,7 @@ class Publisher:
                 compression_type=self._compression,
                 # The pump lingers itself (_send_from_memory), so what it hands over is complete.
                 linger_ms=0,
-                max_batch_size=_UNCOMPRESSED_ABOVE,  # a larger event goes alone in its own batch
+                max_batch_size=UNCOMPRESSED_ABOVE,  # a larger event goes alone in its own batch
                 max_request_size=KAFKA_MAX_MESSAGE_BYTES,
                 request_timeout_ms=int(self._kafka_timeout_s * 1000),
             )
@@ -488,49 +484,18 @@ class Publisher:
         return self._producer
 
     def _build_batches(self) -> list[tuple[int, Any, list[_Queued]]]:
-        """Drain the queue into aiokafka batches, one open batch per partition, in order.
+        """Drain the queue into aiokafka batches, one open batch per partition, in order
+        (proxy/batching.py). Once an event is in an aiokafka batch, aiokafka's copy is the one
+        kept until Kafka acknowledges it; ours is dropped unless the journal refused it (a spill
+        re-appends those)."""
 
-        The partition is Kafka's default partitioner's (murmur2 of the key), so an exchange's
-        events land where a plain ``send()`` would have put them, in the same order.
+        def drained() -> Iterator[tuple[bytes, bytes, Headers | None, _Queued]]:
+            while self._queue:
+                event = self._queue.popleft()
+                key, value, headers, journaled = event
+                yield key, value, headers, event if not journaled else (key, b"", None, True)
 
-        An event above ``_UNCOMPRESSED_ABOVE`` (a large request body) goes in a batch of its
-        own, uncompressed: aiokafka compresses a batch on the event loop with three copies of it
-        in memory, ~0.1 s of CPU for 30 MB that mostly does not compress (base64 images).
-        Once an event is in an aiokafka batch, aiokafka's copy is the one kept until Kafka
-        acknowledges it; ours is dropped unless the journal refused it (a spill re-appends those).
-        """
-        producer = self._producer_or_raise()
-        built: list[tuple[int, Any, list[_Queued]]] = []
-        open_batches: dict[int, tuple[Any, list[_Queued]]] = {}
-        while self._queue:
-            event = self._queue.popleft()
-            key, value, headers, journaled = event
-            partition = self._partition(key)
-            kept: _Queued = event if not journaled else (key, b"", None, True)
-            if len(value) > _UNCOMPRESSED_ABOVE:
-                current = open_batches.pop(partition, None)
-                if current is not None:
-                    built.append((partition, current[0], current[1]))
-                alone = BatchBuilder(_UNCOMPRESSED_ABOVE, 0)  # codec 0: none
-                alone.append(timestamp=None, key=key, value=value, headers=headers or [])
-                built.append((partition, alone, [kept]))
-                continue
-            current = open_batches.get(partition)
-            if (
-                current is None
-                or current[0].append(timestamp=None, key=key, value=value, headers=headers or [])
-                is None
-            ):
-                if current is not None:
-                    built.append((partition, current[0], current[1]))
-                batch = producer.create_batch()
-                batch.append(timestamp=None, key=key, value=value, headers=headers or [])
-                current = open_batches[partition] = (batch, [])
-            current[1].append(kept)
-        built.extend(
-            (partition, batch, events) for partition, (batch, events) in open_batches.items()
-        )
-        return built
+        return build_batches(self._producer_or_raise(), drained(), self._partition)
 
     def _partition(self, key: bytes) -> int:
         partition = self._partition_of.get(key)

@@ -6,7 +6,7 @@ Four pairs, each on the events or keys the services really handle:
   proxy's request (1 KB chat body), chunk (one SSE frame) and completed events;
 - the compiled Avro reader (``Codec.decode``) and the column reader (``Codec.columns``) against
   fastavro's ``schemaless_reader``, on the loader's traffic mix (tests/bench/clickhouse);
-- ``proxy.partitioner.partition_for`` against aiokafka's ``DefaultPartitioner`` (murmur2);
+- ``proxy.batching.partition_for`` against aiokafka's ``DefaultPartitioner`` (murmur2);
 - ``proxy.capture.new_request_id`` (os.urandom per id) against the same UUIDv7 built from
   ``os.urandom(10)`` or ``secrets.token_bytes(10)`` per id.
 
@@ -35,7 +35,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from consumers.clickhouse.sink import ClickHouseSink
 from proxy import capture
-from proxy.publisher import partition_for
+from proxy.batching import partition_for
 from schemas import Codec, EventType
 from schemas.codec import MAGIC
 from tests.bench.clickhouse.bench_loader import traffic

@@ -13,9 +13,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from deploy.local.kafka import create_topic
+from proxy.batching import partition_for
+from proxy.droplog import read_dropped
 from proxy.journal import Journal, segment_paths
 from proxy.process_publisher import ProcessPublisher
-from proxy.publisher import partition_for
 
 PARTITIONS = 3
 
@@ -87,3 +88,35 @@ async def test_the_producer_process_delivers_survives_a_kill_and_frees_the_journ
     finally:
         reopened.close()
     assert len(segment_paths(tmp_path)) <= 1
+
+
+async def test_an_event_refused_inside_a_batch_is_found_alone_and_the_rest_delivered(
+    kafka_bootstrap: str, unique_topic: str, tmp_path: Path
+) -> None:
+    # The topic takes 20 kB: a batch holding one 100 kB event among small ones is refused
+    # whole, and only that event may be dropped.
+    await create_topic(
+        kafka_bootstrap, unique_topic, partitions=1, configs={"max.message.bytes": "20000"}
+    )
+    publisher = ProcessPublisher(
+        bootstrap_servers=kafka_bootstrap,
+        topic=unique_topic,
+        journal=Journal(tmp_path, max_bytes=64 * 1024**2, segment_bytes=16 * 1024**2),
+        linger_ms=50,
+    )
+    await publisher.start()
+    try:
+        await publisher.producer_ready()
+        for number in range(101):
+            value = os.urandom(100_000) if number == 50 else b"event"
+            publisher.publish(f"exchange-{number}".encode(), value)
+        publisher.write_through()  # one ring: all 101 gather into one batch
+        async with asyncio.timeout(30):
+            await publisher.flush()
+        assert publisher.stats.dropped == 1
+    finally:
+        await publisher.stop()
+    seen = await _keys_by_partition(kafka_bootstrap, unique_topic, 100)
+    assert b"exchange-50" not in seen
+    assert set(seen) == {f"exchange-{n}".encode() for n in range(101) if n != 50}
+    assert read_dropped(tmp_path) == ["exchange-50"]

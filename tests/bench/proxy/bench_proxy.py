@@ -29,7 +29,16 @@ from typing import Any
 import aiohttp
 
 from tests.bench.proxy.bench_capture_cost import PROSE
-from tests.bench.proxy.services import CLIENT_KEY, LOAD_CPU, Stack, cpu_seconds, pinned, rss_mb
+from tests.bench.proxy.services import (
+    CLIENT_KEY,
+    LOAD_CPU,
+    Stack,
+    Variant,
+    cpu_seconds,
+    pinned,
+    process_cpu_seconds,
+    rss_mb,
+)
 
 HERE = Path(__file__).resolve().parent
 SIZES = {"1KB": 1024, "100KB": 100 * 1024, "2MB": 2 * 1024 * 1024}
@@ -224,7 +233,7 @@ def settled(pid: int, *, idle_share: float = 0.05, timeout_s: float = 60.0) -> f
 
 
 # Targets that are one process of ours: /statsz answers for the process that served the run.
-LOOP_TARGETS = ("on", "off")
+LOOP_TARGETS = ("on", "off", "on-inline", "on-process")
 
 
 def loop_report(url: str) -> dict[str, Any] | None:
@@ -275,9 +284,11 @@ def measured(stack: Stack, name: str, run: Any, **extra: Any) -> dict[str, Any]:
     pid = service.pid
     waited = settled(pid)
     loop_before = loop_report(service.url) if name in LOOP_TARGETS else None
-    cpu0 = cpu_seconds(pid)
+    cpu0, worker0 = cpu_seconds(pid), process_cpu_seconds(pid)
     result: dict[str, Any] = run()
     cpu_s = cpu_seconds(pid) - cpu0
+    # The worker alone: with the producer process, the tree's CPU also holds what it spends.
+    worker_cpu_s = process_cpu_seconds(pid) - worker0
     loop_after = loop_report(service.url) if loop_before is not None else None
     if loop_before is not None and loop_after is not None:
         result["loop"] = loop_delta(loop_before, loop_after)
@@ -287,6 +298,7 @@ def measured(stack: Stack, name: str, run: Any, **extra: Any) -> dict[str, Any]:
         | {
             "target": name,
             "cpu_s": cpu_s,
+            "worker_cpu_s": worker_cpu_s,
             "load1": load_average()[0],
             "settle_s": waited,
         }
@@ -374,6 +386,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes for the on-xN target")
     parser.add_argument("--no-pin", action="store_true", help="let the kernel place the proxy")
     parser.add_argument("--lag-rate", type=int, default=50, help="req/s for the capture-lag run")
+    parser.add_argument(
+        "--compare-producer",
+        choices=("inline", "process"),
+        help="one more capture-on target, on-MODE, whose Kafka producer runs as MODE",
+    )
     parser.add_argument("--out", default="bench-results.json")
     parser.add_argument("--workdir", help="keep logs and data here (default: a new temp dir)")
     args = parser.parse_args()
@@ -405,6 +422,11 @@ def main() -> None:
         litellm=not args.no_litellm,
         workers=args.workers,
         pin=not args.no_pin,
+        variants={
+            f"on-{mode}": Variant(env={"LOGORHYTHMS_PRODUCER": mode})
+            for mode in [args.compare_producer]
+            if mode
+        },
     ) as stack:
         targets = list(stack.services)
         print(f"services up: {targets}; load {load_average()}", flush=True)

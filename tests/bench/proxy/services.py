@@ -110,6 +110,16 @@ def cpu_seconds(pid: int) -> float:
     )
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process alone (not its children)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants."""
     total = 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from proxy.journal import Journal, Position
 from proxy.journal_record import encode_record
-from proxy.journal_tail import JournalTail
+from proxy.journal_tail import _BLOCK_BYTES, JournalTail
 
 
 def _keys(tail: JournalTail) -> list[bytes]:
@@ -59,5 +59,54 @@ def test_a_torn_record_in_an_older_segment_is_skipped_not_waited_for(tmp_path: P
     tail = JournalTail(tmp_path, Position(0, 0))
     assert _keys(tail) == [b"a", b"b"]
     assert tail.skipped_bytes == 20
+    tail.close()
+    journal.close()
+
+
+def test_reads_in_blocks_across_their_edges_and_records_larger_than_a_block(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path)
+    journal.open()
+    # Records of every size around the block's, so some straddle a block's end, one is larger
+    # than a block, and the limits cut a block short.
+    sizes = [1, 100, _BLOCK_BYTES - 30, 7, _BLOCK_BYTES * 3, 50_000, 3] * 3
+    for number, size in enumerate(sizes):
+        journal.append(f"k{number}".encode(), bytes([number]) * size)
+    journal.flush()
+    tail = JournalTail(tmp_path, journal.acked)
+    got: list[tuple[Position, bytes, bytes]] = []
+    while batch := tail.read(4, 1 << 20):
+        assert len(batch) <= 4
+        got += [(position, record.key, record.value) for position, record in batch]
+    assert [key for _, key, _ in got] == [f"k{n}".encode() for n in range(len(sizes))]
+    assert [value for _, _, value in got] == [bytes([n]) * s for n, s in enumerate(sizes)]
+    # Each position is where the next record starts: reading from one goes on from there.
+    again = JournalTail(tmp_path, got[9][0])
+    assert [record.key for _, record in again.read(2, 1 << 30)] == [b"k10", b"k11"]
+    again.close()
+    tail.close()
+    journal.close()
+
+
+def test_records_before_damage_are_read_then_the_damage_is_skipped(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.open()
+    journal.append(b"a", b"1")
+    journal.append(b"b", b"2")
+    journal.flush()
+    journal.close()
+    segment = sorted(tmp_path.glob("*.seg"))[-1]
+    damaged = bytearray(encode_record(b"c", b"3" * 50, None))
+    damaged[-1] ^= 0xFF  # its checksum no longer matches
+    with segment.open("ab") as file:
+        file.write(bytes(damaged))
+    journal = Journal(tmp_path)
+    journal.open()
+    journal.append(b"d", b"4")
+    journal.flush()
+    tail = JournalTail(tmp_path, Position(0, 0))
+    assert _keys(tail) == [b"a", b"b", b"d"]
+    assert tail.skipped_bytes == len(damaged)
     tail.close()
     journal.close()

@@ -7,7 +7,7 @@ import uuid
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from proxy.publisher import partition_for
+from proxy.batching import partition_for
 
 
 def test_request_ids_land_on_the_default_partitioners_partition() -> None:
