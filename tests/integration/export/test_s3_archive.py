@@ -3,7 +3,7 @@ server on loopback (moto's server, one per module, like the fake LLM upstreams):
 gives identical rows and checksums, a second archive is incremental, a tampered or unlisted
 object is found, an archive that dies half-way is completed by the next run, a missing bucket
 and an unreachable endpoint are one line each, and the credentials never leave the AWS
-environment (rows E below)."""
+environment (rows E12–E17 of tests/README.md)."""
 
 from __future__ import annotations
 
@@ -179,7 +179,7 @@ async def _days(clickhouse_url: str) -> dict[str, dict[str, list[object]]]:
 async def test_s3_archive_is_incremental_and_restores_identically(
     clickhouse_url: str, bucket: str, tmp_path: Path
 ) -> None:
-    """E10: archive to s3://, unchanged days skipped, restore gives identical rows/checksums."""
+    """E13: archive to s3://, unchanged days skipped, restore gives identical rows/checksums."""
     url = f"s3://{bucket}/logorhythms/archive"
     await _insert(clickhouse_url, 200)
     await archive(clickhouse_url, _store(url))
@@ -224,7 +224,7 @@ async def test_s3_archive_is_incremental_and_restores_identically(
 async def test_verify_finds_a_tampered_or_unlisted_object(
     clickhouse_url: str, bucket: str, tmp_path: Path
 ) -> None:
-    """E11: a changed object and an object the manifest does not list fail verify and restore."""
+    """E14: a changed object and an object the manifest does not list fail verify and restore."""
     url = f"s3://{bucket}/a"
     await _insert(clickhouse_url, 50)
     await archive(clickhouse_url, _store(url))
@@ -263,7 +263,7 @@ class _DiesAfter(ObjectStore):
 async def test_an_archive_killed_half_way_is_completed_by_the_next_run(
     clickhouse_url: str, bucket: str
 ) -> None:
-    """E12: no manifest until every object is in place; the next run completes the archive."""
+    """E15: no manifest until every object is in place; the next run completes the archive."""
     url = f"s3://{bucket}/k"
     await _insert(clickhouse_url, 30)
     with pytest.raises(KeyboardInterrupt):
@@ -284,7 +284,7 @@ async def test_an_archive_killed_half_way_is_completed_by_the_next_run(
 def test_a_missing_bucket_and_an_unreachable_endpoint_are_one_line_each(
     aws_environment: dict[str, str], tmp_path: Path
 ) -> None:
-    """E13: what to do, in one line, exit status 2, no traceback."""
+    """E16: what to do, in one line, exit status 2, no traceback."""
     missing = _cli(
         "archive", "s3://no-such-bucket-here/x", "--clickhouse", f"chdb://{tmp_path / 'ch'}"
     )
@@ -309,7 +309,7 @@ async def test_credentials_appear_in_no_output(
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """S-E14: the planted secret key is in no object, manifest, audit row, log line or message,
+    """E17: the planted secret key is in no object, manifest, audit row, log line or message,
     for a successful archive and for failing ones (an endpoint URL with credentials in it is
     refused without being echoed)."""
     caplog.set_level("DEBUG")  # botocore's and s3fs's own debug logging included
