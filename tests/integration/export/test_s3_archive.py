@@ -3,7 +3,7 @@ server on loopback (moto's server, one per module, like the fake LLM upstreams):
 gives identical rows and checksums, a second archive is incremental, a tampered or unlisted
 object is found, an archive that dies half-way is completed by the next run, a missing bucket
 and an unreachable endpoint are one line each, and the credentials never leave the AWS
-environment (rows E12–E17 of tests/README.md)."""
+environment (rows E12-E17 of tests/README.md)."""
 
 from __future__ import annotations
 
