@@ -173,9 +173,8 @@ def _dataset(args: argparse.Namespace) -> int:
 def _legal(args: argparse.Namespace) -> int:
     from consumers.export.legal import LegalQuery, export_legal
 
-    destination = Path(args.destination).absolute()
-
     async def work() -> int:
+        destination = _store(args, args.destination)
         query = LegalQuery.from_arguments(
             client_ips=args.ip,
             key_fingerprints=args.key_fingerprint,
@@ -281,7 +280,9 @@ def add_export_commands(commands: Any) -> None:
         "bytes and headers, every chunk with its timing, the completed event. At least one "
         "selector and --case are required.",
     )
-    legal.add_argument("destination", metavar="DEST", help="a new or empty directory to write")
+    legal.add_argument(
+        "destination", metavar="DEST", help="a new or empty directory, or s3://BUCKET/PREFIX"
+    )
     legal.add_argument("--case", required=True, help="the case or warrant reference (audited)")
     legal.add_argument("--recipient", default="", help="who receives the export (audited)")
     legal.add_argument(
@@ -294,6 +295,7 @@ def add_export_commands(commands: Any) -> None:
     legal.add_argument("--since", help="received at or after (ISO 8601, UTC if no offset)")
     legal.add_argument("--until", help="received before (ISO 8601, UTC if no offset)")
     _clickhouse_argument(legal)
+    _store_arguments(legal)
     legal.set_defaults(func=_legal)
 
     verify = kinds.add_parser(

@@ -1,10 +1,10 @@
 """Where an export's files live: a local directory or an S3-compatible bucket, behind one interface.
 
-The archive, restore and ``export verify`` read and write through an ``ExportStore``, so the
-layout, the manifest and its checks are the same wherever the files are. Files are made whole
-in a local staging directory first and then put in place in one step: a rename in a directory,
-one PUT (or a multipart upload that is aborted on failure) in a bucket. Readers therefore see a
-file complete or not at all, and the manifest, written last, is what makes a file trusted.
+The archive, restore, ``export legal`` and ``export verify`` read and write through an
+``ExportStore``, so the layout, the manifest and its checks are the same wherever the files
+are. Files are made whole in a local staging directory (for a directory store, the directory
+itself) and then put in place in one step: a rename, or one PUT (or a multipart upload that is
+aborted on failure) in a bucket. The manifest, written last, is what makes a file trusted.
 
 ``s3://BUCKET/PREFIX`` destinations are served by ``consumers.export.objectstore`` (the only
 module that imports the S3 client); the command line loads it only when such a URL is given.

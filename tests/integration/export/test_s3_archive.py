@@ -1,9 +1,9 @@
-"""`archive`, `restore` and `export verify` with s3:// locations, against a real S3-protocol
-server on loopback (moto's server, one per module, like the fake LLM upstreams): the round trip
-gives identical rows and checksums, a second archive is incremental, a tampered or unlisted
-object is found, an archive that dies half-way is completed by the next run, a missing bucket
-and an unreachable endpoint are one line each, and the credentials never leave the AWS
-environment (rows E12-E17 of tests/README.md)."""
+"""`archive`, `restore`, `export legal` and `export verify` with s3:// locations, against a real
+S3-protocol server on loopback (moto's server, one per module, like the fake LLM upstreams): the
+round trip gives identical rows and checksums, a second archive is incremental, a tampered or
+unlisted object is found, a legal export lands whole, an archive that dies half-way is
+completed by the next run, a missing bucket and an unreachable endpoint are one line each, and
+the credentials never leave the AWS environment (rows E12-E18 of tests/README.md)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ import pytest
 from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.migrate import migrate
 from consumers.export.archive import DAY_OF, archive, day_summaries
-from consumers.export.manifest import MANIFEST_NAME, read_manifest, verify
+from consumers.export.legal import LegalQuery, export_legal
+from consumers.export.manifest import MANIFEST_NAME, ManifestError, read_manifest, verify
 from consumers.export.objectstore import ObjectStore
 from consumers.export.restore import restore
 from consumers.export.source import ExportError
@@ -228,7 +229,7 @@ async def test_verify_finds_a_tampered_or_unlisted_object(
     url = f"s3://{bucket}/a"
     await _insert(clickhouse_url, 50)
     await archive(clickhouse_url, _store(url))
-    assert _cli("export", "verify", url).returncode == 0
+    assert verify(_store(url)).ok
     victim = next(k for k in _objects(bucket) if "table=chunks_raw" in k)
     data = bytearray(_objects(bucket)[victim])
     data[len(data) // 2] ^= 0x01
@@ -271,14 +272,49 @@ async def test_an_archive_killed_half_way_is_completed_by_the_next_run(
     left = _objects(bucket)
     assert len(left) == 1
     assert f"k/{MANIFEST_NAME}" not in left
-    unfinished = _cli("export", "verify", url)
-    assert unfinished.returncode == 2
-    assert "manifest.json does not exist" in unfinished.stderr
+    with pytest.raises(ManifestError, match=r"manifest\.json does not exist"):
+        verify(_store(url))
 
     await archive(clickhouse_url, _store(url))
     result = verify(_store(url))
     assert result.ok, result.problems
     assert result.files_checked >= 2
+
+
+async def test_a_legal_export_to_s3_verifies_and_holds_the_bytes(
+    clickhouse_url: str, bucket: str
+) -> None:
+    """E18: `export legal s3://…` puts every file, the manifest last; it verifies; the audit row
+    names the bucket; a non-empty prefix is refused."""
+    async with ClickHouse(clickhouse_url) as clickhouse:
+        await migrate(clickhouse)
+        await clickhouse.command(
+            "INSERT INTO requests_raw (request_id, received_at, client_ip, body) "
+            "SELECT toString(generateUUIDv7(number)), now64(6), '192.0.2.' || toString(number), "
+            "'body-' || toString(number) FROM numbers(3)"
+        )
+        ids = [r[0] for r in await clickhouse.rows("SELECT request_id FROM requests_raw")]
+        await clickhouse.command(
+            "INSERT INTO chunks_raw (request_id, seq, data, delivered) "
+            "SELECT request_id, 1, 'chunk of ' || request_id, true FROM requests_raw"
+        )
+    url = f"s3://{bucket}/case-7"
+    query = LegalQuery.from_arguments(client_ips=["192.0.2.0/24"])
+    await export_legal(clickhouse_url, _store(url), query=query, case_reference="CASE-7")
+    objects = _objects(bucket)
+    manifest = read_manifest(_store(url))
+    assert set(objects) == {f"case-7/{f.path}" for f in manifest.files} | {"case-7/manifest.json"}
+    assert sorted(manifest.metadata["request_ids"]) == sorted(ids)
+    for request_id in ids:
+        folder = f"case-7/exchanges/{request_id}"
+        assert objects[f"{folder}/chunks/000001.bin"] == f"chunk of {request_id}".encode()
+        assert objects[f"{folder}/request.body"].startswith(b"body-")
+    assert verify(_store(url)).ok
+    async with ClickHouse(clickhouse_url) as clickhouse:
+        audited = await clickhouse.rows("SELECT destination FROM export_audit WHERE kind = 'legal'")
+    assert audited == [(url,)]
+    with pytest.raises(ExportError, match="is not empty"):
+        await export_legal(clickhouse_url, _store(url), query=query, case_reference="CASE-8")
 
 
 def test_a_missing_bucket_and_an_unreachable_endpoint_are_one_line_each(
@@ -325,7 +361,6 @@ async def test_credentials_appear_in_no_output(
         refusal = str(exc)
     failures = [
         _cli("archive", f"s3://{bucket}-missing/c", "--clickhouse", f"chdb://{tmp_path / 'x'}"),
-        _cli("export", "verify", url, "--s3-endpoint", with_userinfo),
         _cli("restore", url, "--s3-endpoint", with_userinfo, "--clickhouse", "chdb:///none"),
     ]
     async with ClickHouse(clickhouse_url) as clickhouse:
