@@ -7,6 +7,7 @@ the credentials never leave the AWS environment (rows E12-E18 of tests/README.md
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -64,18 +65,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto's S3 server on a free loopback port, for this module; its log on failure."""
+@contextlib.contextmanager
+def _moto_server(log: Path, **env: str) -> Iterator[str]:
+    """moto's S3 server on a free loopback port (``env``: its settings); its log on failure."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
         )
-    endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -86,9 +86,18 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 server.kill()
                 pytest.fail(f"moto's S3 server did not start: {log.read_text()}")
             time.sleep(0.05)
-    yield endpoint
-    server.terminate()
-    server.wait(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One S3 server for the module, accepting any credentials."""
+    with _moto_server(tmp_path_factory.mktemp("moto") / "server.log") as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
@@ -317,7 +326,8 @@ async def test_a_legal_export_to_s3_verifies_and_holds_the_bytes(
         await export_legal(clickhouse_url, _store(url), query=query, case_reference="CASE-8")
 
 
-def test_a_missing_bucket_and_an_unreachable_endpoint_are_one_line_each(
+@pytest.mark.slow  # ~11 s: two command-line runs (one waits out the client's retries), a server
+def test_a_missing_bucket_an_unreachable_endpoint_and_access_denied_are_one_line_each(
     aws_environment: dict[str, str], tmp_path: Path
 ) -> None:
     """E16: what to do, in one line, exit status 2, no traceback."""
@@ -335,6 +345,14 @@ def test_a_missing_bucket_and_an_unreachable_endpoint_are_one_line_each(
     assert unreachable.stderr.count("\n") == 1, unreachable.stderr
     assert f"cannot reach the S3 endpoint {closed}" in unreachable.stderr
     assert "Traceback" not in missing.stderr + unreachable.stderr
+
+    # A server that checks credentials (moto with IAM on) does not know the planted key.
+    with _moto_server(tmp_path / "iam.log", INITIAL_NO_AUTH_ACTION_COUNT="0") as checking:
+        store = ObjectStore("s3://some-bucket/x", ObjectStoreSettings(endpoint_url=checking))
+        with pytest.raises(StoreError) as denied:
+            store.files()
+    assert str(denied.value).startswith("access denied while listing s3://some-bucket/x")
+    assert "s3:ListBucket" in str(denied.value)
 
 
 async def test_credentials_appear_in_no_output(
