@@ -21,7 +21,12 @@ from typing import Any, BinaryIO, NoReturn, cast
 from urllib.parse import urlsplit
 
 import s3fs
-from botocore.exceptions import BotoCoreError, NoCredentialsError, PartialCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 from botocore.exceptions import ConnectionError as EndpointUnreachable
 
 from consumers.export.store import OBJECT_SCHEME, ObjectStoreSettings, StoreError
@@ -117,16 +122,19 @@ class ObjectStore:
                 f"cannot reach {self._where()} while {doing} {self.location}: check "
                 "--s3-endpoint or AWS_ENDPOINT_URL, and that the service is up and reachable"
             ) from None
+        # The text is the service's or the client's; neither ever holds the secret key (requests
+        # are signed with it, never carry it) and the endpoint was checked for credentials.
+        detail = " ".join(str(exc).split())[:300]
         raise StoreError(
             f"S3 failed while {doing} {self.location} at {self._where()}: "
-            f"{type(exc).__name__}; run again, or check the service's status"
+            f"{type(exc).__name__}: {detail}; run again, or check the service's status"
         ) from None
 
     @contextlib.contextmanager
     def _translated(self, doing: str) -> Iterator[None]:
         try:
             yield
-        except (OSError, BotoCoreError) as exc:
+        except (OSError, BotoCoreError, ClientError) as exc:
             self._fail(exc, doing)
 
     def prepare(self) -> None:
@@ -144,7 +152,7 @@ class ObjectStore:
             return int(self._fs.size(self._key(relative)))
         except FileNotFoundError:
             return None
-        except (OSError, BotoCoreError) as exc:
+        except (OSError, BotoCoreError, ClientError) as exc:
             self._fail(exc, "reading")
 
     def read_bytes(self, relative: str) -> bytes | None:
@@ -153,7 +161,7 @@ class ObjectStore:
         except FileNotFoundError:
             self.prepare()  # a missing bucket is an error, a missing object is an answer
             return None
-        except (OSError, BotoCoreError) as exc:
+        except (OSError, BotoCoreError, ClientError) as exc:
             self._fail(exc, "reading")
 
     @contextlib.contextmanager
