@@ -121,6 +121,12 @@ def _dataset(args: argparse.Namespace) -> int:
     from consumers.export.source import ExportError
 
     try:
+        if args.destination.startswith("s3://"):
+            raise ValueError(
+                "a dataset is written to a directory (it resumes from its state there): write "
+                "it locally, copy it (aws s3 cp --recursive DIR s3://BUCKET/PREFIX), then "
+                "`logorhythms export verify s3://BUCKET/PREFIX` checks the copy"
+            )
         if args.profile == "legal" and not args.raw:
             raise ValueError(
                 "the legal profile writes conversations exactly as captured (no scrubbing, "
