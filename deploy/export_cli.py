@@ -14,7 +14,10 @@ import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from consumers.export.store import ExportStore
 
 
 def _clickhouse_argument(parser: argparse.ArgumentParser, *, help_text: str | None = None) -> None:
@@ -34,28 +37,60 @@ def _clickhouse_argument(parser: argparse.ArgumentParser, *, help_text: str | No
     )
 
 
+def _store_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="for s3:// locations: the S3-compatible service, http(s)://HOST:PORT (default "
+        "AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS S3). Credentials come only from "
+        "the AWS environment or profile (AWS_PROFILE, AWS_ACCESS_KEY_ID...)",
+    )
+    parser.add_argument(
+        "--s3-region", metavar="REGION", help="default AWS_REGION, else the profile's"
+    )
+
+
+def _store(args: argparse.Namespace, location: str) -> ExportStore:
+    """The directory or ``s3://BUCKET[/PREFIX]`` a command names (``consumers.export.store``)."""
+    from consumers.export.store import OBJECT_SCHEME, DirectoryStore, ObjectStoreSettings
+
+    if not location.startswith(OBJECT_SCHEME):
+        return DirectoryStore(Path(location).absolute())
+    from consumers.export.objectstore import ObjectStore  # the S3 client, only when needed
+
+    settings = ObjectStoreSettings.from_environment(
+        endpoint_url=args.s3_endpoint, region=args.s3_region
+    )
+    return ObjectStore(location, settings)
+
+
+def _say(command: str, exc: BaseException) -> int:
+    message = " ".join(str(exc).split())
+    print(f"logorhythms {command}: {message}", file=sys.stderr)
+    return 2
+
+
 def _run(command: str, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run one export coroutine; its expected failures become one line and status 2."""
     from consumers.clickhouse.client import ClickHouseError
     from consumers.export.manifest import ManifestError
     from consumers.export.source import ExportError
+    from consumers.export.store import StoreError
 
     try:
         return asyncio.run(work())
-    except (ExportError, ManifestError, ClickHouseError) as exc:
-        message = " ".join(str(exc).split())
-        print(f"logorhythms {command}: {message}", file=sys.stderr)
-        return 2
+    except (ExportError, ManifestError, ClickHouseError, StoreError) as exc:
+        return _say(command, exc)
 
 
 def _verify(args: argparse.Namespace) -> int:
     from consumers.export.manifest import ManifestError, verify
+    from consumers.export.store import StoreError
 
     try:
-        result = verify(Path(args.directory), expected_manifest_sha256=args.manifest_sha256)
-    except ManifestError as exc:
-        print(f"logorhythms export verify: {exc}", file=sys.stderr)
-        return 2
+        result = verify(_store(args, args.directory), expected_manifest_sha256=args.manifest_sha256)
+    except (ManifestError, StoreError) as exc:
+        return _say("export verify", exc)
     for problem in result.problems:
         print(problem)
     verdict = "OK" if result.ok else f"FAILED: {len(result.problems)} problem(s)"
@@ -86,6 +121,12 @@ def _dataset(args: argparse.Namespace) -> int:
     from consumers.export.source import ExportError
 
     try:
+        if args.destination.startswith("s3://"):
+            raise ValueError(
+                "a dataset is written to a directory (it resumes from its state there): write "
+                "it locally, copy it (aws s3 cp --recursive DIR s3://BUCKET/PREFIX), then "
+                "`logorhythms export verify s3://BUCKET/PREFIX` checks the copy"
+            )
         if args.profile == "legal" and not args.raw:
             raise ValueError(
                 "the legal profile writes conversations exactly as captured (no scrubbing, "
@@ -138,9 +179,8 @@ def _dataset(args: argparse.Namespace) -> int:
 def _legal(args: argparse.Namespace) -> int:
     from consumers.export.legal import LegalQuery, export_legal
 
-    destination = Path(args.destination).absolute()
-
     async def work() -> int:
+        destination = _store(args, args.destination)
         query = LegalQuery.from_arguments(
             client_ips=args.ip,
             key_fingerprints=args.key_fingerprint,
@@ -162,13 +202,13 @@ def _legal(args: argparse.Namespace) -> int:
 def _archive(args: argparse.Namespace) -> int:
     from consumers.export.archive import archive
 
-    return _run("archive", lambda: archive(args.clickhouse, Path(args.destination).absolute()))
+    return _run("archive", lambda: archive(args.clickhouse, _store(args, args.destination)))
 
 
 def _restore(args: argparse.Namespace) -> int:
     from consumers.export.restore import restore
 
-    return _run("restore", lambda: restore(Path(args.source), args.clickhouse))
+    return _run("restore", lambda: restore(_store(args, args.source), args.clickhouse))
 
 
 def add_export_commands(commands: Any) -> None:
@@ -246,7 +286,9 @@ def add_export_commands(commands: Any) -> None:
         "bytes and headers, every chunk with its timing, the completed event. At least one "
         "selector and --case are required.",
     )
-    legal.add_argument("destination", metavar="DEST", help="a new or empty directory to write")
+    legal.add_argument(
+        "destination", metavar="DEST", help="a new or empty directory, or s3://BUCKET/PREFIX"
+    )
     legal.add_argument("--case", required=True, help="the case or warrant reference (audited)")
     legal.add_argument("--recipient", default="", help="who receives the export (audited)")
     legal.add_argument(
@@ -259,6 +301,7 @@ def add_export_commands(commands: Any) -> None:
     legal.add_argument("--since", help="received at or after (ISO 8601, UTC if no offset)")
     legal.add_argument("--until", help="received before (ISO 8601, UTC if no offset)")
     _clickhouse_argument(legal)
+    _store_arguments(legal)
     legal.set_defaults(func=_legal)
 
     verify = kinds.add_parser(
@@ -267,7 +310,8 @@ def add_export_commands(commands: Any) -> None:
         description="Exit status 0 when every file matches manifest.json, 1 when anything is "
         "missing, changed or unlisted (each problem printed), 2 when there is no manifest.",
     )
-    verify.add_argument("directory", metavar="DIR")
+    verify.add_argument("directory", metavar="DIR", help="export directory or s3://BUCKET/PREFIX")
+    _store_arguments(verify)
     verify.add_argument(
         "--manifest-sha256",
         metavar="HEX",
@@ -280,10 +324,14 @@ def add_export_commands(commands: Any) -> None:
         help="write the raw tables and exchanges as day-partitioned Parquet (incremental)",
         description="Write requests_raw, chunks_raw, completions_raw and exchanges to "
         "DEST/table=NAME/day=YYYY-MM-DD/part-00000.parquet with a manifest.json of per-day "
-        "checksums. Days already archived and unchanged are skipped.",
+        "checksums. Days already archived and unchanged are skipped. DEST may be "
+        "s3://BUCKET/PREFIX (docs/DATASETS.md).",
     )
-    archive.add_argument("destination", metavar="DEST", help="archive directory")
+    archive.add_argument(
+        "destination", metavar="DEST", help="archive directory or s3://BUCKET/PREFIX"
+    )
     _clickhouse_argument(archive)
+    _store_arguments(archive)
     archive.set_defaults(func=_archive)
 
     restore = commands.add_parser(
@@ -292,7 +340,8 @@ def add_export_commands(commands: Any) -> None:
         description="Verify SRC, create the schema in an empty database, insert every day, "
         "rebuild the rollups, and compare row counts and checksums per table and day.",
     )
-    restore.add_argument("source", metavar="SRC", help="archive directory")
+    restore.add_argument("source", metavar="SRC", help="archive directory or s3://BUCKET/PREFIX")
+    _store_arguments(restore)
     _clickhouse_argument(
         restore,
         help_text="the empty ClickHouse to restore into: chdb://NEW_DIR or a server DSN "

@@ -10,6 +10,11 @@ file's layout); a later run skips each day whose rows and checksum are unchanged
 is still there, so copying DEST elsewhere (rsync, ``aws s3 sync``) moves only new days. Days
 that are no longer in ClickHouse stay in the archive: it outlives the database.
 
+DEST is a directory or ``s3://BUCKET/PREFIX`` (``consumers.export.store``). Each day file is
+made whole in a local staging directory, checked, then put in place in one step; the manifest
+is put last. A run that dies half-way leaves day files no manifest vouches for yet; the next
+run recomputes them and completes.
+
 Rows are read with ``FINAL``: the archive holds each table's content once, whatever merges the
 engine has or has not run yet (a redelivered event that slipped past insert deduplication is one
 row, as ``FINAL`` shows it to analysts), so its checksums do not move when a merge runs.
@@ -22,8 +27,10 @@ The rollup ``exchanges_per_minute`` is not archived: its view rebuilds it when a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -48,6 +55,7 @@ from consumers.export.source import (
     shown_dsn,
     tool_version,
 )
+from consumers.export.store import ExportStore, as_store, staged_path
 
 _REQUEST_DAY = "toDate(UUIDv7ToDateTime(toUUIDOrZero(request_id)))"
 # Table → the day each row belongs to, in the order a restore inserts them: raw events before
@@ -66,6 +74,10 @@ PARQUET_SETTINGS = {
 }
 # A day that changes while it is written (a loader inserting into a server) is written again.
 _ATTEMPTS = 3
+# What an archive run leaves before its manifest: day files, finished or staged.
+_ARCHIVE_FILE = re.compile(
+    r"(table=[a-z_]+/day=\d{4}-\d{2}-\d{2}/(\.tmp\.)?part-00000\.parquet|\.manifest\.json\.tmp)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,44 +111,53 @@ def day_file(table: str, day: str) -> str:
     return f"table={table}/day={day}/part-00000.parquet"
 
 
-def _previous(destination: Path) -> Manifest | None:
-    """The archive already in ``destination`` (None for a new one), the directory made."""
-    if not (destination / MANIFEST_NAME).exists():
-        if destination.exists() and any(destination.iterdir()):
+def _previous(store: ExportStore) -> Manifest | None:
+    """The archive already in ``store`` (None for a new one), the destination made ready."""
+    if store.read_bytes(MANIFEST_NAME) is None:
+        foreign = [f for f in store.files() if not _ARCHIVE_FILE.fullmatch(f)]
+        if foreign:
             raise ExportError(
-                f"{destination} holds files but no {MANIFEST_NAME}: archive into a new or empty "
-                "directory, or into an existing archive"
+                f"{store.location} holds files but no {MANIFEST_NAME} (e.g. {foreign[0]}): "
+                "archive into a new or empty directory or prefix, or into an existing archive"
             )
-        destination.mkdir(parents=True, exist_ok=True)
+        store.prepare()  # new, or day files of a run that died before its manifest: redone
         return None
     try:
-        manifest = read_manifest(destination)
+        manifest = read_manifest(store)
     except ManifestError as exc:
         raise ExportError(f"{exc}; archive into a new or empty directory instead") from None
     if manifest.kind != "archive":
-        raise ExportError(f"{destination} holds a {manifest.kind} export, not an archive")
+        raise ExportError(f"{store.location} holds a {manifest.kind} export, not an archive")
     return manifest
 
 
-async def _write_day(clickhouse: ClickHouse, destination: Path, table: str, day: str) -> DaySummary:
+async def _write_day(
+    clickhouse: ClickHouse, store: ExportStore, staging: Path, table: str, day: str
+) -> tuple[DaySummary, FileEntry]:
+    """Write one day's file, made whole and described locally, then put in place."""
     relative = day_file(table, day)
-    target = destination / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
+    staged = staged_path(staging, relative)
     for _ in range(_ATTEMPTS):
         before = await _day_summary(clickhouse, table, day)
         await clickhouse.query_to_file(
             f"SELECT * FROM {table} FINAL WHERE {DAY_OF[table]} = {{day:Date}} "  # noqa: S608
             "ORDER BY ALL",
-            temporary,
+            staged,
             fmt="Parquet",
             parameters={"day": date.fromisoformat(day)},
             settings=PARQUET_SETTINGS,
         )
         if await _day_summary(clickhouse, table, day) == before:
-            temporary.replace(target)
-            return before
-    temporary.unlink(missing_ok=True)
+            entry = describe_file(staging, staged.relative_to(staging).as_posix())
+            if entry.rows != before.rows:
+                staged.unlink(missing_ok=True)
+                raise ExportError(
+                    f"{relative} holds {entry.rows} rows where ClickHouse counted "
+                    f"{before.rows}: the Parquet output is incomplete; archive again"
+                )
+            store.put(staged, relative)
+            return before, dataclasses.replace(entry, path=relative)
+    staged.unlink(missing_ok=True)
     raise ExportError(
         f"{table} on {day} kept changing while it was written ({_ATTEMPTS} attempts); "
         "archive again when the loader has caught up, or archive days before today only"
@@ -149,8 +170,10 @@ def snapshot_of(days: dict[str, dict[str, dict[str, Any]]]) -> str:
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
-async def archive(clickhouse_url: str, root: Path) -> int:
-    """Archive every table into ``root`` (an absolute path); print what was written."""
+async def archive(clickhouse_url: str, destination: Path | ExportStore) -> int:
+    """Archive every table into ``destination`` (an absolute path or a store); print what was
+    written."""
+    root = as_store(destination)
     previous = _previous(root)
     old_days: dict[str, dict[str, dict[str, Any]]] = (
         dict(previous.metadata.get("tables", {})) if previous else {}
@@ -161,29 +184,24 @@ async def archive(clickhouse_url: str, root: Path) -> int:
     written = skipped = rows_written = 0
     exported_at = datetime.now(UTC)
     async with open_clickhouse(clickhouse_url) as clickhouse:
-        for table in DAY_OF:
-            for day, summary in (await day_summaries(clickhouse, table)).items():
-                relative = day_file(table, day)
-                known, entry = days[table].get(day), old_files.get(relative)
-                on_disk = root / relative
-                if (
-                    known == summary.to_json(relative)
-                    and entry is not None
-                    and on_disk.is_file()
-                    and on_disk.stat().st_size == entry.size
-                ):
-                    skipped += 1
-                    continue
-                summary = await _write_day(clickhouse, root, table, day)
-                files[relative] = describe_file(root, relative)
-                if files[relative].rows != summary.rows:
-                    raise ExportError(
-                        f"{relative} holds {files[relative].rows} rows where ClickHouse counted "
-                        f"{summary.rows}: the Parquet output is incomplete; archive again"
+        with root.staging() as staging:
+            for table in DAY_OF:
+                for day, summary in (await day_summaries(clickhouse, table)).items():
+                    relative = day_file(table, day)
+                    known, entry = days[table].get(day), old_files.get(relative)
+                    if (
+                        known == summary.to_json(relative)
+                        and entry is not None
+                        and root.size(relative) == entry.size
+                    ):
+                        skipped += 1
+                        continue
+                    summary, files[relative] = await _write_day(
+                        clickhouse, root, staging, table, day
                     )
-                days[table][day] = summary.to_json(relative)
-                written += 1
-                rows_written += summary.rows
+                    days[table][day] = summary.to_json(relative)
+                    written += 1
+                    rows_written += summary.rows
         manifest = Manifest(
             kind="archive",
             export_id=str(uuid.uuid4()),
@@ -209,14 +227,14 @@ async def archive(clickhouse_url: str, root: Path) -> int:
                 kind="archive",
                 exported_at=exported_at,
                 operator=current_operator(),
-                destination=str(root),
+                destination=root.location,
                 manifest_sha256=manifest_sha256,
                 rows=rows_written,
                 filter=json.dumps({"days_written": written}),
             ),
         )
     print(
-        f"archived into {root}: {written} day file(s) written ({rows_written} rows), "
+        f"archived into {root.location}: {written} day file(s) written ({rows_written} rows), "
         f"{skipped} unchanged; manifest sha256 {manifest_sha256}"
     )
     return 0

@@ -14,7 +14,9 @@ Each matching exchange becomes a directory ``exchanges/<request_id>/`` of:
 
 The manifest records the chain of custody: who ran it, when, the case reference, the selectors,
 the SQL that selected the exchanges with its parameters, and every file's sha256; the audit table
-records the export with every request id.
+records the export with every request id. The destination is a new or empty directory or
+``s3://BUCKET/PREFIX`` (``consumers.export.store``): each file is put as it is written, the
+manifest last.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from consumers.export.source import (
     shown_dsn,
     tool_version,
 )
+from consumers.export.store import ExportStore, as_store
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _BATCH = 256  # exchanges read per query: bounds memory to a few hundred exchanges' bytes
@@ -245,24 +248,39 @@ def _write_exchange(
     return written
 
 
-def _prepare(destination: Path) -> None:
-    if destination.exists() and any(destination.iterdir()):
-        raise ExportError(f"{destination} is not empty: give a new or empty directory")
-    destination.mkdir(parents=True, exist_ok=True)
+def _prepare(store: ExportStore) -> None:
+    if store.files():
+        raise ExportError(f"{store.location} is not empty: give a new or empty directory or prefix")
+    store.prepare()
 
 
 async def export_legal(
     clickhouse_url: str,
-    destination: Path,
+    destination: Path | ExportStore,
     *,
     query: LegalQuery,
     case_reference: str,
     recipient: str = "",
 ) -> int:
-    """Write every exchange ``query`` selects into ``destination`` (absolute, new or empty)."""
+    """Write every exchange ``query`` selects into ``destination`` (an absolute path or a store,
+    new or empty). Files are made in the store's staging directory and put in place, the
+    manifest last."""
     if not case_reference.strip():
         raise ExportError("--case must name the case or warrant reference")
-    _prepare(destination)
+    store = as_store(destination)
+    _prepare(store)
+    with store.staging() as staging:
+        return await _export(clickhouse_url, store, staging, query, case_reference, recipient)
+
+
+async def _export(
+    clickhouse_url: str,
+    store: ExportStore,
+    staging: Path,
+    query: LegalQuery,
+    case_reference: str,
+    recipient: str,
+) -> int:
     exported_at = datetime.now(UTC)
     sql, parameters = query.sql()
     files: list[FileEntry] = []
@@ -283,9 +301,11 @@ async def export_legal(
                 exchange_chunks = by_id.get(request[0], [])
                 chunk_total += len(exchange_chunks)
                 written = _write_exchange(
-                    destination, request, exchange_chunks, completed.get(request[0])
+                    staging, request, exchange_chunks, completed.get(request[0])
                 )
-                files.extend(describe_file(destination, relative) for relative in written)
+                for relative in written:
+                    files.append(describe_file(staging, relative))
+                    store.put(staging / relative, relative)
         not_exported = sorted(set(query.request_ids) - set(ids))
         digest = hashlib.sha256()
         for entry in sorted(files, key=lambda f: f.path):
@@ -322,7 +342,7 @@ async def export_legal(
                 "chunks/<seq>.bin,response.body}",
             },
         )
-        manifest_sha256 = write_manifest(destination, manifest)
+        manifest_sha256 = write_manifest(store, manifest)
         await record_export(
             clickhouse,
             AuditEntry(
@@ -333,7 +353,7 @@ async def export_legal(
                 recipient=recipient,
                 profile="legal",
                 case_reference=case_reference,
-                destination=str(destination),
+                destination=store.location,
                 manifest_sha256=manifest_sha256,
                 rows=len(ids),
                 request_ids=ids,
@@ -344,6 +364,6 @@ async def export_legal(
         print(f"not exported (no matching request event): {', '.join(not_exported)}")
     print(
         f"exported {len(ids)} exchange(s), {chunk_total} chunk(s) for case {case_reference} into "
-        f"{destination}; manifest sha256 {manifest_sha256} (recorded in export_audit)"
+        f"{store.location}; manifest sha256 {manifest_sha256} (recorded in export_audit)"
     )
     return 0

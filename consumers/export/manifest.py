@@ -4,6 +4,7 @@
 newline), so its own sha256 (recorded in the audit table) identifies exactly what went out.
 ``verify`` recomputes every checksum, size and row count and names each mismatch, every missing
 file and every file the manifest does not list: a copy that verifies is the copy that was made.
+Manifests are read, written and verified in a directory or a bucket alike (``ExportStore``).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow.parquet as pq
+
+from consumers.export.store import DirectoryStore, ExportStore, as_store, is_inside
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "logorhythms-export-manifest/1"
@@ -84,45 +86,53 @@ class Manifest:
         return next((f for f in self.files if f.path == path), None)
 
 
-def sha256_file(path: Path) -> str:
+def _sha256_of(f: BinaryIO) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_READ_BYTES):
-            digest.update(block)
+    while block := f.read(_READ_BYTES):
+        digest.update(block)
     return digest.hexdigest()
 
 
-def _parquet_rows(path: Path) -> int:
-    return int(pq.ParquetFile(path).metadata.num_rows)
+def sha256_file(path: Path) -> str:
+    with path.open("rb") as f:
+        return _sha256_of(f)
 
 
-def _lines(path: Path) -> int:
-    opener: Callable[[Path], Any] = gzip.open if path.name.endswith(".gz") else Path.open
+def _parquet_rows(f: BinaryIO) -> int:
+    return int(pq.ParquetFile(f).metadata.num_rows)
+
+
+def _count_lines(f: BinaryIO) -> int:
     count = 0
-    with opener(path) as f:
-        for _ in f:
-            count += 1
+    for _ in f:
+        count += 1
     return count
 
 
-# How rows are counted again by `verify`, by file name ending. Other files (raw bodies, cards)
-# have no rows: their sha256 and size are what is checked.
-ROW_COUNTERS: dict[str, Callable[[Path], int]] = {
+def _gzip_lines(f: BinaryIO) -> int:
+    with gzip.GzipFile(fileobj=f, mode="rb") as lines:
+        return _count_lines(lines)  # type: ignore[arg-type]
+
+
+# How rows are counted again by `verify`, by file name ending, from the open file. Other files
+# (raw bodies, cards) have no rows: their sha256 and size are what is checked.
+ROW_COUNTERS: dict[str, Callable[[BinaryIO], int]] = {
     ".parquet": _parquet_rows,
-    ".jsonl": _lines,
-    ".jsonl.gz": _lines,
+    ".jsonl": _count_lines,
+    ".jsonl.gz": _gzip_lines,
 }
 
 
-def _row_counter(name: str) -> Callable[[Path], int] | None:
+def _row_counter(name: str) -> Callable[[BinaryIO], int] | None:
     return next((count for end, count in ROW_COUNTERS.items() if name.endswith(end)), None)
 
 
 def describe_file(root: Path, relative: str, *, rows: int | None = None) -> FileEntry:
-    """The entry for a file already written under ``root``; rows are counted when not given."""
+    """The entry for a local file ``root/relative``; rows are counted when not given."""
     path = root / relative
     if rows is None and (counter := _row_counter(path.name)) is not None:
-        rows = counter(path)
+        with path.open("rb") as f:
+            rows = counter(f)
     return FileEntry(
         path=Path(relative).as_posix(),
         sha256=sha256_file(path),
@@ -136,25 +146,31 @@ def render(manifest: Manifest) -> bytes:
     return (text + "\n").encode()
 
 
-def write_manifest(root: Path, manifest: Manifest) -> str:
+def write_manifest(root: Path | ExportStore, manifest: Manifest) -> str:
     """Write ``manifest.json`` atomically (a crash leaves the old one or none); its sha256."""
     data = render(manifest)
-    temporary = root / f".{MANIFEST_NAME}.tmp"
-    with temporary.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    temporary.replace(root / MANIFEST_NAME)
+    as_store(root).put_bytes(MANIFEST_NAME, data)
     return hashlib.sha256(data).hexdigest()
 
 
-def read_manifest(root: Path) -> Manifest:
-    path = root / MANIFEST_NAME
+def _manifest_bytes(store: ExportStore) -> bytes:
     try:
-        raw = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise ManifestError(f"{path} does not exist: is {root} an export directory?") from None
-    except (OSError, ValueError) as exc:
+        data = store.read_bytes(MANIFEST_NAME)
+    except OSError as exc:
+        raise ManifestError(f"{store.location}/{MANIFEST_NAME} cannot be read: {exc}") from None
+    if data is None:
+        raise ManifestError(
+            f"{store.location}/{MANIFEST_NAME} does not exist: is {store.location} an export?"
+        )
+    return data
+
+
+def read_manifest(root: Path | ExportStore) -> Manifest:
+    store = as_store(root)
+    path = f"{store.location}/{MANIFEST_NAME}"
+    try:
+        raw = json.loads(_manifest_bytes(store))
+    except ValueError as exc:
         raise ManifestError(f"{path} cannot be read as JSON: {exc}") from None
     try:
         if raw.get("format") != FORMAT:
@@ -191,16 +207,24 @@ class Verification:
         return not self.problems
 
 
-def _is_inside(root: Path, relative: str) -> bool:
-    resolved = (root / relative).resolve()
-    return resolved == root.resolve() or root.resolve() in resolved.parents
+def _stays_inside(store: ExportStore, relative: str) -> bool:
+    if not is_inside(relative):
+        return False
+    if isinstance(store, DirectoryStore):  # and no symbolic link leads out of the directory
+        root = store.root.resolve()
+        resolved = (root / relative).resolve()
+        return resolved == root or root in resolved.parents
+    return True
 
 
-def verify(root: Path, *, expected_manifest_sha256: str | None = None) -> Verification:
+def verify(
+    root: Path | ExportStore, *, expected_manifest_sha256: str | None = None
+) -> Verification:
     """Recompute every file's sha256, size and rows against the manifest; report every mismatch."""
-    manifest_path = root / MANIFEST_NAME
-    manifest = read_manifest(root)
-    manifest_sha256 = sha256_file(manifest_path)
+    store = as_store(root)
+    manifest_bytes = _manifest_bytes(store)
+    manifest = read_manifest(store)
+    manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
     problems: list[str] = []
     if expected_manifest_sha256 is not None and manifest_sha256 != expected_manifest_sha256:
         problems.append(
@@ -208,25 +232,27 @@ def verify(root: Path, *, expected_manifest_sha256: str | None = None) -> Verifi
             f"{expected_manifest_sha256} (the manifest itself was changed or replaced)"
         )
     rows_checked = 0
+    present = store.files()
     for entry in sorted(manifest.files, key=lambda f: f.path):
-        if not _is_inside(root, entry.path):
+        if not _stays_inside(store, entry.path):
             problems.append(f"{entry.path}: the manifest names a file outside the export directory")
             continue
-        path = root / entry.path
-        if not path.is_file():
+        size = store.size(entry.path)
+        if size is None:
             problems.append(f"{entry.path}: missing")
             continue
-        size = path.stat().st_size
         if size != entry.size:
             problems.append(f"{entry.path}: size {size} bytes, the manifest says {entry.size}")
-        digest = sha256_file(path)
+        with store.open_read(entry.path) as f:
+            digest = _sha256_of(f)
         if digest != entry.sha256:
             problems.append(f"{entry.path}: sha256 {digest}, the manifest says {entry.sha256}")
             continue  # its rows cannot be trusted, and may not even parse
-        counter = _row_counter(path.name)
+        counter = _row_counter(entry.path)
         if entry.rows is not None and counter is not None:
             try:
-                rows = counter(path)
+                with store.open_read(entry.path) as f:
+                    rows = counter(f)
             except Exception as exc:  # a damaged file of any kind: report it, check the rest
                 problems.append(f"{entry.path}: rows cannot be counted: {exc}")
                 continue
@@ -234,8 +260,9 @@ def verify(root: Path, *, expected_manifest_sha256: str | None = None) -> Verifi
             if rows != entry.rows:
                 problems.append(f"{entry.path}: {rows} rows, the manifest says {entry.rows}")
     listed = {Path(f.path).as_posix() for f in manifest.files}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        relative = path.relative_to(root).as_posix()
-        if relative != MANIFEST_NAME and relative not in listed:
-            problems.append(f"{relative}: not in the manifest")
+    problems += [
+        f"{relative}: not in the manifest"
+        for relative in present
+        if relative != MANIFEST_NAME and relative not in listed
+    ]
     return Verification(manifest_sha256, len(manifest.files), rows_checked, tuple(problems))

@@ -7,6 +7,10 @@ archived rows), then the audit trail. Each insert carries the file's sha256 as i
 deduplication token, so a restore interrupted half-way can be run again without doubling a
 row. Last, every table's rows and row checksum per day are computed by the target and compared
 with the manifest; any difference fails the restore.
+
+An archive in a bucket is first copied whole into a local temporary directory; that copy is
+what is verified and inserted, so an object that changes during the restore cannot slip in
+unverified.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from pathlib import Path
 from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.migrate import migrate
 from consumers.export.archive import DAY_OF, DaySummary, day_summaries
-from consumers.export.manifest import Manifest, read_manifest, verify
+from consumers.export.manifest import MANIFEST_NAME, Manifest, read_manifest, verify
 from consumers.export.source import ExportError, open_clickhouse, schema_version, shown_dsn
+from consumers.export.store import ExportStore, as_store
 
 _NOT_EMPTY = (
     "{table} in the target already holds {rows} rows: restore into an empty database "
@@ -25,21 +30,21 @@ _NOT_EMPTY = (
 )
 
 
-def _checked_archive(source: Path) -> Manifest:
+def _checked_archive(source: Path, shown: str) -> Manifest:
     result = verify(source)
     if not result.ok:
         listed = "; ".join(result.problems[:10])
         more = f" (and {len(result.problems) - 10} more)" if len(result.problems) > 10 else ""
         raise ExportError(
-            f"{source} does not match its manifest, nothing restored: {listed}{more}; "
-            f"run `logorhythms export verify {source}` for the full list"
+            f"{shown} does not match its manifest, nothing restored: {listed}{more}; "
+            f"run `logorhythms export verify {shown}` for the full list"
         )
     manifest = read_manifest(source)
     if manifest.kind != "archive":
-        raise ExportError(f"{source} holds a {manifest.kind} export, not an archive")
+        raise ExportError(f"{shown} holds a {manifest.kind} export, not an archive")
     if manifest.schema_version > schema_version():
         raise ExportError(
-            f"{source} was archived at schema version {manifest.schema_version}, newer than this "
+            f"{shown} was archived at schema version {manifest.schema_version}, newer than this "
             f"Logorhythms knows ({schema_version()}): restore with the version that archived it"
         )
     return manifest
@@ -80,8 +85,17 @@ def _differences(
     return problems
 
 
-async def restore(source: Path, clickhouse_url: str) -> int:
-    manifest = _checked_archive(source)
+async def restore(source: Path | ExportStore, clickhouse_url: str) -> int:
+    """Restore the archive in ``source`` (a directory or a store) into an empty ClickHouse."""
+    store = as_store(source)
+    if store.read_bytes(MANIFEST_NAME) is None:
+        raise ExportError(f"{store.location} holds no {MANIFEST_NAME}: is it an archive?")
+    with store.local_copy() as local:
+        return await _restore(local, store.location, clickhouse_url)
+
+
+async def _restore(source: Path, shown: str, clickhouse_url: str) -> int:
+    manifest = _checked_archive(source, shown)
     archived: dict[str, dict[str, dict[str, object]]] = manifest.metadata.get("tables", {})
     by_path = {f.path: f for f in manifest.files}
     rows_inserted = 0
@@ -104,7 +118,7 @@ async def restore(source: Path, clickhouse_url: str) -> int:
         raise ExportError("the restored data differs from the archive: " + "; ".join(problems))
     days = sum(len(d) for d in archived.values())
     print(
-        f"restored {source} into {shown_dsn(clickhouse_url)}: {days} day(s), "
+        f"restored {shown} into {shown_dsn(clickhouse_url)}: {days} day(s), "
         f"{rows_inserted} rows; every table's rows and checksums per day match the archive"
     )
     return 0

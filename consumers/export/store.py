@@ -1,0 +1,183 @@
+"""Where an export's files live: a local directory or an S3-compatible bucket, behind one interface.
+
+The archive, restore, ``export legal`` and ``export verify`` read and write through an
+``ExportStore``, so the layout, the manifest and its checks are the same wherever the files
+are. Files are made whole in a local staging directory (for a directory store, the directory
+itself) and then put in place in one step: a rename, or one PUT (or a multipart upload that is
+aborted on failure) in a bucket. The manifest, written last, is what makes a file trusted.
+
+``s3://BUCKET/PREFIX`` destinations are served by ``consumers.export.objectstore`` (the only
+module that imports the S3 client); the command line loads it only when such a URL is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+OBJECT_SCHEME = "s3://"
+
+
+class StoreError(Exception):
+    """A destination that cannot be used; the message says what to do. Exits with status 2.
+
+    Messages name the destination by its location and the endpoint without credentials: no
+    secret ever reaches one.
+    """
+
+    retriable = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectStoreSettings:
+    """How to reach an S3-compatible service. Credentials are not here: they come from the
+    standard AWS chain (environment, ``AWS_PROFILE`` and its files, SSO, instance roles)."""
+
+    endpoint_url: str | None = None  # None: AWS itself (or AWS_ENDPOINT_URL, read by the client)
+    region: str | None = None  # None: AWS_REGION / AWS_DEFAULT_REGION / the profile's
+
+    @classmethod
+    def from_environment(
+        cls,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> ObjectStoreSettings:
+        """Command-line values first, else the AWS SDKs' own variables."""
+        env = os.environ if env is None else env
+        return cls(
+            endpoint_url=endpoint_url
+            or env.get("AWS_ENDPOINT_URL_S3")
+            or env.get("AWS_ENDPOINT_URL")
+            or None,
+            region=region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        )
+
+
+class ExportStore(Protocol):
+    """The files of one export, addressed by POSIX paths relative to its root."""
+
+    @property
+    def location(self) -> str:
+        """The root as shown in messages, manifests and the audit row (never credentials)."""
+        ...
+
+    def prepare(self) -> None:
+        """Make the root usable for writing (create the directory; check the bucket)."""
+        ...
+
+    def files(self) -> list[str]:
+        """Every file under the root, relative, sorted."""
+        ...
+
+    def size(self, relative: str) -> int | None:
+        """The file's size in bytes, None when it does not exist."""
+        ...
+
+    def read_bytes(self, relative: str) -> bytes | None:
+        """The whole file, None when it does not exist."""
+        ...
+
+    def open_read(self, relative: str) -> AbstractContextManager[BinaryIO]:
+        """The file, seekable, for reading."""
+        ...
+
+    def staging(self) -> AbstractContextManager[Path]:
+        """A local directory to make files in before ``put`` moves them into the store."""
+        ...
+
+    def put(self, staged: Path, relative: str) -> None:
+        """Move a complete local file into the store at ``relative``, in one step."""
+        ...
+
+    def put_bytes(self, relative: str, data: bytes) -> None:
+        """Write ``data`` at ``relative`` in one step (a reader sees the old file or the new)."""
+        ...
+
+    def local_copy(self) -> AbstractContextManager[Path]:
+        """A local directory holding every file of the store, for the time of the block."""
+        ...
+
+
+def is_inside(relative: str) -> bool:
+    """Whether a manifest's path stays under the root (no absolute path, no ``..``)."""
+    parts = relative.split("/")
+    return bool(relative) and not relative.startswith("/") and ".." not in parts
+
+
+class DirectoryStore:
+    """An export in a local directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def files(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()
+        )
+
+    def size(self, relative: str) -> int | None:
+        path = self.root / relative
+        return path.stat().st_size if path.is_file() else None
+
+    def read_bytes(self, relative: str) -> bytes | None:
+        try:
+            return (self.root / relative).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def open_read(self, relative: str) -> AbstractContextManager[BinaryIO]:
+        return (self.root / relative).open("rb")
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        # Inside the root: ``put`` is then a rename on one file system.
+        yield self.root
+
+    def put(self, staged: Path, relative: str) -> None:
+        target = self.root / relative
+        if staged == target:
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged.replace(target)
+
+    def put_bytes(self, relative: str, data: bytes) -> None:
+        target = self.root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.tmp")
+        with temporary.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        temporary.replace(target)
+
+    @contextlib.contextmanager
+    def local_copy(self) -> Iterator[Path]:
+        yield self.root
+
+
+def staged_path(staging: Path, relative: str) -> Path:
+    """Where a file to be put at ``relative`` is made: a hidden name beside its final place,
+    with the same ending (its rows are counted by it)."""
+    final = staging / relative
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return final.with_name(f".tmp.{final.name}")
+
+
+def as_store(root: Path | ExportStore) -> ExportStore:
+    return DirectoryStore(root) if isinstance(root, Path) else root
