@@ -99,16 +99,8 @@ class Selection:
         return " AND ".join(clauses), params
 
 
-# The conversation's slice: every exchange of one conversation (and every exchange that folds
-# into it) starts with the same system prompt and first message, so they share a slice.
-_SLICE_KEY = "sipHash64(system_prompt, CAST(messages[1], 'Tuple(String, String)'))"
-
-
-def _base(selection: Selection, slices: int = 1, part: int = 0) -> tuple[str, dict[str, Any]]:
+def _base(selection: Selection) -> tuple[str, dict[str, Any]]:
     where, params = selection.where()
-    if slices > 1:
-        where += f" AND {_SLICE_KEY} % {{slices:UInt64}} = {{part:UInt64}}"
-        params |= {"slices": slices, "part": part}
     sql = f"""
     base AS (
         SELECT {", ".join(LEAF_COLUMNS)}, loaded_at, messages, system_prompt,
@@ -139,20 +131,14 @@ def count_sql(selection: Selection) -> tuple[str, dict[str, Any]]:
     return sql, params
 
 
-def leaves_sql(
-    selection: Selection, *, slices: int = 1, part: int = 0
-) -> tuple[str, dict[str, Any]]:
+def leaves_sql(selection: Selection) -> tuple[str, dict[str, Any]]:
     """One row per conversation (its leaf exchange), ordered by request id, with per-turn timing.
-
-    With ``slices`` > 1, only the conversations of slice ``part`` (0 ≤ part < slices): the
-    folding and the timing of a conversation need only the exchanges of its own slice, so the
-    query's working set is the slice's, not the whole selection's.
 
     ``turn_timing`` holds, for each assistant message of the conversation (the leaf's answer
     last), the TTFT and chunk offsets (ms) of the exchange that produced it, when it was
     captured; ``chunk_offsets_ms`` are the leaf's own chunks.
     """
-    base, params = _base(selection, slices, part)
+    base, params = _base(selection)
     columns = ", ".join(f"l.{c} AS {c}" for c in LEAF_COLUMNS)
     sql = f"""WITH {base},
     leaves AS (
