@@ -40,14 +40,13 @@ from consumers.export.audit import AuditEntry, current_operator, record_export
 from consumers.export.dedup import ExactDuplicates, NearDuplicates, normalised_hash
 from consumers.export.manifest import Manifest, describe_file, write_manifest
 from consumers.export.progress import Progress
-from consumers.export.records import SCHEMA, Built, Profile, build_record
+from consumers.export.records import Profile, build_batch
 from consumers.export.selection import Selection, count_sql, leaves_sql
 from consumers.export.shards import FORMATS, shard_name, write_shard
 from consumers.export.source import ExportError, open_clickhouse, schema_version, tool_version
+from consumers.export.spool import SPOOL_SCHEMA, SpoolWriter, read_spool
 
 STATE_DIR = ".state"
-SPOOL_BATCH_ROWS = 2000
-SPOOL_SCHEMA = SCHEMA.append(pa.field("source_request_id", pa.string()))
 _FRACTION_SCALE = 1_000_000
 
 
@@ -291,53 +290,62 @@ async def _spool(
         else None
     )
     progress = Progress("reading conversations", total=max(total, 0))
-    pending: list[dict[str, Any]] = []
     sample_cut = int(options.sample * _FRACTION_SCALE)
     test_cut = int(options.test_fraction * _FRACTION_SCALE)
-    with pa.OSFile(str(state.spool), "wb") as sink, pa.ipc.new_stream(sink, SPOOL_SCHEMA) as out:
-
-        def flush() -> None:
-            if pending:
-                out.write_batch(pa.RecordBatch.from_pylist(pending, schema=SPOOL_SCHEMA))
-                pending.clear()
+    with SpoolWriter(state.spool) as spool:
 
         def on_batch(batch: pa.RecordBatch) -> None:
-            rows = batch.to_pylist()
-            progress.advance(len(rows), batch.nbytes)
-            kept: list[tuple[dict[str, Any], Built, bytes]] = []
-            for row in rows:
+            progress.advance(batch.num_rows, batch.nbytes)
+            built = build_batch(batch, profile=options.profile, record_key=key, ip_key=ip_key)
+            kept: list[int] = []
+            digests: list[bytes] = []
+            for i, texts in enumerate(built.texts):
                 counts.conversations += 1
-                built = build_record(row, profile=options.profile, record_key=key, ip_key=ip_key)
-                digest = normalised_hash(built.texts)
+                digest = normalised_hash(texts)
                 if exact.seen(digest):
                     counts.exact_duplicates += 1
                 elif _fraction(options.seed, b"sample", digest) >= sample_cut:
                     counts.sampled_out += 1
                 else:
-                    kept.append((row, built, digest))
+                    kept.append(i)
+                    digests.append(digest)
             # Languages of the whole batch at once: lingua spreads them over the cores.
             languages = (
-                language.detect_many([_first_user(built.record) for _, built, _ in kept])
+                language.detect_many([built.first_user[i] for i in kept])
                 if options.detect_language
                 else [""] * len(kept)
             )
-            for (row, built, digest), found in zip(kept, languages, strict=True):
+            rows: list[int] = []
+            hashes: list[str] = []
+            splits: list[str] = []
+            found_languages: list[str] = []
+            for i, digest, found in zip(kept, digests, languages, strict=True):
                 if options.languages and found not in options.languages:
                     counts.language_filtered += 1
                     continue
-                record = built.record
-                record["language"] = found
-                record["conversation_hash"] = digest.hex()
-                record["split"] = (
+                rows.append(i)
+                hashes.append(digest.hex())
+                splits.append(
                     "test" if _fraction(options.seed, b"split", digest) < test_cut else "train"
                 )
-                record["source_request_id"] = row["request_id"]
-                counts.scrubbed.update(built.scrubbed)
+                found_languages.append(found)
+                counts.scrubbed.update(built.scrubbed[i])
                 if near is not None:
-                    near.add("\n".join(built.texts))
-                pending.append(record)
-                if len(pending) >= SPOOL_BATCH_ROWS:
-                    flush()
+                    near.add("\n".join(built.texts[i]))
+            if not rows:
+                return
+            take = pa.array(rows, pa.int64())
+            decided = {
+                "conversation_hash": pa.array(hashes, pa.string()),
+                "split": pa.array(splits, pa.string()),
+                "language": pa.array(found_languages, pa.string()),
+                "source_request_id": batch.column("request_id").take(take),
+            }
+            arrays = [
+                decided[name] if name in decided else built.columns[name].take(take)
+                for name in SPOOL_SCHEMA.names
+            ]
+            spool.append(pa.RecordBatch.from_arrays(arrays, schema=SPOOL_SCHEMA))
 
         sql, params = leaves_sql(options.selection)
         await clickhouse.arrow_batches(
@@ -353,19 +361,10 @@ async def _spool(
                 "join_algorithm": "partial_merge",
             },
         )
-        flush()
     progress.close()
     duplicate = near.duplicates() if near is not None else np.zeros(0, dtype=bool)
     counts.near_duplicates = int(duplicate.sum())
     np.save(state.near, duplicate)
-
-
-def _first_user(record: dict[str, Any]) -> str:
-    return next((m["content"] for m in record["messages"] if m["role"] == "user"), "")
-
-
-def _spooled(state: _State) -> pa.ipc.RecordBatchStreamReader:
-    return pa.ipc.open_stream(pa.memory_map(str(state.spool)))
 
 
 def _write_shards(
@@ -377,7 +376,7 @@ def _write_shards(
     counts.models, counts.languages = Counter(), Counter()
     kept: Counter[str] = Counter()
     offset = 0
-    for batch in _spooled(state):
+    for batch in read_spool(state.spool):
         splits = batch.column("split").to_pylist()
         for i, split in enumerate(splits):
             if not (duplicate.size and duplicate[offset + i]):
@@ -405,7 +404,7 @@ def _write_shards(
             progress.advance(table.num_rows, table.nbytes)
             return name
 
-        for batch in _spooled(state):
+        for batch in read_spool(state.spool):
             size = batch.num_rows
             mask = np.array(batch.column("split").to_pylist()) == split
             if duplicate.size:
@@ -435,7 +434,7 @@ def _exported_request_ids(state: _State) -> list[str]:
     duplicate = np.load(state.near)
     ids: list[str] = []
     offset = 0
-    for batch in _spooled(state):
+    for batch in read_spool(state.spool):
         column = batch.column("source_request_id").to_pylist()
         ids += [
             rid for i, rid in enumerate(column) if not (duplicate.size and duplicate[offset + i])

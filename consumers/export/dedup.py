@@ -27,7 +27,6 @@ from itertools import chain
 import numpy as np
 import xxhash
 
-_SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
 # The text a near-duplicate signature is computed from is capped: a conversation's beginning
 # decides whether it repeats another, and the cost stays bounded for very long ones.
@@ -44,7 +43,8 @@ def normalised_hash(texts: Iterable[str]) -> bytes:
     """8 bytes identifying the conversation's text up to case and whitespace."""
     digest = hashlib.blake2b(digest_size=8)
     for text in texts:
-        digest.update(_SPACE.sub(" ", text.lower()).strip().encode("utf-8", "surrogatepass"))
+        # split/join: the same as collapsing r"\s+" and stripping (both use str.isspace), faster.
+        digest.update(" ".join(text.lower().split()).encode("utf-8", "surrogatepass"))
         digest.update(b"\x1e")
     return digest.digest()
 

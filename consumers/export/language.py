@@ -38,11 +38,13 @@ def detect(text: str) -> str:
 
 
 def detect_many(texts: list[str]) -> list[str]:
-    """``detect`` for many texts, in parallel on lingua's own threads."""
+    """``detect`` for many texts, in parallel on lingua's own threads; each distinct text once
+    (chat traffic repeats its first messages: greetings, test prompts, templates)."""
     capped = [t[:MAX_CHARS] for t in texts]
-    wanted = [i for i, t in enumerate(capped) if len(t.strip()) >= MIN_CHARS]
-    found = _detector().detect_languages_in_parallel_of([capped[i] for i in wanted])
-    out = [""] * len(texts)
-    for i, language in zip(wanted, found, strict=True):
-        out[i] = "" if language is None else str(language.iso_code_639_1.name.lower())
-    return out
+    distinct = list(dict.fromkeys(t for t in capped if len(t.strip()) >= MIN_CHARS))
+    found = _detector().detect_languages_in_parallel_of(distinct)
+    codes = {
+        text: "" if language is None else str(language.iso_code_639_1.name.lower())
+        for text, language in zip(distinct, found, strict=True)
+    }
+    return [codes.get(t, "") for t in capped]

@@ -22,10 +22,10 @@ import hmac
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from consumers.export.conversations import Message, messages_of
 from consumers.export.scrub import Scrubber
@@ -124,6 +124,9 @@ SCHEMA = pa.schema(
     ]
 )
 
+_USAGE_COUNTS = (
+    "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens",
+)  # fmt: skip
 _UA_PRODUCT = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*(?:/[A-Za-z][A-Za-z0-9_.-]*)?)")
 _BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"),
              ("Chrome/", "Chrome"), ("Safari/", "Safari"))  # fmt: skip
@@ -144,82 +147,167 @@ def user_agent_family(user_agent: str) -> str:
     return product if rest and not rest[0].isdigit() else name
 
 
-def truncate(moment: datetime, precision: str) -> datetime:
-    if precision == "day":
-        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    if precision == "hour":
-        return moment.replace(minute=0, second=0, microsecond=0)
-    if precision == "second":
-        return moment.replace(microsecond=0)
-    return moment
-
-
-def keyed_id(key: bytes, value: str, *, size: int = 16) -> str:
-    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[: size * 2]
-
-
 @dataclass(slots=True)
-class Built:
-    """A record and what building it found: the scrubbed placeholders by kind."""
+class BuiltBatch:
+    """The records of a batch of leaves as Arrow columns, and what the later steps need of each.
 
-    record: dict[str, Any]
-    texts: list[str]
-    scrubbed: Counter[str]
+    ``columns`` holds every ``SCHEMA`` field but the three decided later (``conversation_hash``,
+    ``split``, ``language``); the lists are per record, in the batch's order.
+    """
+
+    columns: dict[str, pa.Array]
+    texts: list[list[str]]
+    first_user: list[str]
+    scrubbed: list[Counter[str]]
 
 
-def build_record(
-    row: dict[str, Any],
+class _KeyedIds:
+    """``HMAC-SHA256(key, value)``, 16 bytes in hex, for many values: the keyed state is computed
+    once and copied per value."""
+
+    def __init__(self, key: bytes) -> None:
+        self._start = hmac.new(key, digestmod=hashlib.sha256)
+
+    def __call__(self, value: str) -> str:
+        mac = self._start.copy()
+        mac.update(value.encode())
+        return mac.hexdigest()[:32]
+
+
+_UNITS_US = {"day": 86_400_000_000, "hour": 3_600_000_000, "second": 1_000_000, "microsecond": 1}
+
+
+def build_batch(
+    batch: pa.RecordBatch,
     *,
     profile: Profile,
     record_key: bytes,
     ip_key: bytes,
-) -> Built:
-    """The dataset record of one leaf exchange (a row of ``selection.leaves_sql``)."""
-    messages = messages_of(
-        row["request_body"],
-        dialect=row["dialect"],
-        answer=row["response_text"],
-        answer_tool_calls=row["tool_calls"],
-        keep_images=profile.keep_images,
+) -> BuiltBatch:
+    """The dataset records of a batch of leaf exchanges (rows of ``selection.leaves_sql``).
+
+    Columns the records copy (models, parameters, usage, timestamps) stay Arrow arrays; only the
+    conversation itself (request JSON → messages, scrubbing, timing) is built row by row.
+    """
+    rows = batch.num_rows
+    column = batch.column
+    request_ids: list[str] = column("request_id").to_pylist()
+    roles: list[str] = []
+    contents: list[str] = []
+    names: list[str | None] = []
+    call_ids: list[str | None] = []
+    calls: list[list[dict[str, Any]]] = []
+    images: list[list[str]] = []
+    offsets = [0]
+    texts: list[list[str]] = []
+    first_user: list[str] = []
+    user_turns: list[int] = []
+    scrubbed: list[Counter[str]] = []
+    timings: list[list[dict[str, Any]]] = []
+    for body, dialect, answer, answer_calls, earlier, stream, ttft, chunks in zip(
+        column("request_body").to_pylist(),
+        column("dialect").to_pylist(),
+        column("response_text").to_pylist(),
+        column("tool_calls").to_pylist(),
+        column("turn_timing").to_pylist(),
+        column("stream").to_pylist(),
+        column("ttft_ms").to_pylist(),
+        column("chunk_offsets_ms").to_pylist(),
+        strict=True,
+    ):
+        messages = messages_of(
+            body,
+            dialect=dialect,
+            answer=answer,
+            answer_tool_calls=answer_calls,
+            keep_images=profile.keep_images,
+        )
+        if profile.scrub:
+            scrubber = Scrubber()
+            for message in messages:
+                _scrub_message(scrubber, message)
+            scrubbed.append(scrubber.counts)
+        else:
+            scrubbed.append(Counter())
+        users = 0
+        first = None
+        for m in messages:
+            roles.append(m.role)
+            contents.append(m.content)
+            names.append(m.name)
+            call_ids.append(m.tool_call_id)
+            calls.append(m.tool_calls)
+            images.append(m.images)
+            if m.role == "user":
+                users += 1
+                if first is None:
+                    first = m.content
+        offsets.append(len(roles))
+        texts.append(contents[offsets[-2] :])
+        first_user.append(first or "")
+        user_turns.append(users)
+        timings.append(_turn_timing(earlier, stream, ttft, chunks, messages))
+    message_fields = [
+        pa.array(roles, pa.string()),
+        pa.array(contents, pa.string()),
+        pa.array(names, pa.string()),
+        pa.array(call_ids, pa.string()),
+        pa.array(calls, MESSAGE.field("tool_calls").type),
+        pa.array(images, MESSAGE.field("images").type),
+    ]
+    messages_column = pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()),
+        pa.StructArray.from_arrays(message_fields, fields=list(MESSAGE)),
     )
-    scrubbed: Counter[str] = Counter()
-    if profile.scrub:
-        scrubber = Scrubber()
-        for message in messages:
-            _scrub_message(scrubber, message)
-        scrubbed = scrubber.counts
-    texts = [m.content for m in messages]
-    timing = _turn_timing(row, messages)
+    unit = _UNITS_US[profile.precision]
+    micros = column("received_at").cast(pa.int64()).to_numpy()
+    timestamps = pa.array((micros // unit) * unit, pa.int64()).cast(SCHEMA.field("timestamp").type)
+    responded = column("model_responded")
+    usage = pa.StructArray.from_arrays(
+        [
+            *(column(f).cast(pa.int64()) for f in _USAGE_COUNTS),
+            column("usage_estimated").cast(pa.bool_()),
+        ],
+        fields=list(USAGE),
+    )
     client = profile.client_fields
-    record = {
-        "conversation_id": keyed_id(record_key, row["request_id"]),
-        "timestamp": truncate(row["received_at"], profile.precision),
-        "model_requested": row["model_requested"],
-        "model": row["model_responded"] or row["model_requested"],
-        "provider": row["provider"],
-        "endpoint": row["endpoint"],
-        "turn": sum(1 for m in messages if m.role == "user"),
-        "messages": [_message_row(m) for m in messages],
-        "temperature": row["temperature"],
-        "top_p": row["top_p"],
-        "max_tokens": row["max_tokens"],
-        "finish_reason": row["finish_reason"],
-        "usage": {
-            "prompt_tokens": row["prompt_tokens"],
-            "completion_tokens": row["completion_tokens"],
-            "total_tokens": row["total_tokens"],
-            "cached_tokens": row["cached_tokens"],
-            "reasoning_tokens": row["reasoning_tokens"],
-            "estimated": bool(row["usage_estimated"]),
-        },
-        "turn_timing": timing,
-        "hashed_ip": keyed_id(ip_key, row["client_ip"]) if client != "none" else None,
-        "user_agent_family": user_agent_family(row["user_agent"]) if client != "none" else None,
-        "client_ip": row["client_ip"] if client == "raw" else None,
-        "user_agent": row["user_agent"] if client == "raw" else None,
-        "request_id": row["request_id"] if client == "raw" else None,
+    nothing = pa.nulls(rows, pa.string())
+    if client != "none":
+        ip_id = _KeyedIds(ip_key)
+        families: dict[str, str] = {}
+        hashed_ip = pa.array([ip_id(ip) for ip in column("client_ip").to_pylist()], pa.string())
+        family = pa.array(
+            [
+                families.get(ua) or families.setdefault(ua, user_agent_family(ua))
+                for ua in column("user_agent").to_pylist()
+            ],
+            pa.string(),
+        )
+    else:
+        hashed_ip = family = nothing
+    record_id = _KeyedIds(record_key)
+    columns = {
+        "conversation_id": pa.array([record_id(r) for r in request_ids], pa.string()),
+        "timestamp": timestamps,
+        "model_requested": column("model_requested"),
+        "model": pc.if_else(pc.not_equal(responded, ""), responded, column("model_requested")),
+        "provider": column("provider"),
+        "endpoint": column("endpoint"),
+        "turn": pa.array(user_turns, pa.int32()),
+        "messages": messages_column,
+        "temperature": column("temperature").cast(pa.float64()),
+        "top_p": column("top_p").cast(pa.float64()),
+        "max_tokens": column("max_tokens").cast(pa.int64()),
+        "finish_reason": column("finish_reason"),
+        "usage": usage,
+        "turn_timing": pa.array(timings, SCHEMA.field("turn_timing").type),
+        "hashed_ip": hashed_ip,
+        "user_agent_family": family,
+        "client_ip": column("client_ip") if client == "raw" else nothing,
+        "user_agent": column("user_agent") if client == "raw" else nothing,
+        "request_id": column("request_id") if client == "raw" else nothing,
     }
-    return Built(record, texts, scrubbed)
+    return BuiltBatch(columns, texts, first_user, scrubbed)
 
 
 def _scrub_message(scrubber: Scrubber, message: Message) -> None:
@@ -232,22 +320,17 @@ def _scrub_message(scrubber: Scrubber, message: Message) -> None:
     message.images = [scrubber.scrub(url) for url in message.images if not url.startswith("data:")]
 
 
-def _message_row(message: Message) -> dict[str, Any]:
-    return {
-        "role": message.role,
-        "content": message.content,
-        "name": message.name,
-        "tool_call_id": message.tool_call_id,
-        "tool_calls": message.tool_calls,
-        "images": message.images,
-    }
-
-
-def _turn_timing(row: dict[str, Any], messages: list[Message]) -> list[dict[str, Any]]:
+def _turn_timing(
+    earlier: list[Any] | None,
+    stream: bool,
+    ttft_ms: float | None,
+    chunk_offsets_ms: list[float] | None,
+    messages: list[Message],
+) -> list[dict[str, Any]]:
     """Timing of each assistant turn: earlier turns from their own (folded) exchanges."""
     out: list[dict[str, Any]] = []
     # Ordered by position in the conversation; numbered by answer (1 = the first answer).
-    for entry in row["turn_timing"] or []:
+    for entry in earlier or []:
         # A ClickHouse tuple arrives from Arrow as a struct: {"1": pos, "2": captured, ...}.
         _position, captured, streamed, ttft, chunks = (
             entry.values() if isinstance(entry, dict) else entry
@@ -262,14 +345,14 @@ def _turn_timing(row: dict[str, Any], messages: list[Message]) -> list[dict[str,
             }
         )
     if messages and messages[-1].role == "assistant":
-        streamed = bool(row["stream"])
+        streamed = bool(stream)
         out.append(
             {
                 "turn": len(out) + 1,
                 "captured": True,
                 "streamed": streamed,
-                "ttft_ms": row["ttft_ms"],
-                "chunk_offsets_ms": list(row["chunk_offsets_ms"] or []) if streamed else None,
+                "ttft_ms": ttft_ms,
+                "chunk_offsets_ms": list(chunk_offsets_ms or []) if streamed else None,
             }
         )
     return out

@@ -103,7 +103,7 @@ def _base(selection: Selection) -> tuple[str, dict[str, Any]]:
     where, params = selection.where()
     sql = f"""
     base AS (
-        SELECT *, messages, system_prompt,
+        SELECT {", ".join(LEAF_COLUMNS)}, loaded_at, messages, system_prompt,
             sipHash64(system_prompt,
                 arrayPushBack(CAST(messages, 'Array(Tuple(String, String))'),
                               ('assistant', response_text))) AS own_key
