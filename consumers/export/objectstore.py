@@ -1,6 +1,6 @@
 """An export in an S3-compatible bucket (AWS S3, MinIO, Ceph, R2, ...): the s3fs adapter.
 
-The only module that imports s3fs and botocore (docs/decisions/0026-s3-destinations-with-s3fs.md).
+The only module that imports s3fs and botocore (docs/decisions/0027-s3-destinations-with-s3fs.md).
 Credentials are never passed in: botocore finds them as the AWS CLI does (environment,
 ``AWS_PROFILE`` and its config files, SSO, web identity, instance roles), so no key appears on a
 command line, in a manifest, an audit row or a message.
