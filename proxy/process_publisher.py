@@ -69,12 +69,7 @@ class ProcessPublisher(Publisher):
     async def start(self) -> None:
         if self._started:
             return
-        self.journal.open()
-        if self._recovery is not None:
-            ended = self._recovery(self.journal.leftover_records())
-            self.stats.recovered += len(ended)
-            for event in ended:
-                self._append(event)
+        self._open_journal()
         self.journal.flush()
         self._started = True
         self._stopping = False
@@ -86,16 +81,7 @@ class ProcessPublisher(Publisher):
         """Let the producer process deliver within the stop budget; the rest stays journaled."""
         if not self._started:
             return
-        try:
-            async with asyncio.timeout(self._stop_timeout_s):
-                await self.flush()
-        except TimeoutError:
-            log.warning(
-                "Kafka did not take everything within %.1fs; the journal's %d bytes stay on "
-                "disk for the next start",
-                self._stop_timeout_s,
-                self.journal.size_bytes,
-            )
+        await self._flush_within_stop_budget()
         self._stopping = True
         self._close_doorbell()  # the producer process sees the end of file and exits
         process = self._process

@@ -176,17 +176,35 @@ class Publisher:
         samples, self._latency_samples_ms = self._latency_samples_ms, []
         return samples
 
-    async def start(self) -> None:
-        if self._started:
-            return
+    def _open_journal(self) -> None:
+        """Open the journal and end the exchanges a dead run left open (as ``proxy_died``)."""
         self.journal.open()
-        # Until Kafka answers, events are safest on disk (anything queued before start goes first).
-        self._spilling = True
         if self._recovery is not None:
             ended = self._recovery(self.journal.leftover_records())
             self.stats.recovered += len(ended)
             for event in ended:
                 self._append(event)
+
+    async def _flush_within_stop_budget(self) -> None:
+        """Let Kafka take what it can within the stop budget; the rest stays for the next start."""
+        try:
+            async with asyncio.timeout(self._stop_timeout_s):
+                await self.flush()
+        except TimeoutError:
+            log.warning(
+                "Kafka did not take everything within %.1fs; %d events in memory and the journal's "
+                "%d bytes stay on disk for the next start",
+                self._stop_timeout_s,
+                self.in_memory,
+                self.journal.size_bytes,
+            )
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        # Until Kafka answers, events are safest on disk (anything queued before start goes first).
+        self._spilling = True
+        self._open_journal()
         while self._queue:
             key, value, headers, journaled = self._queue.popleft()
             if not journaled:
@@ -201,17 +219,7 @@ class Publisher:
         """Deliver what we can within the stop budget; everything else ends up in the journal."""
         if not self._started:
             return
-        try:
-            async with asyncio.timeout(self._stop_timeout_s):
-                await self.flush()
-        except TimeoutError:
-            log.warning(
-                "Kafka did not take everything within %.1fs; %d events in memory and the journal's "
-                "%d bytes stay on disk for the next start",
-                self._stop_timeout_s,
-                self.in_memory,
-                self.journal.size_bytes,
-            )
+        await self._flush_within_stop_budget()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -38,6 +38,13 @@ async def _keys_by_partition(bootstrap: str, topic: str, count: int) -> dict[byt
         await consumer.stop()
 
 
+def _publisher(bootstrap: str, topic: str, directory: Path, *, linger_ms: int) -> ProcessPublisher:
+    journal = Journal(directory, max_bytes=64 * 1024**2, segment_bytes=16 * 1024**2)
+    return ProcessPublisher(
+        bootstrap_servers=bootstrap, topic=topic, journal=journal, linger_ms=linger_ms
+    )
+
+
 async def _wait_for(condition: object, what: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():  # type: ignore[operator]
@@ -49,12 +56,7 @@ async def test_the_producer_process_delivers_survives_a_kill_and_frees_the_journ
     kafka_bootstrap: str, unique_topic: str, tmp_path: Path
 ) -> None:
     await create_topic(kafka_bootstrap, unique_topic, partitions=PARTITIONS)
-    publisher = ProcessPublisher(
-        bootstrap_servers=kafka_bootstrap,
-        topic=unique_topic,
-        journal=Journal(tmp_path, max_bytes=64 * 1024**2, segment_bytes=16 * 1024**2),
-        linger_ms=5,
-    )
+    publisher = _publisher(kafka_bootstrap, unique_topic, tmp_path, linger_ms=5)
     await publisher.start()
     try:
         for number in range(200):
@@ -98,12 +100,7 @@ async def test_an_event_refused_inside_a_batch_is_found_alone_and_the_rest_deliv
     await create_topic(
         kafka_bootstrap, unique_topic, partitions=1, configs={"max.message.bytes": "20000"}
     )
-    publisher = ProcessPublisher(
-        bootstrap_servers=kafka_bootstrap,
-        topic=unique_topic,
-        journal=Journal(tmp_path, max_bytes=64 * 1024**2, segment_bytes=16 * 1024**2),
-        linger_ms=50,
-    )
+    publisher = _publisher(kafka_bootstrap, unique_topic, tmp_path, linger_ms=50)
     await publisher.start()
     try:
         await publisher.producer_ready()
