@@ -1,0 +1,181 @@
+"""`export dataset s3://…` against a real S3-protocol server on loopback (moto's, as for the
+archive): the objects are the directory export's bytes, pyarrow reads them from the bucket and
+they verify; an upload killed between objects is completed by the rerun, which sends only what is
+missing or not the export's own; a prefix that holds a dataset is refused before anything is
+built; a missing bucket is one line (rows E19-E20 of tests/README.md)."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.fs
+import pyarrow.parquet as pq
+import pytest
+
+from consumers.clickhouse.client import ClickHouse
+from consumers.clickhouse.migrate import migrate
+from consumers.export.dataset import DatasetOptions, export_dataset
+from consumers.export.manifest import MANIFEST_NAME, read_manifest, verify
+from consumers.export.objectstore import ObjectStore
+from consumers.export.records import Profile
+from consumers.export.source import ExportError
+from consumers.export.store import ObjectStoreSettings, StoreError
+from consumers.export.upload import Upload
+from tests.integration.export.captured_traffic import private_database
+from tests.integration.export.s3_server import ACCESS_KEY_ID, SECRET_KEY, bucket_objects, s3_client
+
+RECORD_KEY = bytes(range(32))
+# Ten conversations in shards of four: three shards and the card, then the manifest.
+OPTIONS = DatasetOptions(
+    profile=Profile.named("open"),
+    recipient="Acme Research",
+    near_duplicate_threshold=None,
+    detect_language=False,
+    rows_per_shard=4,
+)
+TEN_CONVERSATIONS = """
+INSERT INTO exchanges (request_id, received_at, completed_at, endpoint, dialect, provider,
+    model_requested, model_responded, request_body, request_json_valid, messages, response_text,
+    status, outcome, duration_ms)
+SELECT toString(generateUUIDv7(number)), now64(6), now64(6), '/v1/chat/completions', 'openai',
+    'openai', 'gpt-4o-mini', 'gpt-4o-mini',
+    concat('{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "question ',
+           toString(number), '"}]}'),
+    true, [('user', concat('question ', toString(number)))], concat('answer ', toString(number)),
+    200, 'ok', 12.5
+FROM numbers(10)
+"""
+UPLOADED = [
+    "README.md",
+    "data/train-00000-of-00003.parquet",
+    "data/train-00001-of-00003.parquet",
+    "data/train-00002-of-00003.parquet",
+]
+
+
+@pytest.fixture
+async def clickhouse_url(clickhouse_url: str) -> str:
+    """A private database holding ten one-turn conversations, as the loader stores them."""
+    url = await private_database(clickhouse_url)
+    async with ClickHouse(url) as clickhouse:
+        await migrate(clickhouse)
+        await clickhouse.command(TEN_CONVERSATIONS)
+    return url
+
+
+class _Store(ObjectStore):
+    """The real store, recording each object it uploads; with ``dies_after``, failing like a
+    killed process (Ctrl-C, SIGTERM's handler) once that many are uploaded."""
+
+    def __init__(self, url: str, dies_after: int | None = None) -> None:
+        super().__init__(url, ObjectStoreSettings.from_environment())
+        self.sent: list[str] = []
+        self.dies_after = dies_after
+
+    def upload(
+        self, local: Path, relative: str, *, sha256: str, on_bytes: Callable[[int], None]
+    ) -> None:
+        if len(self.sent) == self.dies_after:
+            raise KeyboardInterrupt
+        super().upload(local, relative, sha256=sha256, on_bytes=on_bytes)
+        self.sent.append(relative)
+
+
+def _shard_files(directory: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(directory).as_posix(): p.read_bytes()
+        for p in directory.rglob("*")
+        if p.is_file() and p.name != MANIFEST_NAME
+    }
+
+
+@pytest.mark.slow  # ~6 s on the loaded 2-core machine: two exports, a second S3 client
+async def test_a_dataset_in_a_bucket_is_the_directory_export_and_verifies(
+    clickhouse_url: str, bucket: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    """E19: the same objects as the directory export (same key), read by pyarrow from the
+    bucket, verified; the audit row names the URL; staging removed; the full prefix refused."""
+    local = await export_dataset(clickhouse_url, tmp_path / "dir", OPTIONS, record_key=RECORD_KEY)
+    url = f"s3://{bucket}/datasets/acme"
+    staging = tmp_path / "staging"
+    store = _Store(url)
+    result = await export_dataset(
+        clickhouse_url, staging, OPTIONS, record_key=RECORD_KEY, upload=Upload(store)
+    )
+    assert result.destination == url
+    assert store.sent == UPLOADED
+    assert not staging.exists()
+    objects = {
+        k.removeprefix("datasets/acme/"): v
+        for k, v in bucket_objects(bucket).items()
+        if not k.endswith(MANIFEST_NAME)
+    }
+    assert objects == _shard_files(tmp_path / "dir")
+    assert sorted(objects) == UPLOADED
+    assert read_manifest(store).files == read_manifest(tmp_path / "dir").files
+    checked = verify(store, expected_manifest_sha256=result.manifest_sha256)
+    assert checked.ok, checked.problems
+    assert checked.rows_checked == 10
+
+    # Another S3 client entirely: Arrow's own, reading the shards from the bucket.
+    arrow_s3 = pyarrow.fs.S3FileSystem(
+        access_key=ACCESS_KEY_ID,
+        secret_key=SECRET_KEY,
+        endpoint_override=s3_endpoint.removeprefix("http://"),
+        scheme="http",
+        region="us-east-1",
+    )
+    table = pq.read_table(f"{bucket}/datasets/acme/data", filesystem=arrow_s3)
+    assert table.num_rows == 10
+    assert sorted(table.column("conversation_id").to_pylist()) == sorted(
+        pq.read_table(tmp_path / "dir" / "data").column("conversation_id").to_pylist()
+    )
+
+    async with ClickHouse(clickhouse_url) as clickhouse:
+        audited = await clickhouse.rows(
+            "SELECT export_id, destination, manifest_sha256, rows FROM export_audit FINAL "
+            "ORDER BY exported_at"
+        )
+    assert audited[1] == (result.export_id, url, result.manifest_sha256, 10)
+    assert audited[0][1] == str((tmp_path / "dir").resolve())
+    assert local.destination == audited[0][1]
+
+    # The prefix holds a complete dataset: refused before anything is built or staged.
+    with pytest.raises(ExportError, match=r"datasets/acme is not empty \(it holds README\.md\)"):
+        await export_dataset(clickhouse_url, tmp_path / "again", OPTIONS, upload=Upload(store))
+    assert not (tmp_path / "again").exists()
+    missing = ObjectStore(f"s3://{bucket}-missing/x", ObjectStoreSettings.from_environment())
+    with pytest.raises(StoreError, match=f"the bucket '{bucket}-missing' does not exist"):
+        await export_dataset(clickhouse_url, tmp_path / "none", OPTIONS, upload=Upload(missing))
+
+
+@pytest.mark.slow  # ~4.5 s on the loaded 2-core machine: an export and its rerun
+async def test_a_killed_upload_is_completed_by_the_rerun(
+    clickhouse_url: str, bucket: str, tmp_path: Path
+) -> None:
+    """E20: killed after two objects, no manifest is there, the private staging directory is
+    kept; the rerun sends only the objects missing or not the export's (one overwritten in
+    between), then the manifest, and the result verifies."""
+    url = f"s3://{bucket}/ds"
+    staging = tmp_path / "staging"
+    with pytest.raises(KeyboardInterrupt):
+        await export_dataset(
+            clickhouse_url, staging, OPTIONS, record_key=RECORD_KEY,
+            upload=Upload(_Store(url, dies_after=2)),
+        )  # fmt: skip
+    assert sorted(bucket_objects(bucket)) == [f"ds/{name}" for name in UPLOADED[:2]]
+    assert stat.S_IMODE(staging.stat().st_mode) == 0o700
+    # Meanwhile the first object is overwritten (without its sha256: not the export's own).
+    s3_client().put_object(Bucket=bucket, Key=f"ds/{UPLOADED[0]}", Body=b"not the card")
+
+    rerun = _Store(url)
+    result = await export_dataset(
+        clickhouse_url, staging, OPTIONS, record_key=RECORD_KEY, upload=Upload(rerun)
+    )
+    assert rerun.sent == [UPLOADED[0], *UPLOADED[2:]]  # UPLOADED[1] was not sent again
+    checked = verify(rerun, expected_manifest_sha256=result.manifest_sha256)
+    assert checked.ok, checked.problems
+    assert checked.files_checked == len(UPLOADED)
+    assert not staging.exists()
