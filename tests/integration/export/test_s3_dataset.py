@@ -1,11 +1,12 @@
 """`export dataset s3://…` against a real S3-protocol server on loopback (moto's, as for the
-archive): the objects are the directory export's bytes, pyarrow reads them from the bucket and
-they verify; an upload killed between objects is completed by the rerun, which sends only what is
-missing or not the export's own; a prefix that holds a dataset is refused before anything is
-built; a missing bucket is one line (rows E19-E20 of tests/README.md)."""
+archive): by the command line, the objects are the directory export's bytes, pyarrow reads them
+from the bucket and they verify, and a prefix that holds a dataset and a missing bucket are
+refused in one line each; an upload killed between objects is completed by the rerun, which
+sends only what is missing or not the export's own (rows E19-E20 of tests/README.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +21,9 @@ from consumers.export.dataset import DatasetOptions, export_dataset
 from consumers.export.manifest import MANIFEST_NAME, read_manifest, verify
 from consumers.export.objectstore import ObjectStore
 from consumers.export.records import Profile
-from consumers.export.source import ExportError
-from consumers.export.store import ObjectStoreSettings, StoreError
+from consumers.export.store import ObjectStoreSettings
 from consumers.export.upload import Upload
+from deploy.cli import build_parser
 from tests.integration.export.captured_traffic import private_database
 from tests.integration.export.s3_server import ACCESS_KEY_ID, SECRET_KEY, bucket_objects, s3_client
 
@@ -91,22 +92,39 @@ def _shard_files(directory: Path) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.slow  # ~6 s on the loaded 2-core machine: two exports, a second S3 client
+@pytest.mark.slow  # 4-6 s on the 2 shared cores: two exports, a second S3 client
 async def test_a_dataset_in_a_bucket_is_the_directory_export_and_verifies(
-    clickhouse_url: str, bucket: str, s3_endpoint: str, tmp_path: Path
+    clickhouse_url: str,
+    bucket: str,
+    s3_endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """E19: the same objects as the directory export (same key), read by pyarrow from the
-    bucket, verified; the audit row names the URL; staging removed; the full prefix refused."""
+    """E19: by the command line, staged under XDG_CACHE_HOME, the same objects as the directory
+    export (same key), read by pyarrow from the bucket, verified; the audit row names the URL;
+    staging removed; the full prefix and a missing bucket refused in one line."""
     local = await export_dataset(clickhouse_url, tmp_path / "dir", OPTIONS, record_key=RECORD_KEY)
     url = f"s3://{bucket}/datasets/acme"
-    staging = tmp_path / "staging"
-    store = _Store(url)
-    result = await export_dataset(
-        clickhouse_url, staging, OPTIONS, record_key=RECORD_KEY, upload=Upload(store)
-    )
-    assert result.destination == url
-    assert store.sent == UPLOADED
-    assert not staging.exists()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    async def command(destination: str) -> tuple[int, str]:
+        args = build_parser().parse_args(
+            ["export", "dataset", destination, "--clickhouse", clickhouse_url,
+             "--record-key", RECORD_KEY.hex(), "--recipient", "Acme Research",
+             "--rows-per-shard", "4", "--no-near-dedup", "--no-language"]
+        )  # fmt: skip
+        # In a thread: the command runs its own event loop (this process's engine, shared).
+        status = await asyncio.to_thread(args.func, args)
+        captured = capsys.readouterr()
+        return status, captured.out + captured.err
+
+    status, said = await command(url)
+    assert status == 0, said
+    assert f"wrote 10 conversations to {url} (dataset-" in said
+    staged_under = tmp_path / "cache" / "logorhythms" / "exports"
+    assert staged_under.is_dir()
+    assert list(staged_under.iterdir()) == []  # staged there, removed once verified
     objects = {
         k.removeprefix("datasets/acme/"): v
         for k, v in bucket_objects(bucket).items()
@@ -114,8 +132,16 @@ async def test_a_dataset_in_a_bucket_is_the_directory_export_and_verifies(
     }
     assert objects == _shard_files(tmp_path / "dir")
     assert sorted(objects) == UPLOADED
+    store = _Store(url)
     assert read_manifest(store).files == read_manifest(tmp_path / "dir").files
-    checked = verify(store, expected_manifest_sha256=result.manifest_sha256)
+    async with ClickHouse(clickhouse_url) as clickhouse:
+        audited = await clickhouse.rows(
+            "SELECT destination, manifest_sha256, rows FROM export_audit FINAL ORDER BY exported_at"
+        )
+    assert audited[0][0] == local.destination == str((tmp_path / "dir").resolve())
+    assert audited[1][0] == url
+    assert audited[1][2] == 10
+    checked = verify(store, expected_manifest_sha256=audited[1][1])
     assert checked.ok, checked.problems
     assert checked.rows_checked == 10
 
@@ -133,25 +159,19 @@ async def test_a_dataset_in_a_bucket_is_the_directory_export_and_verifies(
         pq.read_table(tmp_path / "dir" / "data").column("conversation_id").to_pylist()
     )
 
-    async with ClickHouse(clickhouse_url) as clickhouse:
-        audited = await clickhouse.rows(
-            "SELECT export_id, destination, manifest_sha256, rows FROM export_audit FINAL "
-            "ORDER BY exported_at"
-        )
-    assert audited[1] == (result.export_id, url, result.manifest_sha256, 10)
-    assert audited[0][1] == str((tmp_path / "dir").resolve())
-    assert local.destination == audited[0][1]
-
     # The prefix holds a complete dataset: refused before anything is built or staged.
-    with pytest.raises(ExportError, match=r"datasets/acme is not empty \(it holds README\.md\)"):
-        await export_dataset(clickhouse_url, tmp_path / "again", OPTIONS, upload=Upload(store))
-    assert not (tmp_path / "again").exists()
-    missing = ObjectStore(f"s3://{bucket}-missing/x", ObjectStoreSettings.from_environment())
-    with pytest.raises(StoreError, match=f"the bucket '{bucket}-missing' does not exist"):
-        await export_dataset(clickhouse_url, tmp_path / "none", OPTIONS, upload=Upload(missing))
+    status, said = await command(url)
+    assert status == 2
+    assert said.count("\n") == 1, said
+    assert "datasets/acme is not empty (it holds README.md): choose a new or empty prefix" in said
+    assert list(staged_under.iterdir()) == []
+    status, said = await command(f"s3://{bucket}-missing/x")
+    assert status == 2
+    assert said.count("\n") == 1, said
+    assert f"the bucket '{bucket}-missing' does not exist" in said
 
 
-@pytest.mark.slow  # ~4.5 s on the loaded 2-core machine: an export and its rerun
+@pytest.mark.slow  # 2-4.5 s on the 2 shared cores: an export and its rerun
 async def test_a_killed_upload_is_completed_by_the_rerun(
     clickhouse_url: str, bucket: str, tmp_path: Path
 ) -> None:
