@@ -117,6 +117,7 @@ async def test_a_dataset_in_a_bucket_is_the_directory_export_and_verifies(
         # In a thread: the command runs its own event loop (this process's engine, shared).
         status = await asyncio.to_thread(args.func, args)
         captured = capsys.readouterr()
+        assert SECRET_KEY not in captured.out + captured.err  # planted in the AWS environment
         return status, captured.out + captured.err
 
     status, said = await command(url)
