@@ -58,7 +58,7 @@ class Upload:
 
     def begin(self, staging: Path, *, resuming: bool) -> None:
         """Before anything is built: the bucket is usable, the prefix empty for a new export,
-        the staging directory private (0700: it holds the dataset before it is anywhere else).
+        the staging directory made private (0700: it holds the dataset before anywhere else).
         A resumed export's prefix may hold its own objects; ``finish`` checks them."""
         self.store.prepare()
         present = self.store.files()
@@ -67,10 +67,9 @@ class Upload:
                 f"{self.location} is not empty (it holds {present[0]}): choose a new or empty "
                 "prefix"
             )
-        if not staging.exists():
+        if not staging.exists():  # an existing one (--staging DIR) keeps the mode it was given
             staging.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             staging.mkdir(mode=0o700)
-        staging.chmod(0o700)
 
     def finish(self, staging: Path, manifest: Manifest) -> str:
         """Upload every file the manifest lists from ``staging``, then the manifest; check what
