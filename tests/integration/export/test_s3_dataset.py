@@ -7,6 +7,7 @@ sends only what is missing or not the export's own (rows E19-E20 of tests/README
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from consumers.export.dataset import DatasetOptions, export_dataset
 from consumers.export.manifest import MANIFEST_NAME, read_manifest, verify
 from consumers.export.objectstore import ObjectStore
 from consumers.export.records import Profile
+from consumers.export.source import ExportError
 from consumers.export.store import ObjectStoreSettings
 from consumers.export.upload import Upload
 from deploy.cli import build_parser
@@ -73,6 +75,7 @@ class _Store(ObjectStore):
     def __init__(self, url: str, dies_after: int | None = None) -> None:
         super().__init__(url, ObjectStoreSettings.from_environment())
         self.sent: list[str] = []
+        self.bytes_reported = 0
         self.dies_after = dies_after
 
     def upload(
@@ -80,7 +83,12 @@ class _Store(ObjectStore):
     ) -> None:
         if len(self.sent) == self.dies_after:
             raise KeyboardInterrupt
-        super().upload(local, relative, sha256=sha256, on_bytes=on_bytes)
+
+        def reported(sent: int) -> None:
+            self.bytes_reported += sent
+            on_bytes(sent)
+
+        super().upload(local, relative, sha256=sha256, on_bytes=reported)
         self.sent.append(relative)
 
 
@@ -172,13 +180,15 @@ async def test_a_dataset_in_a_bucket_is_the_directory_export_and_verifies(
     assert f"the bucket '{bucket}-missing' does not exist" in said
 
 
-@pytest.mark.slow  # 2-4.5 s on the 2 shared cores: an export and its rerun
+@pytest.mark.slow  # 3-6 s on the 2 shared cores: an export and two reruns
 async def test_a_killed_upload_is_completed_by_the_rerun(
     clickhouse_url: str, bucket: str, tmp_path: Path
 ) -> None:
     """E20: killed after two objects, no manifest is there, the private staging directory is
-    kept; the rerun sends only the objects missing or not the export's (one overwritten in
-    between), then the manifest, and the result verifies."""
+    kept. Meanwhile one object is overwritten from elsewhere and one damaged while keeping its
+    recorded sha256: the rerun sends only the missing and the overwritten ones, then the
+    manifest, and its check finds the damaged one; the next rerun sends everything again and
+    the result verifies."""
     url = f"s3://{bucket}/ds"
     staging = tmp_path / "staging"
     with pytest.raises(KeyboardInterrupt):
@@ -188,15 +198,28 @@ async def test_a_killed_upload_is_completed_by_the_rerun(
         )  # fmt: skip
     assert sorted(bucket_objects(bucket)) == [f"ds/{name}" for name in UPLOADED[:2]]
     assert stat.S_IMODE(staging.stat().st_mode) == 0o700
-    # Meanwhile the first object is overwritten (without its sha256: not the export's own).
+    # The card overwritten without a sha256 (not the export's own); a shard damaged, keeping
+    # the sha256 recorded with it (a claim the read-back check does not take on trust).
     s3_client().put_object(Bucket=bucket, Key=f"ds/{UPLOADED[0]}", Body=b"not the card")
+    claimed = hashlib.sha256((staging / UPLOADED[1]).read_bytes()).hexdigest()
+    s3_client().put_object(
+        Bucket=bucket, Key=f"ds/{UPLOADED[1]}", Body=b"damaged", Metadata={"sha256": claimed}
+    )
 
     rerun = _Store(url)
+    with pytest.raises(ExportError, match=f"{UPLOADED[1]}: size 7 bytes"):
+        await export_dataset(
+            clickhouse_url, staging, OPTIONS, record_key=RECORD_KEY, upload=Upload(rerun)
+        )
+    assert rerun.sent == [UPLOADED[0], *UPLOADED[2:]]  # UPLOADED[1] claimed its sha256
+
+    last = _Store(url)
     result = await export_dataset(
-        clickhouse_url, staging, OPTIONS, record_key=RECORD_KEY, upload=Upload(rerun)
+        clickhouse_url, staging, OPTIONS, record_key=RECORD_KEY, upload=Upload(last)
     )
-    assert rerun.sent == [UPLOADED[0], *UPLOADED[2:]]  # UPLOADED[1] was not sent again
-    checked = verify(rerun, expected_manifest_sha256=result.manifest_sha256)
+    assert last.sent == UPLOADED
+    checked = verify(last, expected_manifest_sha256=result.manifest_sha256)
     assert checked.ok, checked.problems
     assert checked.files_checked == len(UPLOADED)
+    assert last.bytes_reported == sum(f.size for f in read_manifest(last).files)
     assert not staging.exists()
