@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from consumers.export.objectstore import ObjectStore
     from consumers.export.store import ExportStore
 
 
@@ -52,11 +53,16 @@ def _store_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _store(args: argparse.Namespace, location: str) -> ExportStore:
     """The directory or ``s3://BUCKET[/PREFIX]`` a command names (``consumers.export.store``)."""
-    from consumers.export.store import OBJECT_SCHEME, DirectoryStore, ObjectStoreSettings
+    from consumers.export.store import OBJECT_SCHEME, DirectoryStore
 
     if not location.startswith(OBJECT_SCHEME):
         return DirectoryStore(Path(location).absolute())
+    return _object_store(args, location)
+
+
+def _object_store(args: argparse.Namespace, location: str) -> ObjectStore:
     from consumers.export.objectstore import ObjectStore  # the S3 client, only when needed
+    from consumers.export.store import ObjectStoreSettings
 
     settings = ObjectStoreSettings.from_environment(
         endpoint_url=args.s3_endpoint, region=args.s3_region
@@ -121,11 +127,11 @@ def _dataset(args: argparse.Namespace) -> int:
     from consumers.export.source import ExportError
 
     try:
-        if args.destination.startswith("s3://"):
+        to_bucket = args.destination.startswith("s3://")
+        if args.staging is not None and not to_bucket:
             raise ValueError(
-                "a dataset is written to a directory (it resumes from its state there): write "
-                "it locally, copy it (aws s3 cp --recursive DIR s3://BUCKET/PREFIX), then "
-                "`logorhythms export verify s3://BUCKET/PREFIX` checks the copy"
+                "--staging is for s3:// destinations: a dataset for a directory is built in "
+                "that directory"
             )
         if args.profile == "legal" and not args.raw:
             raise ValueError(
@@ -163,8 +169,14 @@ def _dataset(args: argparse.Namespace) -> int:
         return 2
 
     async def work() -> int:
+        from consumers.export.upload import Upload, default_staging
+
+        destination, upload = Path(args.destination), None
+        if to_bucket:  # built in a local staging directory, then uploaded
+            upload = Upload(_object_store(args, args.destination))
+            destination = Path(args.staging) if args.staging else default_staging(upload.location)
         result = await export_dataset(
-            args.clickhouse, Path(args.destination), options, record_key=record_key
+            args.clickhouse, destination.absolute(), options, record_key=record_key, upload=upload
         )
         rows = sum(result.counts.written.values())
         print(
@@ -226,11 +238,24 @@ def add_export_commands(commands: Any) -> None:
         help="a dataset for researchers or buyers",
         description="One record per conversation (exchanges that are prefixes of a longer one "
         "are folded into it), scrubbed per profile, deduplicated, written as Hugging Face "
-        "shards with a dataset card and a manifest, and recorded in export_audit. Rerun the "
-        "same command to resume an interrupted export (docs/DATASETS.md).",
+        "shards with a dataset card and a manifest, and recorded in export_audit. DEST may be "
+        "s3://BUCKET/PREFIX: the dataset is built in a local staging directory, then uploaded, "
+        "the manifest last, and checked. Rerun the same command to resume an interrupted "
+        "export or upload (docs/DATASETS.md).",
     )
-    dataset.add_argument("destination", metavar="DEST", help="a new or empty directory to write")
+    dataset.add_argument(
+        "destination", metavar="DEST", help="a new or empty directory, or s3://BUCKET/PREFIX"
+    )
     _clickhouse_argument(dataset)
+    _store_arguments(dataset)
+    dataset.add_argument(
+        "--staging",
+        metavar="DIR",
+        help="for s3:// destinations: the local directory the dataset is built in before it is "
+        "uploaded, removed once the upload is verified (default: one per destination under "
+        "$XDG_CACHE_HOME or ~/.cache, in logorhythms/exports/); rerunning the same command "
+        "resumes from it",
+    )
     dataset.add_argument(
         "--profile", choices=("open", "licensed", "legal"), default="open",
         help="open: scrubbed, no client fields; licensed: scrubbed, keyed IP hash and "

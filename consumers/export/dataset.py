@@ -11,7 +11,8 @@ builds records, drops exact duplicates, samples and splits, and appends the reco
 and a shard's name needs the shard count, so pass 2 reads the spool back and writes the shards.
 ``.state/state.json`` remembers the arguments, the record key and each finished shard: a rerun
 with the same arguments resumes (the spool when complete, then shard by shard); ``.state`` is
-removed when the export is complete.
+removed when the export is complete. To a bucket (``upload``), DEST is a local staging directory,
+uploaded when complete and then removed.
 
 Reproducible: records are in request-id order, every decision is a pure function of the data and
 the arguments, so the same data, arguments and record key give byte-identical shards.
@@ -45,6 +46,7 @@ from consumers.export.selection import Selection, count_sql, leaves_sql
 from consumers.export.shards import FORMATS, shard_name, write_shard
 from consumers.export.source import ExportError, open_clickhouse, schema_version, tool_version
 from consumers.export.spool import SPOOL_SCHEMA, SpoolWriter, read_spool
+from consumers.export.upload import Upload
 
 STATE_DIR = ".state"
 _FRACTION_SCALE = 1_000_000
@@ -150,7 +152,7 @@ class Counts:
 @dataclass(frozen=True, slots=True)
 class DatasetResult:
     export_id: str
-    destination: Path
+    destination: str  # the directory, or the s3:// URL
     manifest_sha256: str
     counts: Counts
     record_key: str
@@ -212,7 +214,10 @@ async def export_dataset(
     options: DatasetOptions,
     *,
     record_key: bytes | None = None,
+    upload: Upload | None = None,
 ) -> DatasetResult:
+    if upload is not None:
+        upload.begin(destination, resuming=(destination / STATE_DIR).exists())
     state = _State(destination, options, record_key)
     key = state.record_key
     async with open_clickhouse(clickhouse_url) as clickhouse:
@@ -249,7 +254,9 @@ async def export_dataset(
             files=tuple(entries),
             metadata=metadata,
         )
-        manifest_sha256 = write_manifest(destination, manifest)
+        finish = write_manifest if upload is None else upload.finish
+        manifest_sha256 = finish(destination, manifest)
+        location = upload.location if upload else str(destination.resolve())  # noqa: ASYNC240
         await record_export(
             clickhouse,
             AuditEntry(
@@ -257,7 +264,7 @@ async def export_dataset(
                 kind="dataset",
                 exported_at=created,
                 operator=current_operator(),
-                destination=str(destination.resolve()),  # noqa: ASYNC240 (a batch command)
+                destination=location,
                 manifest_sha256=manifest_sha256,
                 rows=sum(counts.written.values()),
                 request_ids=_exported_request_ids(state),
@@ -268,8 +275,8 @@ async def export_dataset(
                 record_key=key.hex(),
             ),
         )
-    shutil.rmtree(state.root)
-    return DatasetResult(export_id, destination, manifest_sha256, counts, key.hex())
+    shutil.rmtree(state.root if upload is None else destination)
+    return DatasetResult(export_id, location, manifest_sha256, counts, key.hex())
 
 
 async def _spool(

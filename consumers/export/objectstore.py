@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, cast
 from urllib.parse import urlsplit
@@ -37,6 +37,25 @@ _CLIENT_CONFIG: dict[str, Any] = {
     "read_timeout": 120,
     "retries": {"max_attempts": 3, "mode": "standard"},
 }
+
+
+# The user metadata key (x-amz-meta-sha256) an uploaded object's sha256 is recorded under.
+SHA256_METADATA = "sha256"
+
+
+class _BytesSent:
+    """What s3fs calls on an fsspec callback during ``put_file`` (``set_size`` once, then
+    ``relative_update`` per PUT or part), passed on as bytes sent. Duck-typed rather than a
+    subclass of fsspec's untyped ``Callback``."""
+
+    def __init__(self, on_bytes: Callable[[int], None]) -> None:
+        self._on_bytes = on_bytes
+
+    def set_size(self, size: int) -> None:
+        pass
+
+    def relative_update(self, inc: int = 1) -> None:
+        self._on_bytes(inc)
 
 
 def _bucket_and_prefix(url: str) -> tuple[str, str]:
@@ -181,6 +200,27 @@ class ObjectStore:
         with self._translated("writing"):
             self._fs.put_file(str(staged), self._key(relative))
         staged.unlink(missing_ok=True)
+
+    def uploaded_sha256(self, relative: str) -> str | None:
+        try:
+            metadata = cast(dict[str, Any], self._fs.metadata(self._key(relative)))
+        except FileNotFoundError:
+            return None
+        except (OSError, BotoCoreError, ClientError) as exc:
+            self._fail(exc, "reading")
+        value = metadata.get(SHA256_METADATA)
+        return value if isinstance(value, str) else None
+
+    def upload(
+        self, local: Path, relative: str, *, sha256: str, on_bytes: Callable[[int], None]
+    ) -> None:
+        with self._translated("writing"):
+            self._fs.put_file(
+                str(local),
+                self._key(relative),
+                callback=_BytesSent(on_bytes),
+                Metadata={SHA256_METADATA: sha256},  # one PUT, or every part of a multipart
+            )
 
     def put_bytes(self, relative: str, data: bytes) -> None:
         with self._translated("writing"):

@@ -1,4 +1,5 @@
-"""A one-line progress bar on a terminal: rows, bytes, rate and ETA. Silent when not a TTY."""
+"""A one-line progress bar on a terminal: rows (or files), bytes, rates and ETA. Silent when not
+a TTY."""
 
 from __future__ import annotations
 
@@ -23,13 +24,22 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """``advance(rows, bytes)`` as work is done; ``total`` rows, when known, gives the ETA."""
+    """``advance(rows, bytes)`` as work is done; ``total`` rows, when known, gives the ETA.
+    ``unit`` names what is counted ("rows", or "files" for an upload)."""
 
-    def __init__(self, label: str, *, total: int | None = None, out: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        *,
+        total: int | None = None,
+        unit: str = "rows",
+        out: TextIO | None = None,
+    ) -> None:
         self.out = out if out is not None else sys.stderr
         self.enabled = self.out.isatty()
         self.label = label
         self.total = total
+        self.unit = unit
         self.rows = 0
         self.bytes = 0
         self._started = time.monotonic()
@@ -54,7 +64,8 @@ class Progress:
             if rate > 0:
                 eta = f" ETA {_duration(max(self.total - self.rows, 0) / rate)}"
         return (
-            f"{self.label}: {done} rows, {_size(self.bytes)}, {rate:,.0f} rows/s, "
+            f"{self.label}: {done} {self.unit}, {_size(self.bytes)} "
+            f"({_size(self.bytes / elapsed)}/s), {rate:,.0f} {self.unit}/s, "
             f"{_duration(elapsed)} elapsed{eta}"
         )
 

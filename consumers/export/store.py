@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +102,22 @@ class ExportStore(Protocol):
 
     def local_copy(self) -> AbstractContextManager[Path]:
         """A local directory holding every file of the store, for the time of the block."""
+        ...
+
+
+class UploadStore(ExportStore, Protocol):
+    """A store that a locally built export is uploaded into (``consumers.export.upload``)."""
+
+    def uploaded_sha256(self, relative: str) -> str | None:
+        """The sha256 recorded with the object when it was uploaded; None when the object is
+        absent or was put there some other way."""
+        ...
+
+    def upload(
+        self, local: Path, relative: str, *, sha256: str, on_bytes: Callable[[int], None]
+    ) -> None:
+        """Copy a complete local file to ``relative`` in one step, recording its sha256; the
+        local file stays. ``on_bytes`` is told of each part sent."""
         ...
 
 

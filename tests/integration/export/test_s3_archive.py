@@ -7,18 +7,12 @@ the credentials never leave the AWS environment (rows E12-E18 of tests/README.md
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 
 from consumers.clickhouse.client import ClickHouse
@@ -31,9 +25,15 @@ from consumers.export.restore import restore
 from consumers.export.source import ExportError
 from consumers.export.store import ObjectStoreSettings, StoreError
 from tests.integration.export.captured_traffic import private_database
+from tests.integration.export.s3_server import (
+    ACCESS_KEY_ID,
+    SECRET_KEY,
+    bucket_objects,
+    free_port,
+    moto_server,
+    s3_client,
+)
 
-ACCESS_KEY_ID = "AKIAPLANTEDKEYID0001"
-SECRET_KEY = "planted-secret-3f9c1e7a5b2d8c4e6f0a1b3c5d7e9f1a"  # must appear nowhere
 # Restore into a new engine directory by the command line, then report what that engine holds,
 # in one process of its own (one engine directory per process).
 RESTORE_AND_READ = """
@@ -59,88 +59,9 @@ print(json.dumps({"status": status, "stderr": err.getvalue(), "days": asyncio.ru
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _moto_server(log: Path, **env: str) -> Iterator[str]:
-    """moto's S3 server on a free loopback port (``env``: its settings); its log on failure."""
-    port = _free_port()
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"moto's S3 server did not start: {log.read_text()}")
-            time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One S3 server for the module, accepting any credentials."""
-    with _moto_server(tmp_path_factory.mktemp("moto") / "server.log") as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def aws_environment(
-    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> dict[str, str]:
-    """The standard AWS variables, as an operator sets them; no files of the real user's."""
-    values = {
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-    }
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
-
-
-@pytest.fixture
-def bucket(aws_environment: dict[str, str]) -> str:
-    name = f"archive-{uuid.uuid4().hex[:12]}"
-    _client().create_bucket(Bucket=name)
-    return name
-
-
 @pytest.fixture
 async def clickhouse_url(clickhouse_url: str) -> str:
     return await private_database(clickhouse_url)
-
-
-def _client():  # type: ignore[no-untyped-def]
-    return boto3.client("s3")  # endpoint, region and credentials from the environment
-
-
-def _objects(bucket: str) -> dict[str, bytes]:
-    client = _client()
-    listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
-    return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
 
 
 def _store(url: str) -> ObjectStore:
@@ -195,17 +116,17 @@ async def test_s3_archive_is_incremental_and_restores_identically(
     await archive(clickhouse_url, _store(url))
     first = read_manifest(_store(url))
     assert verify(_store(url)).ok
-    keys = set(_objects(bucket))
+    keys = set(bucket_objects(bucket))
     assert f"logorhythms/archive/{MANIFEST_NAME}" in keys
     assert any(k.startswith("logorhythms/archive/table=chunks_raw/day=") for k in keys)
 
-    before = {k: v for k, v in _objects(bucket).items() if "table=chunks_raw" in k}
+    before = {k: v for k, v in bucket_objects(bucket).items() if "table=chunks_raw" in k}
     await archive(clickhouse_url, _store(url))
     second = read_manifest(_store(url))
     # Only the audit trail (grown by the first run) is written again.
     assert second.metadata["this_run"]["days_written"] == 1
     assert second.metadata["this_run"]["days_unchanged"] >= 2
-    assert {k: v for k, v in _objects(bucket).items() if "table=chunks_raw" in k} == before
+    assert {k: v for k, v in bucket_objects(bucket).items() if "table=chunks_raw" in k} == before
 
     await _insert(clickhouse_url, 5, seq=2)
     await archive(clickhouse_url, _store(url))
@@ -239,11 +160,11 @@ async def test_verify_finds_a_tampered_or_unlisted_object(
     await _insert(clickhouse_url, 50)
     await archive(clickhouse_url, _store(url))
     assert verify(_store(url)).ok
-    victim = next(k for k in _objects(bucket) if "table=chunks_raw" in k)
-    data = bytearray(_objects(bucket)[victim])
+    victim = next(k for k in bucket_objects(bucket) if "table=chunks_raw" in k)
+    data = bytearray(bucket_objects(bucket)[victim])
     data[len(data) // 2] ^= 0x01
-    _client().put_object(Bucket=bucket, Key=victim, Body=bytes(data))
-    _client().put_object(Bucket=bucket, Key="a/table=chunks_raw/extra.parquet", Body=b"x")
+    s3_client().put_object(Bucket=bucket, Key=victim, Body=bytes(data))
+    s3_client().put_object(Bucket=bucket, Key="a/table=chunks_raw/extra.parquet", Body=b"x")
 
     checked = _cli("export", "verify", url)
     assert checked.returncode == 1, checked.stderr
@@ -278,7 +199,7 @@ async def test_an_archive_killed_half_way_is_completed_by_the_next_run(
     await _insert(clickhouse_url, 30)
     with pytest.raises(KeyboardInterrupt):
         await archive(clickhouse_url, _DiesAfter(url, puts=1))
-    left = _objects(bucket)
+    left = bucket_objects(bucket)
     assert len(left) == 1
     assert f"k/{MANIFEST_NAME}" not in left
     with pytest.raises(ManifestError, match=r"manifest\.json does not exist"):
@@ -310,7 +231,7 @@ async def test_a_legal_export_to_s3_verifies_and_holds_the_bytes(
     url = f"s3://{bucket}/case-7"
     query = LegalQuery.from_arguments(client_ips=["192.0.2.0/24"])
     await export_legal(clickhouse_url, _store(url), query=query, case_reference="CASE-7")
-    objects = _objects(bucket)
+    objects = bucket_objects(bucket)
     manifest = read_manifest(_store(url))
     assert set(objects) == {f"case-7/{f.path}" for f in manifest.files} | {"case-7/manifest.json"}
     assert sorted(manifest.metadata["request_ids"]) == sorted(ids)
@@ -339,7 +260,7 @@ def test_a_missing_bucket_an_unreachable_endpoint_and_access_denied_are_one_line
     assert "bucket 'no-such-bucket-here' does not exist" in missing.stderr
     assert "aws s3 mb s3://no-such-bucket-here" in missing.stderr
 
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     unreachable = _cli("export", "verify", "s3://some-bucket/x", "--s3-endpoint", closed)
     assert unreachable.returncode == 2
     assert unreachable.stderr.count("\n") == 1, unreachable.stderr
@@ -347,7 +268,7 @@ def test_a_missing_bucket_an_unreachable_endpoint_and_access_denied_are_one_line
     assert "Traceback" not in missing.stderr + unreachable.stderr
 
     # A server that checks credentials (moto with IAM on) does not know the planted key.
-    with _moto_server(tmp_path / "iam.log", INITIAL_NO_AUTH_ACTION_COUNT="0") as checking:
+    with moto_server(tmp_path / "iam.log", INITIAL_NO_AUTH_ACTION_COUNT="0") as checking:
         store = ObjectStore("s3://some-bucket/x", ObjectStoreSettings(endpoint_url=checking))
         with pytest.raises(StoreError) as denied:
             store.files()
@@ -386,7 +307,7 @@ async def test_credentials_appear_in_no_output(
     assert b"s3://" in audit  # the destination is recorded, without credentials
     captured = capsys.readouterr()
     outputs = {
-        **{f"object {k}": v for k, v in _objects(bucket).items()},
+        **{f"object {k}": v for k, v in bucket_objects(bucket).items()},
         "export_audit": audit,
         "log": caplog.text.encode(),
         "stdout/stderr": (captured.out + captured.err).encode(),

@@ -1,4 +1,5 @@
-"""The progress line: drawn on a terminal with rows, bytes, rate and ETA; silent otherwise."""
+"""The progress line: drawn on a terminal with rows (or files), bytes, rates and ETA; silent
+otherwise."""
 
 from __future__ import annotations
 
@@ -22,6 +23,18 @@ def test_a_terminal_sees_rows_bytes_rate_and_eta() -> None:
     assert "rows/s" in text
     assert "ETA " in text
     assert text.endswith("\n")
+
+
+def test_an_upload_shows_files_bytes_and_the_byte_rate() -> None:
+    out = _Terminal()
+    progress = Progress("uploading", total=4, unit="files", out=out)
+    progress.advance(0, 5 * 1024 * 1024)  # a part of the first file sent
+    progress.advance(1)
+    progress.close()
+    text = out.getvalue()
+    assert "uploading: 1/4 (25%) files, 5.0 MB (" in text
+    assert "B/s)" in text
+    assert "files/s" in text
 
 
 def test_a_pipe_or_file_sees_nothing() -> None:
