@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +20,23 @@ from typing import Any, BinaryIO
 
 import pyarrow.parquet as pq
 
-from consumers.export.store import DirectoryStore, ExportStore, as_store, is_inside
+from consumers.export.store import (
+    DirectoryStore,
+    ExportStore,
+    StoreError,
+    as_store,
+    is_inside,
+    shown,
+)
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "logorhythms-export-manifest/1"
 KINDS = frozenset({"dataset", "legal", "archive"})
 _READ_BYTES = 1024 * 1024
+# A manifest is read whole into memory; ours take ~250 bytes a file, so this allows a million
+# files and refuses a hostile one that would exhaust memory.
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ManifestError(Exception):
@@ -154,15 +166,54 @@ def write_manifest(root: Path | ExportStore, manifest: Manifest) -> str:
 
 
 def _manifest_bytes(store: ExportStore) -> bytes:
+    path = f"{store.location}/{MANIFEST_NAME}"
     try:
-        data = store.read_bytes(MANIFEST_NAME)
-    except OSError as exc:
-        raise ManifestError(f"{store.location}/{MANIFEST_NAME} cannot be read: {exc}") from None
+        size = store.size(MANIFEST_NAME)
+        if size is not None and size > MAX_MANIFEST_BYTES:
+            raise ManifestError(
+                f"{path} is {size:,} bytes, over the {MAX_MANIFEST_BYTES:,} a manifest may be: "
+                "it was not made by Logorhythms; do not use this export"
+            )
+        data = store.read_bytes(MANIFEST_NAME) if size is not None else None
+    except (OSError, StoreError) as exc:
+        raise ManifestError(f"{path} cannot be read: {exc}") from None
     if data is None:
-        raise ManifestError(
-            f"{store.location}/{MANIFEST_NAME} does not exist: is {store.location} an export?"
-        )
+        raise ManifestError(f"{path} does not exist: is {store.location} an export?")
     return data
+
+
+def _int(value: object, name: str, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ManifestError(f"{name} is {value!r}, not a count")
+    return value
+
+
+def _file_entry(raw: object) -> FileEntry:
+    """One entry of ``files``, every field of its type; its path is checked by ``verify``."""
+    if not isinstance(raw, dict):
+        raise ManifestError(f"a file entry is {type(raw).__name__}, not an object")
+    path, sha256 = raw.get("path"), raw.get("sha256")
+    if not isinstance(path, str):
+        raise ManifestError(f"a file's path is {path!r}, not a string")
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise ManifestError(f"{shown(path)}: sha256 {sha256!r} is not 64 hex digits")
+    size = _int(raw.get("size"), f"{shown(path)}: size")
+    rows = _int(raw.get("rows"), f"{shown(path)}: rows", optional=True)
+    return FileEntry(path=path, sha256=sha256, size=size or 0, rows=rows)
+
+
+def _file_entries(raw: object) -> tuple[FileEntry, ...]:
+    if not isinstance(raw, list):
+        raise ManifestError(f"files is {type(raw).__name__}, not a list")
+    files = tuple(_file_entry(f) for f in raw)
+    seen: set[str] = set()
+    for entry in files:
+        if entry.path in seen:
+            raise ManifestError(f"it lists {shown(entry.path)} twice")
+        seen.add(entry.path)
+    return files
 
 
 def read_manifest(root: Path | ExportStore) -> Manifest:
@@ -172,23 +223,27 @@ def read_manifest(root: Path | ExportStore) -> Manifest:
         raw = json.loads(_manifest_bytes(store))
     except ValueError as exc:
         raise ManifestError(f"{path} cannot be read as JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path} is a JSON {type(raw).__name__}, not a manifest")
+    if raw.get("format") != FORMAT:
+        raise ManifestError(f"{path} is not a {FORMAT} manifest (format {raw.get('format')!r})")
     try:
-        if raw.get("format") != FORMAT:
-            raise ManifestError(f"{path} is not a {FORMAT} manifest (format {raw.get('format')!r})")
-        files = tuple(
-            FileEntry(path=f["path"], sha256=f["sha256"], size=int(f["size"]), rows=f.get("rows"))
-            for f in raw["files"]
-        )
+        files = _file_entries(raw.get("files"))
+        metadata = raw.get("metadata", {})
+        if not isinstance(metadata, dict):
+            raise ManifestError(f"metadata is {type(metadata).__name__}, not an object")
         return Manifest(
             kind=raw["kind"],
             export_id=raw["export_id"],
             created_at=raw["created_at"],
             tool_version=raw["tool"]["version"],
-            schema_version=int(raw["schema_version"]),
+            schema_version=_int(raw["schema_version"], "schema_version") or 0,
             snapshot_id=raw["snapshot_id"],
             files=files,
-            metadata=raw.get("metadata", {}),
+            metadata=metadata,
         )
+    except ManifestError as exc:
+        raise ManifestError(f"{path} is malformed: {exc}; do not use this export") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ManifestError(f"{path} is missing or has a malformed field: {exc!r}") from None
 
@@ -234,35 +289,49 @@ def verify(
     rows_checked = 0
     present = store.files()
     for entry in sorted(manifest.files, key=lambda f: f.path):
+        name = shown(entry.path)
         if not _stays_inside(store, entry.path):
-            problems.append(f"{entry.path}: the manifest names a file outside the export directory")
+            problems.append(f"{name}: the manifest names a file outside the export directory")
             continue
-        size = store.size(entry.path)
-        if size is None:
-            problems.append(f"{entry.path}: missing")
-            continue
-        if size != entry.size:
-            problems.append(f"{entry.path}: size {size} bytes, the manifest says {entry.size}")
-        with store.open_read(entry.path) as f:
-            digest = _sha256_of(f)
-        if digest != entry.sha256:
-            problems.append(f"{entry.path}: sha256 {digest}, the manifest says {entry.sha256}")
-            continue  # its rows cannot be trusted, and may not even parse
-        counter = _row_counter(entry.path)
-        if entry.rows is not None and counter is not None:
-            try:
-                with store.open_read(entry.path) as f:
-                    rows = counter(f)
-            except Exception as exc:  # a damaged file of any kind: report it, check the rest
-                problems.append(f"{entry.path}: rows cannot be counted: {exc}")
-                continue
-            rows_checked += rows
-            if rows != entry.rows:
-                problems.append(f"{entry.path}: {rows} rows, the manifest says {entry.rows}")
-    listed = {Path(f.path).as_posix() for f in manifest.files}
+        try:
+            problem, rows = _check_file(store, entry)
+        except (OSError, StoreError) as exc:  # a link, a device, an unreadable file
+            problem, rows = f"cannot be checked: {' '.join(str(exc).split())}", 0
+        rows_checked += rows
+        if problem:
+            problems.append(f"{name}: {problem}")
+    listed = {f.path for f in manifest.files}
     problems += [
-        f"{relative}: not in the manifest"
+        f"{shown(relative)}: not in the manifest"
         for relative in present
         if relative != MANIFEST_NAME and relative not in listed
     ]
     return Verification(manifest_sha256, len(manifest.files), rows_checked, tuple(problems))
+
+
+def _check_file(store: ExportStore, entry: FileEntry) -> tuple[str, int]:
+    """What is wrong with one listed file (empty when nothing) and the rows counted in it."""
+    size = store.size(entry.path)
+    if size is None:
+        return "missing", 0
+    with store.open_read(entry.path) as f:
+        digest = _sha256_of(f)
+    if digest != entry.sha256:
+        wrong_size = (
+            f"size {size} bytes, the manifest says {entry.size}; " if size != entry.size else ""
+        )
+        # Its rows cannot be trusted, and may not even parse.
+        return f"{wrong_size}sha256 {digest}, the manifest says {entry.sha256}", 0
+    if size != entry.size:
+        return f"size {size} bytes, the manifest says {entry.size}", 0
+    counter = _row_counter(entry.path)
+    if entry.rows is None or counter is None:
+        return "", 0
+    try:
+        with store.open_read(entry.path) as f:
+            rows = counter(f)
+    except Exception as exc:  # a damaged file of any kind: report it, check the rest
+        return f"rows cannot be counted: {' '.join(str(exc).split())}", 0
+    if rows != entry.rows:
+        return f"{rows} rows, the manifest says {entry.rows}", rows
+    return "", rows

@@ -29,7 +29,13 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as EndpointUnreachable
 
-from consumers.export.store import OBJECT_SCHEME, ObjectStoreSettings, StoreError
+from consumers.export.store import (
+    OBJECT_SCHEME,
+    ObjectStoreSettings,
+    StoreError,
+    is_inside,
+    shown,
+)
 
 # One attempt and two retries per request; a refused connection fails within seconds.
 _CLIENT_CONFIG: dict[str, Any] = {
@@ -228,11 +234,24 @@ class ObjectStore:
 
     @contextlib.contextmanager
     def local_copy(self) -> Iterator[Path]:
+        """Every object, copied under a new private directory. A key that would name a file
+        elsewhere (``..``, an empty segment, a control character) or a file and a directory at
+        once is refused before anything is copied."""
+        keys = self.files()
+        unsafe = [k for k in keys if not is_inside(k)]
+        parts = [k.split("/") for k in keys]
+        directories = {"/".join(p[:i]) for p in parts for i in range(1, len(p))}
+        unsafe += [k for k in keys if k in directories]
+        if unsafe:
+            raise StoreError(
+                f"{self.location} holds an object whose key is no file of an export "
+                f"({shown(unsafe[0])}): nothing is copied; do not restore from this prefix"
+            )
         with tempfile.TemporaryDirectory(prefix="logorhythms-restore-") as directory:
             local = Path(directory)
-            for relative in self.files():
+            for relative in keys:
                 target = local / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
+                target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 with self._translated("reading"):
                     self._fs.get_file(self._key(relative), str(target))
             yield local

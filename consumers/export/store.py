@@ -13,7 +13,9 @@ module that imports the S3 client); the command line loads it only when such a U
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -122,9 +124,59 @@ class UploadStore(ExportStore, Protocol):
 
 
 def is_inside(relative: str) -> bool:
-    """Whether a manifest's path stays under the root (no absolute path, no ``..``)."""
+    """Whether a manifest's path or an object's key names one file under the root, the same in
+    a directory and a bucket: relative, no empty, ``.`` or ``..`` segment (``a//b``, ``a/./b``
+    and ``a/../b`` are one key in a bucket but another file, or a file elsewhere, on a disk),
+    and no control character (a NUL ends a path early; a newline forges a line of output)."""
     parts = relative.split("/")
-    return bool(relative) and not relative.startswith("/") and ".." not in parts
+    return (
+        bool(relative)
+        and all(part not in ("", ".", "..") for part in parts)
+        and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in relative)
+    )
+
+
+def shown(relative: str) -> str:
+    """A name from a listing or a manifest as one printable line: quoted with escapes when it
+    holds a control character, as is otherwise."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in relative):
+        return json.dumps(relative)
+    return relative
+
+
+def check_directory_destination(directory: Path) -> None:
+    """Refuse a destination directory that is a symbolic link or not a directory: an export's
+    raw data goes where it was told, never through a link someone else may have planted."""
+    if directory.is_symlink():
+        raise StoreError(
+            f"{directory} is a symbolic link (to {os.readlink(directory)}): give the directory "
+            "itself"
+        )
+    if directory.exists() and not directory.is_dir():
+        raise StoreError(
+            f"{directory} exists and is not a directory: give a new or empty directory"
+        )
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """``path`` for reading if it is a regular file: never through a symbolic link, never a
+    FIFO or a device (which could block or never end)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        if path.is_symlink():
+            raise StoreError(
+                f"{path} is a symbolic link: an export holds regular files only, and nothing is "
+                "read through a link"
+            ) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(f"{path} is not a regular file: an export holds regular files only")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class DirectoryStore:
@@ -138,27 +190,55 @@ class DirectoryStore:
         return str(self.root)
 
     def prepare(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        check_directory_destination(self.root)
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"{self.root} cannot be created ({exc.strerror}): choose a directory you can write"
+            ) from None
 
     def files(self) -> list[str]:
-        if not self.root.is_dir():
+        """Every entry that is not a directory, links to directories included (listed, never
+        followed): an "empty" destination holds nothing a write could go through."""
+        if not self.root.is_dir() or self.root.is_symlink():
             return []
-        return sorted(
-            p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()
-        )
+        found = []
+        for directory, subdirectories, names in os.walk(self.root):  # links are not descended
+            here = Path(directory)
+            links = [d for d in subdirectories if (here / d).is_symlink()]
+            found += [(here / name).relative_to(self.root).as_posix() for name in names + links]
+        return sorted(found)
 
     def size(self, relative: str) -> int | None:
+        """None when absent; a link or a file that is not regular is refused (``StoreError``)."""
         path = self.root / relative
-        return path.stat().st_size if path.is_file() else None
+        try:
+            mode = path.lstat()
+        except (OSError, ValueError):  # absent, or a name no file can have
+            return None
+        if stat.S_ISLNK(mode.st_mode):
+            raise StoreError(
+                f"{relative} is a symbolic link: an export holds regular files only, and nothing "
+                "is read through a link"
+            )
+        if stat.S_ISDIR(mode.st_mode):
+            return None
+        if not stat.S_ISREG(mode.st_mode):
+            raise StoreError(
+                f"{relative} is not a regular file: an export holds regular files only"
+            )
+        return mode.st_size
 
     def read_bytes(self, relative: str) -> bytes | None:
         try:
-            return (self.root / relative).read_bytes()
+            with _open_regular(self.root / relative) as f:
+                return f.read()
         except FileNotFoundError:
             return None
 
     def open_read(self, relative: str) -> AbstractContextManager[BinaryIO]:
-        return (self.root / relative).open("rb")
+        return _open_regular(self.root / relative)
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:

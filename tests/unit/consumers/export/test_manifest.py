@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from consumers.export import manifest as manifest_module
 from consumers.export.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -128,3 +131,109 @@ def test_missing_or_foreign_manifest_is_a_clear_error(tmp_path: Path) -> None:
 
 def _fields(manifest: Manifest) -> dict[str, object]:
     return {k: getattr(manifest, k) for k in Manifest.__dataclass_fields__}
+
+
+def _manifest_with(root: Path, **changes: object) -> None:
+    """A manifest whose raw JSON has ``changes`` applied (``files`` replaced whole)."""
+    _export(root)
+    raw = json.loads((root / MANIFEST_NAME).read_bytes())
+    raw.update(changes)
+    (root / MANIFEST_NAME).write_text(json.dumps(raw))
+
+
+_GOOD = {"path": "body.bin", "sha256": hashlib.sha256(b"\x00\xffraw").hexdigest(), "size": 5}
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        ({"files": "body.bin"}, "files is str, not a list"),
+        ({"files": [["body.bin"]]}, "a file entry is list"),
+        ({"files": [{**_GOOD, "path": 7}]}, "a file's path is 7, not a string"),
+        ({"files": [{**_GOOD, "path": None}]}, "a file's path is None"),
+        ({"files": [{**_GOOD, "sha256": "abc"}]}, "is not 64 hex digits"),
+        ({"files": [{**_GOOD, "size": "5"}]}, "size is '5', not a count"),
+        ({"files": [{**_GOOD, "size": -1}]}, "size is -1, not a count"),
+        ({"files": [{**_GOOD, "size": True}]}, "size is True, not a count"),
+        ({"files": [{**_GOOD, "rows": "3"}]}, "rows is '3', not a count"),
+        ({"files": [_GOOD, _GOOD]}, "it lists body.bin twice"),
+        ({"files": [_GOOD, {**_GOOD, "size": 6}]}, "it lists body.bin twice"),
+        ({"metadata": ["tables"]}, "metadata is list, not an object"),
+        ({"schema_version": "6"}, "schema_version is '6'"),
+    ],
+)
+def test_a_manifest_of_wrong_types_is_refused_in_one_line(
+    tmp_path: Path, changes: dict[str, object], said: str
+) -> None:
+    _manifest_with(tmp_path, **changes)
+    with pytest.raises(ManifestError, match=said) as refused:
+        verify(tmp_path)
+    assert "\n" not in str(refused.value)
+    assert "do not use this export" in str(refused.value)
+
+
+@pytest.mark.parametrize("content", [b"not json", b"[1, 2]", b'"text"', b"\xff\xfe", b""])
+def test_a_manifest_that_is_no_json_object_is_refused(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / MANIFEST_NAME).write_bytes(content)
+    with pytest.raises(ManifestError, match=r"cannot be read as JSON|is a JSON") as refused:
+        verify(tmp_path)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_huge_manifest_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _export(tmp_path)
+    monkeypatch.setattr(manifest_module, "MAX_MANIFEST_BYTES", 100)
+    with pytest.raises(ManifestError, match="over the 100 a manifest may be"):
+        verify(tmp_path)
+
+
+def test_nothing_is_read_through_a_link_or_from_a_fifo(tmp_path: Path) -> None:
+    """Attack: links in an export directory to a FIFO outside it (opening one blocks for ever,
+    reading /dev/zero never ends) and to a file outside it. Each is reported, none opened."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.mkfifo(outside / "pipe")
+    root = tmp_path / "export"
+    _export(root)
+    (root / "data" / "part-00000.parquet").unlink()
+    (root / "data" / "part-00000.parquet").symlink_to(outside / "pipe")
+    (root / "planted").symlink_to(outside)
+    os.mkfifo(root / "body.bin.fifo")
+    result = verify(root)
+    problems = "\n".join(result.problems)
+    assert "data/part-00000.parquet: the manifest names a file outside" in problems
+    assert "planted: not in the manifest" in problems
+    assert "body.bin.fifo: not in the manifest" in problems
+    assert len(result.problems) == 3
+
+    # A link to a file inside the directory is refused too: an export holds regular files.
+    (root / "data" / "part-00000.parquet").unlink()
+    (root / "data" / "part-00000.parquet").symlink_to(root / "body.bin")
+    (root / "planted").unlink()
+    (root / "body.bin.fifo").unlink()
+    assert verify(root).problems == (
+        "data/part-00000.parquet: cannot be checked: data/part-00000.parquet is a symbolic link: "
+        "an export holds regular files only, and nothing is read through a link",
+    )
+
+    # The manifest itself: a link to the FIFO is refused in one line, never opened.
+    (root / MANIFEST_NAME).unlink()
+    (root / MANIFEST_NAME).symlink_to(outside / "pipe")
+    with pytest.raises(ManifestError, match="is a symbolic link"):
+        verify(root)
+
+
+def test_names_with_control_characters_are_shown_escaped(tmp_path: Path) -> None:
+    """Attack: a file, and a manifest entry, named to forge verify's verdict line. Every
+    problem is one line, the name escaped."""
+    _export(tmp_path)
+    (tmp_path / "x\nOK: 3 files, 9 rows checked").write_text("planted")
+    result = verify(tmp_path)
+    assert result.problems == ('"x\\nOK: 3 files, 9 rows checked": not in the manifest',)
+
+    _manifest_with(tmp_path / "listed", files=[_GOOD, {**_GOOD, "path": "b\nOK: 1 files"}])
+    problems = verify(tmp_path / "listed").problems
+    assert '"b\\nOK: 1 files": the manifest names a file outside the export directory' in problems
+    assert all("\n" not in problem for problem in problems)

@@ -1,9 +1,11 @@
 """Export locations: S3 settings from the command line and the AWS variables, the refusal of an
 endpoint URL holding credentials (never echoed), bucket URLs, manifest paths that leave the
-root, and which leftovers an archive accepts as an unfinished run of its own."""
+root, which leftovers an archive accepts as an unfinished run of its own, and directory
+destinations that are links, files or hold links (refused, never written through)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -55,7 +57,22 @@ def test_bucket_urls() -> None:
 
 @pytest.mark.parametrize(
     ("path", "inside"),
-    [("a/b.parquet", True), ("../x", False), ("/etc/passwd", False), ("a/../../x", False)],
+    [
+        ("a/b.parquet", True),
+        ("table=x/day=2026-01-02/part-00000.parquet", True),
+        ("../x", False),
+        ("/etc/passwd", False),
+        ("a/../../x", False),
+        ("", False),
+        ("a//b", False),  # one key in a bucket, another file on disk
+        ("a/./b", False),
+        ("./a", False),
+        ("a/", False),
+        (".", False),
+        ("a\x00b", False),  # NUL ends the path early
+        ("a\nOK: 3 files", False),  # a newline forges a line of output
+        ("a\x7fb", False),
+    ],
 )
 def test_manifest_paths_stay_under_the_root(path: str, inside: bool) -> None:
     assert is_inside(path) is inside
@@ -74,3 +91,48 @@ def test_an_archive_accepts_its_own_leftovers_and_refuses_foreign_files(tmp_path
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(ExportError, match=r"holds files but no manifest.json \(e.g. notes.txt\)"):
         _previous(DirectoryStore(foreign))
+
+
+def test_a_destination_that_is_a_link_or_a_file_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "link").symlink_to(elsewhere)
+    with pytest.raises(StoreError, match="is a symbolic link") as refused:
+        DirectoryStore(tmp_path / "link").prepare()
+    assert "\n" not in str(refused.value)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="exists and is not a directory"):
+        DirectoryStore(tmp_path / "file").prepare()
+    with pytest.raises(StoreError, match="cannot be created"):
+        DirectoryStore(tmp_path / "file" / "below").prepare()
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_new_destination_is_private(tmp_path: Path) -> None:
+    DirectoryStore(tmp_path / "new").prepare()
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
+
+
+def test_links_and_special_files_are_listed_never_followed(tmp_path: Path) -> None:
+    """A destination holding only a link to a directory is not empty (a write into
+    ``exchanges/...`` would land in the link's target); nothing is read through a link."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("s")
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "exchanges").symlink_to(outside)
+    (root / "data.parquet").symlink_to(outside / "secret")
+    os.mkfifo(root / "pipe")
+    store = DirectoryStore(root)
+    assert store.files() == ["data.parquet", "exchanges", "pipe"]
+    with pytest.raises(StoreError, match="symbolic link"):
+        store.size("data.parquet")
+    with pytest.raises(StoreError, match="symbolic link"):
+        store.read_bytes("data.parquet")
+    with pytest.raises(StoreError, match="symbolic link"):
+        store.open_read("data.parquet")
+    with pytest.raises(StoreError, match="not a regular file"):
+        store.size("pipe")
+    with pytest.raises(StoreError, match="not a regular file"):
+        store.read_bytes("pipe")  # a FIFO with no writer: opening it must not block
