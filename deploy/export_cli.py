@@ -83,10 +83,21 @@ def _run(command: str, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
     from consumers.export.source import ExportError
     from consumers.export.store import StoreError
 
+    # Everything the command writes (datasets, legal exports and archives hold raw captured
+    # data; a restored engine directory too) is private to its owner: files 0600, directories
+    # 0700, whichever library writes them (Arrow, gzip, the engine, tempfile).
+    previous_umask = os.umask(0o077)
     try:
         return asyncio.run(work())
     except (ExportError, ManifestError, ClickHouseError, StoreError) as exc:
         return _say(command, exc)
+    except OSError as exc:  # a path that cannot be read or written: which, and why
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _say(
+            command, OSError(f"{exc.strerror or exc}{where}: check the path and its permissions")
+        )
+    finally:
+        os.umask(previous_umask)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -95,7 +106,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     try:
         result = verify(_store(args, args.directory), expected_manifest_sha256=args.manifest_sha256)
-    except (ManifestError, StoreError) as exc:
+    except (ManifestError, StoreError, OSError) as exc:
         return _say("export verify", exc)
     for problem in result.problems:
         print(problem)

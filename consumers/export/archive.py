@@ -50,12 +50,13 @@ from consumers.export.manifest import (
 )
 from consumers.export.source import (
     ExportError,
+    check_apart,
     open_clickhouse,
     schema_version,
     shown_dsn,
     tool_version,
 )
-from consumers.export.store import ExportStore, as_store, staged_path
+from consumers.export.store import DirectoryStore, ExportStore, as_store, staged_path
 
 _REQUEST_DAY = "toDate(UUIDv7ToDateTime(toUUIDOrZero(request_id)))"
 # Table → the day each row belongs to, in the order a restore inserts them: raw events before
@@ -89,11 +90,14 @@ class DaySummary:
         return {"rows": self.rows, "checksum": self.checksum, "file": file}
 
 
-async def day_summaries(clickhouse: ClickHouse, table: str) -> dict[str, DaySummary]:
-    """Rows and row checksum of every day of ``table``, by ClickHouse (the archive's proof)."""
+async def day_summaries(
+    clickhouse: ClickHouse, table: str, *, held_in: str | None = None
+) -> dict[str, DaySummary]:
+    """Rows and row checksum of every day of ``table`` (its rows as held in the table
+    ``held_in``, by default itself), by ClickHouse (the archive's proof)."""
     found = await clickhouse.rows(
         f"SELECT toString({DAY_OF[table]}) AS day, count(), {ROW_CHECKSUM} "  # noqa: S608 (constants)
-        f"FROM {table} FINAL GROUP BY day ORDER BY day"
+        f"FROM {held_in or table} FINAL GROUP BY day ORDER BY day"
     )
     return {day: DaySummary(int(rows), checksum) for day, rows, checksum in found}
 
@@ -113,7 +117,7 @@ def day_file(table: str, day: str) -> str:
 
 def _previous(store: ExportStore) -> Manifest | None:
     """The archive already in ``store`` (None for a new one), the destination made ready."""
-    if store.read_bytes(MANIFEST_NAME) is None:
+    if store.size(MANIFEST_NAME) is None:
         foreign = [f for f in store.files() if not _ARCHIVE_FILE.fullmatch(f)]
         if foreign:
             raise ExportError(
@@ -174,6 +178,8 @@ async def archive(clickhouse_url: str, destination: Path | ExportStore) -> int:
     """Archive every table into ``destination`` (an absolute path or a store); print what was
     written."""
     root = as_store(destination)
+    if isinstance(root, DirectoryStore):
+        check_apart(clickhouse_url, root.root, "DEST")
     previous = _previous(root)
     old_days: dict[str, dict[str, dict[str, Any]]] = (
         dict(previous.metadata.get("tables", {})) if previous else {}

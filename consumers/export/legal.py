@@ -38,12 +38,13 @@ from consumers.export.audit import AuditEntry, current_operator, record_export
 from consumers.export.manifest import FileEntry, Manifest, describe_file, write_manifest
 from consumers.export.source import (
     ExportError,
+    check_apart,
     open_clickhouse,
     schema_version,
     shown_dsn,
     tool_version,
 )
-from consumers.export.store import ExportStore, as_store
+from consumers.export.store import DirectoryStore, ExportStore, as_store
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _BATCH = 256  # exchanges read per query: bounds memory to a few hundred exchanges' bytes
@@ -268,6 +269,8 @@ async def export_legal(
     if not case_reference.strip():
         raise ExportError("--case must name the case or warrant reference")
     store = as_store(destination)
+    if isinstance(store, DirectoryStore):
+        check_apart(clickhouse_url, store.root, "DEST")
     _prepare(store)
     with store.staging() as staging:
         return await _export(clickhouse_url, store, staging, query, case_reference, recipient)

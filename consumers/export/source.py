@@ -90,6 +90,21 @@ async def open_clickhouse(url: str) -> AsyncIterator[ClickHouse]:
         yield clickhouse
 
 
+def check_apart(clickhouse_url: str, directory: Path, what: str) -> None:
+    """Refuse an export directory that overlaps the embedded engine's directory (inside it, or
+    holding it): the engine owns every file under its directory, and an export must hold only
+    its own files (``export verify`` names every other one)."""
+    if not is_embedded(clickhouse_url):
+        return
+    engine = embedded_path(normalize_clickhouse_url(clickhouse_url))
+    place = directory.resolve()
+    if place == engine or engine in place.parents or place in engine.parents:
+        raise ExportError(
+            f"{what} {directory} overlaps the ClickHouse directory {engine}: choose a directory "
+            "outside it that does not hold it"
+        )
+
+
 def tool_version() -> str:
     try:
         return metadata.version("logorhythms")
