@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,41 @@ async def test_verify_finds_a_tampered_or_unlisted_object(
     assert "table=chunks_raw/extra.parquet: not in the manifest" in checked.stdout
     target = tmp_path / "restored"
     with pytest.raises(ExportError, match="does not match its manifest, nothing restored"):
+        await restore(_store(url), f"chdb://{target}")
+    assert not target.exists()
+
+
+async def test_object_keys_that_leave_the_local_copy_are_refused(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """E22, attack: objects under the archive's prefix whose keys, as paths, lead out of the
+    local copy a restore makes (``..``; an empty segment, which makes the rest absolute) or name
+    a file and a directory at once. The restore is refused before any object is copied: no file
+    outside the copy, the target never created. Fails when keys are copied as paths."""
+    copies = tmp_path / "tmp"
+    copies.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(copies))  # where the local copy is made
+    url = f"s3://{bucket}/a"
+    s3_client().put_object(Bucket=bucket, Key="a/manifest.json", Body=b"{}")  # refused later
+    absolute = tmp_path / "written-by-absolute-key"
+    hostile = {
+        "..": ("a/../escaped-by-dots", copies / "escaped-by-dots"),
+        "//": (f"a/{absolute}", absolute),
+    }
+    for key, _where in hostile.values():
+        s3_client().put_object(Bucket=bucket, Key=key, Body=b"planted")
+    target = tmp_path / "restored"
+    for kind, (key, where) in hostile.items():
+        with pytest.raises(StoreError, match="nothing is copied") as refused:
+            await restore(_store(url), f"chdb://{target}")
+        assert "\n" not in str(refused.value)
+        assert not where.exists(), kind
+        assert not target.exists(), kind
+        assert list(copies.iterdir()) == [], kind  # not a single object copied
+        s3_client().delete_object(Bucket=bucket, Key=key)
+    # A key that is a file and a directory at once.
+    s3_client().put_object(Bucket=bucket, Key="a/manifest.json/x", Body=b"planted")
+    with pytest.raises(StoreError, match=r"\(manifest.json\): nothing is copied"):
         await restore(_store(url), f"chdb://{target}")
     assert not target.exists()
 
