@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -70,8 +71,8 @@ def _object_store(args: argparse.Namespace, location: str) -> ObjectStore:
     return ObjectStore(location, settings)
 
 
-def _say(command: str, exc: BaseException) -> int:
-    message = " ".join(str(exc).split())
+def _say(command: str, problem: object) -> int:
+    message = " ".join(str(problem).split())
     print(f"logorhythms {command}: {message}", file=sys.stderr)
     return 2
 
@@ -83,19 +84,28 @@ def _run(command: str, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
     from consumers.export.source import ExportError
     from consumers.export.store import StoreError
 
+    # The ClickHouse driver logs its own line before raising what we translate into ours; with
+    # no handler configured, Python would print it to stderr as a second line.
+    driver_log = logging.getLogger("clickhouse_connect")
+    if not driver_log.handlers:
+        driver_log.addHandler(logging.NullHandler())
     # Everything the command writes (datasets, legal exports and archives hold raw captured
     # data; a restored engine directory too) is private to its owner: files 0600, directories
     # 0700, whichever library writes them (Arrow, gzip, the engine, tempfile).
     previous_umask = os.umask(0o077)
     try:
         return asyncio.run(work())
-    except (ExportError, ManifestError, ClickHouseError, StoreError) as exc:
+    except (ExportError, ManifestError, StoreError) as exc:
         return _say(command, exc)
+    except ClickHouseError as exc:
+        return _say(
+            command,
+            f"{exc}; check --clickhouse (or CLICKHOUSE_URL): the server, its address and the "
+            "user's grants",
+        )
     except OSError as exc:  # a path that cannot be read or written: which, and why
         where = f" ({exc.filename})" if exc.filename else ""
-        return _say(
-            command, OSError(f"{exc.strerror or exc}{where}: check the path and its permissions")
-        )
+        return _say(command, f"{exc.strerror or exc}{where}: check the path and its permissions")
     finally:
         os.umask(previous_umask)
 

@@ -1,12 +1,11 @@
 """`logorhythms restore SRC`: an archive into an empty ClickHouse, proven identical.
 
 The archive is verified first (every file's sha256 and rows against its manifest). The target
-gets the schema from the migrations, then every day file in the archive's table order: raw
-events, then ``exchanges`` (its rollup view rebuilds ``exchanges_per_minute`` from exactly the
-archived rows), then the audit trail. Each insert carries the file's sha256 as its
-deduplication token, so a restore interrupted half-way can be run again without doubling a
-row. Last, every table's rows and row checksum per day are computed by the target and compared
-with the manifest; any difference fails the restore.
+gets the schema from the migrations, then every table's staged rows (below) in the archive's
+table order: raw events, then ``exchanges`` (its rollup view rebuilds ``exchanges_per_minute``
+from exactly the archived rows), then the audit trail. Last, every table's rows and row
+checksum per day are computed by the target and compared with the manifest; any difference
+fails the restore.
 
 An archive in a bucket is first copied whole into a local temporary directory; that copy is
 what is verified and inserted, so an object that changes during the restore cannot slip in

@@ -6,6 +6,8 @@ exit 2, nothing written (row E23 of tests/README.md)."""
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.migrate import migrate
 from deploy.cli import build_parser
 from tests.integration.export.captured_traffic import private_database
+from tests.integration.export.s3_server import free_port
 
 
 @pytest.fixture
@@ -104,3 +107,41 @@ def test_a_restore_into_an_engine_inside_the_archive_is_refused(
     assert "overlaps the ClickHouse directory" in err
     assert err.count("\n") == 1
     assert [p.name for p in archived.iterdir()] == ["manifest.json"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("export", "legal", "{dest}", "--case", "C-1", "--since", "2000-01-01"),
+        ("export", "dataset", "{dest}"),
+        ("archive", "{dest}"),
+    ],
+)
+def test_an_unreachable_server_is_one_line_without_its_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]
+) -> None:
+    secret = "planted-dsn-password-4c1e"
+    dsn = f"http://exporter:{secret}@127.0.0.1:{free_port()}/logorhythms"
+    args = [a.replace("{dest}", str(tmp_path / "out")) for a in command]
+    assert _command(*args, "--clickhouse", dsn) == 2
+    captured = capsys.readouterr()
+    assert "ClickHouse unavailable" in captured.err
+    assert "check --clickhouse (or CLICKHOUSE_URL)" in captured.err
+    assert captured.err.count("\n") == 1, captured.err  # not the driver's own line too
+    assert secret not in captured.err + captured.out
+
+
+def test_the_driver_adds_no_line_of_its_own(tmp_path: Path) -> None:
+    """In its own process (pytest's log capture would hide it): Python's last-resort handler
+    printed the driver's "Unexpected Http Driver Exception" before our line."""
+    dsn = f"http://exporter:pw@127.0.0.1:{free_port()}/logorhythms"
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "archive", str(tmp_path / "a"), "--clickhouse", dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("logorhythms archive: ClickHouse unavailable"), done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
