@@ -190,12 +190,17 @@ def _dataset(args: argparse.Namespace) -> int:
         return 2
 
     async def work() -> int:
+        from consumers.export.source import check_destination
         from consumers.export.upload import Upload, default_staging
 
         destination, upload = Path(args.destination), None
         if to_bucket:  # built in a local staging directory, then uploaded
             upload = Upload(_object_store(args, args.destination))
             destination = Path(args.staging) if args.staging else default_staging(upload.location)
+        # A link, a file, or a place inside the engine's directory: refused before anything.
+        check_destination(
+            args.clickhouse, destination.absolute(), "--staging" if upload else "DEST"
+        )
         result = await export_dataset(
             args.clickhouse, destination.absolute(), options, record_key=record_key, upload=upload
         )

@@ -44,15 +44,8 @@ from consumers.export.progress import Progress
 from consumers.export.records import Profile, build_batch
 from consumers.export.selection import Selection, count_sql, leaves_sql
 from consumers.export.shards import FORMATS, shard_name, write_shard
-from consumers.export.source import (
-    ExportError,
-    check_apart,
-    open_clickhouse,
-    schema_version,
-    tool_version,
-)
+from consumers.export.source import ExportError, open_clickhouse, schema_version, tool_version
 from consumers.export.spool import SPOOL_SCHEMA, SpoolWriter, read_spool
-from consumers.export.store import check_directory_destination
 from consumers.export.upload import Upload
 
 STATE_DIR = ".state"
@@ -223,8 +216,6 @@ async def export_dataset(
     record_key: bytes | None = None,
     upload: Upload | None = None,
 ) -> DatasetResult:
-    check_directory_destination(destination)  # a link or a file: refused before anything
-    check_apart(clickhouse_url, destination, "DEST" if upload is None else "the staging directory")
     if upload is not None:
         upload.begin(destination, resuming=(destination / STATE_DIR).exists())
     state = _State(destination, options, record_key)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from consumers.clickhouse.client import ClickHouse
 from consumers.clickhouse.migrate import load_migrations
+from consumers.export.store import check_directory_destination
 from consumers.settings import (
     DEFAULT_CLICKHOUSE_URL,
     embedded_path,
@@ -103,6 +104,13 @@ def check_apart(clickhouse_url: str, directory: Path, what: str) -> None:
             f"{what} {directory} overlaps the ClickHouse directory {engine}: choose a directory "
             "outside it that does not hold it"
         )
+
+
+def check_destination(clickhouse_url: str, directory: Path, what: str) -> None:
+    """Refuse a directory to write an export into that is a link or a file, or that overlaps
+    the embedded engine's directory."""
+    check_directory_destination(directory)
+    check_apart(clickhouse_url, directory, what)
 
 
 def tool_version() -> str:
