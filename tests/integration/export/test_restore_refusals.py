@@ -170,3 +170,34 @@ async def test_malformed_day_entries_are_refused_before_the_target_is_opened(
             await restore(root, f"chdb://{target}")
         assert "\n" not in str(refused.value), case
         assert not target.exists(), case
+
+
+async def test_an_extra_column_is_ignored_and_a_link_is_refused(
+    clickhouse_url: str, tmp_path: Path
+) -> None:
+    """Proven harmless: a day file with a column the table does not have restores exactly the
+    archived rows (the engine reads only the table's columns; the checksums agree). A day file
+    replaced by a link to an identical copy outside the archive is refused, the target never
+    created."""
+    archived = await _archived(clickhouse_url, tmp_path / "archive")
+    root = Path(shutil.copytree(archived, tmp_path / "extra-column"))
+    _rewrite(root, "completions_raw", lambda t: t.append_column("planted", pa.array([1] * 20)))
+    target = await private_database(clickhouse_url.partition("?")[0])
+    await restore(root, target)
+    async with ClickHouse(target) as clickhouse:
+        assert (await clickhouse.rows("SELECT count() FROM completions_raw"))[0][0] == 20
+        columns = await clickhouse.rows(
+            "SELECT name FROM system.columns "
+            "WHERE table = 'completions_raw' AND database = currentDatabase()"
+        )
+        assert "planted" not in {name for (name,) in columns}
+
+    (victim,) = archived.glob("table=chunks_raw/day=*/part-00000.parquet")
+    outside = tmp_path / "outside.parquet"
+    victim.rename(outside)
+    victim.symlink_to(outside)
+    never = tmp_path / "never"
+    with pytest.raises(ExportError, match="does not match its manifest, nothing restored") as e:
+        await restore(archived, f"chdb://{never}")
+    assert "outside the export directory" in str(e.value)
+    assert not never.exists()
