@@ -138,8 +138,8 @@ def is_inside(relative: str) -> bool:
 
 def shown(relative: str) -> str:
     """A name from a listing or a manifest as one printable line: quoted with escapes when it
-    holds a control character, as is otherwise."""
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in relative):
+    is empty or holds a control character, as is otherwise."""
+    if not relative or any(ord(c) < 0x20 or ord(c) == 0x7F for c in relative):
         return json.dumps(relative)
     return relative
 
@@ -201,7 +201,7 @@ class DirectoryStore:
     def files(self) -> list[str]:
         """Every entry that is not a directory, links to directories included (listed, never
         followed): an "empty" destination holds nothing a write could go through."""
-        if not self.root.is_dir() or self.root.is_symlink():
+        if not self.root.is_dir():
             return []
         found = []
         for directory, subdirectories, names in os.walk(self.root):  # links are not descended

@@ -237,3 +237,19 @@ def test_names_with_control_characters_are_shown_escaped(tmp_path: Path) -> None
     problems = verify(tmp_path / "listed").problems
     assert '"b\\nOK: 1 files": the manifest names a file outside the export directory' in problems
     assert all("\n" not in problem for problem in problems)
+
+
+def test_an_export_reached_through_a_link_verifies_like_the_directory(tmp_path: Path) -> None:
+    """Reading (verify, restore) through a link to the export is the user's choice: unlisted
+    files are still found."""
+    _export(tmp_path / "export")
+    (tmp_path / "link").symlink_to(tmp_path / "export")
+    assert verify(tmp_path / "link").ok
+    (tmp_path / "export" / "planted.txt").write_text("not ours")
+    assert verify(tmp_path / "link").problems == ("planted.txt: not in the manifest",)
+
+
+def test_an_empty_name_is_shown_quoted(tmp_path: Path) -> None:
+    _manifest_with(tmp_path, files=[_GOOD, {**_GOOD, "path": ""}])
+    problems = verify(tmp_path).problems
+    assert '"": the manifest names a file outside the export directory' in problems
