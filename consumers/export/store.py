@@ -256,7 +256,8 @@ class DirectoryStore:
         target = self.root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.tmp")
-        with temporary.open("wb") as f:
+        temporary.unlink(missing_ok=True)  # a leftover, or a link planted to write through
+        with temporary.open("xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -272,7 +273,10 @@ def staged_path(staging: Path, relative: str) -> Path:
     with the same ending (its rows are counted by it)."""
     final = staging / relative
     final.parent.mkdir(parents=True, exist_ok=True)
-    return final.with_name(f".tmp.{final.name}")
+    staged = final.with_name(f".tmp.{final.name}")
+    # A leftover of a killed run, or a link planted there for the next run to write through.
+    staged.unlink(missing_ok=True)
+    return staged
 
 
 def as_store(root: Path | ExportStore) -> ExportStore:

@@ -13,7 +13,13 @@ import pytest
 from consumers.export.archive import _previous
 from consumers.export.objectstore import ObjectStore
 from consumers.export.source import ExportError
-from consumers.export.store import DirectoryStore, ObjectStoreSettings, StoreError, is_inside
+from consumers.export.store import (
+    DirectoryStore,
+    ObjectStoreSettings,
+    StoreError,
+    is_inside,
+    staged_path,
+)
 
 
 def test_command_line_values_come_before_the_aws_variables() -> None:
@@ -136,3 +142,21 @@ def test_links_and_special_files_are_listed_never_followed(tmp_path: Path) -> No
         store.size("pipe")
     with pytest.raises(StoreError, match="not a regular file"):
         store.read_bytes("pipe")  # a FIFO with no writer: opening it must not block
+
+
+def test_a_planted_link_at_a_staging_name_is_not_written_through(tmp_path: Path) -> None:
+    """Attack: links where an archive run stages a day file or its manifest (names it accepts
+    as its own leftovers). The run replaces them; the link's target keeps its bytes."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    root = tmp_path / "archive"
+    day = root / "table=chunks_raw/day=2026-01-02"
+    day.mkdir(parents=True)
+    (day / ".tmp.part-00000.parquet").symlink_to(victim)
+    (root / ".manifest.json.tmp").symlink_to(victim)
+    staged = staged_path(root, "table=chunks_raw/day=2026-01-02/part-00000.parquet")
+    staged.write_bytes(b"day rows")  # as the engine's output is written
+    DirectoryStore(root).put_bytes("manifest.json", b"{}")
+    assert victim.read_bytes() == b"precious"
+    assert not staged.is_symlink()
+    assert (root / "manifest.json").read_bytes() == b"{}"
