@@ -132,6 +132,7 @@ def _previous(store: ExportStore) -> Manifest | None:
         raise ExportError(f"{exc}; archive into a new or empty directory instead") from None
     if manifest.kind != "archive":
         raise ExportError(f"{store.location} holds a {manifest.kind} export, not an archive")
+    store.prepare()
     return manifest
 
 

@@ -190,6 +190,8 @@ class DirectoryStore:
         return str(self.root)
 
     def prepare(self) -> None:
+        """Create the directory (0700); refuse a link, a file, or a directory holding a link or
+        a special file (an archive adds to one: its runs must not write through a link)."""
         check_directory_destination(self.root)
         try:
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -197,6 +199,8 @@ class DirectoryStore:
             raise StoreError(
                 f"{self.root} cannot be created ({exc.strerror}): choose a directory you can write"
             ) from None
+        for relative in self.files():  # nothing already there is written through
+            self.size(relative)  # a link or a special file: StoreError
 
     def files(self) -> list[str]:
         """Every entry that is not a directory, links to directories included (listed, never

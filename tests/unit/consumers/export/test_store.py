@@ -160,3 +160,19 @@ def test_a_planted_link_at_a_staging_name_is_not_written_through(tmp_path: Path)
     assert victim.read_bytes() == b"precious"
     assert not staged.is_symlink()
     assert (root / "manifest.json").read_bytes() == b"{}"
+
+
+def test_an_archive_holding_a_link_is_not_added_to(tmp_path: Path) -> None:
+    """Attack: a link planted in an existing archive, where the next run writes a day."""
+    root = tmp_path / "archive"
+    root.mkdir()
+    (root / "manifest.json").write_text(
+        '{"format": "logorhythms-export-manifest/1", "kind": "archive", "export_id": "a", '
+        '"created_at": "", "tool": {"version": "0"}, "schema_version": 6, "snapshot_id": "", '
+        '"files": []}'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / "table=chunks_raw").symlink_to(elsewhere)
+    with pytest.raises(StoreError, match="table=chunks_raw is a symbolic link"):
+        _previous(DirectoryStore(root))
