@@ -111,7 +111,7 @@ async def _nothing_in(target: str) -> None:
             assert (await clickhouse.rows(f"SELECT count() FROM {table}"))[0][0] == 0, table  # noqa: S608
 
 
-@pytest.mark.slow  # ~17 s on a loaded 2-core machine: four refused restores and a good one
+@pytest.mark.slow  # 12-16 s on a loaded 2-core machine: four refused restores and a good one
 async def test_a_self_consistent_hostile_archive_restores_nothing(
     clickhouse_url: str, tmp_path: Path
 ) -> None:
