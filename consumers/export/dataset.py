@@ -1,14 +1,15 @@
 """`logorhythms export dataset`: conversations out of ClickHouse into a Hugging Face dataset.
 
-The steps, each in its own module: select and fold (``selection``), build each conversation's
-record for the profile (``records``: messages, scrubbing, client fields, timing), drop duplicates
-(``dedup``), detect the language (``language``), write shards (``shards``), the card (``card``),
-the manifest and the audit row (``manifest``, ``audit``).
+The steps, each in its own module: select and fold (``selection``, ``fold``, ``leaves``), build
+each conversation's record for the profile (``records``: messages, scrubbing, client fields,
+timing), drop duplicates (``dedup``), detect the language (``language``), write shards
+(``shards``), the card (``card``), the manifest and the audit row (``manifest``, ``audit``).
 
-Two passes with bounded memory. Pass 1 streams the leaves from ClickHouse in Arrow batches,
-builds records, drops exact duplicates, samples and splits, and appends the records to a spool
-(an Arrow IPC stream under ``DEST/.state``). The near-duplicate decision needs every conversation,
-and a shard's name needs the shard count, so pass 2 reads the spool back and writes the shards.
+Two passes with bounded memory. Pass 1 folds the selection (narrow rows, numpy), reads the leaves
+from ClickHouse by request id in Arrow batches, builds records, drops exact duplicates, samples
+and splits, and appends the records to a spool (an Arrow IPC stream under ``DEST/.state``). The
+near-duplicate decision needs every conversation, and a shard's name needs the shard count, so
+pass 2 reads the spool back and writes the shards.
 ``.state/state.json`` remembers the arguments, the record key and each finished shard: a rerun
 with the same arguments resumes (the spool when complete, then shard by shard); ``.state`` is
 removed when the export is complete. To a bucket (``upload``), DEST is a local staging directory,
@@ -39,10 +40,12 @@ from consumers.clickhouse.client import ClickHouse
 from consumers.export import card, language
 from consumers.export.audit import AuditEntry, current_operator, record_export
 from consumers.export.dedup import ExactDuplicates, NearDuplicates, normalised_hash
+from consumers.export.fold import FoldResult
+from consumers.export.leaves import fold_exchanges, leaf_batches
 from consumers.export.manifest import Manifest, describe_file, write_manifest
 from consumers.export.progress import Progress
 from consumers.export.records import Profile, build_batch
-from consumers.export.selection import Selection, count_sql, leaves_sql
+from consumers.export.selection import Selection, chunks_sql, fold_sql, leaves_sql
 from consumers.export.shards import FORMATS, shard_name, write_shard
 from consumers.export.source import ExportError, open_clickhouse, schema_version, tool_version
 from consumers.export.spool import SPOOL_SCHEMA, SpoolWriter, read_spool
@@ -221,14 +224,13 @@ async def export_dataset(
     state = _State(destination, options, record_key)
     key = state.record_key
     async with open_clickhouse(clickhouse_url) as clickhouse:
-        sql, params = count_sql(options.selection)
-        ((matched, folded, newest_id, newest_load),) = await clickhouse.rows(sql, params)
-        snapshot = hashlib.sha256(f"{matched}|{newest_id}|{newest_load}".encode()).hexdigest()
         if "counts" not in state.data:
-            counts = Counts(exchanges=matched, folded=folded)
-            await _spool(clickhouse, options, state, key, counts, total=matched - folded)
+            fold = await fold_exchanges(clickhouse, options.selection)
+            identity = f"{fold.matched}|{fold.newest_request_id}|{fold.newest_load}"
+            counts = Counts(exchanges=fold.matched, folded=fold.folded)
+            await _spool(clickhouse, options, state, key, counts, fold)
             state.data["counts"] = counts.to_json()
-            state.data["snapshot_id"] = snapshot
+            state.data["snapshot_id"] = hashlib.sha256(identity.encode()).hexdigest()
             state.save()
         counts = Counts.from_json(state.data["counts"])
         files = _write_shards(destination, options, state, counts)
@@ -240,7 +242,11 @@ async def export_dataset(
         created = datetime.now(UTC)
         metadata = {
             **options.to_json(),
-            "sql": leaves_sql(options.selection)[0],
+            "sql": {
+                "fold": fold_sql(options.selection, after="")[0],
+                "leaves": leaves_sql(),
+                "chunks": chunks_sql(),
+            },
             "counts": counts.to_json(),
             "record_key_sha256": hashlib.sha256(key).hexdigest(),
         }
@@ -285,8 +291,7 @@ async def _spool(
     state: _State,
     key: bytes,
     counts: Counts,
-    *,
-    total: int,
+    fold: FoldResult,
 ) -> None:
     """Pass 1: every leaf → a record, exact duplicates dropped, sampled, split, spooled."""
     ip_key = hmac.new(key, b"client-ip", hashlib.sha256).digest()
@@ -296,7 +301,7 @@ async def _spool(
         if options.near_duplicate_threshold is not None
         else None
     )
-    progress = Progress("reading conversations", total=max(total, 0))
+    progress = Progress("reading conversations", total=len(fold.leaves))
     sample_cut = int(options.sample * _FRACTION_SCALE)
     test_cut = int(options.test_fraction * _FRACTION_SCALE)
     with SpoolWriter(state.spool) as spool:
@@ -354,20 +359,8 @@ async def _spool(
             ]
             spool.append(pa.RecordBatch.from_arrays(arrays, schema=SPOOL_SCHEMA))
 
-        sql, params = leaves_sql(options.selection)
-        await clickhouse.arrow_batches(
-            sql,
-            on_batch,
-            parameters=params,
-            # One thread and a merge join: the query's memory, not its speed, is what matters
-            # here (the engine may run in this process), and the Python side is the bottleneck.
-            settings={
-                "output_format_arrow_string_as_string": 1,
-                "max_block_size": 4096,
-                "max_threads": 1,
-                "join_algorithm": "partial_merge",
-            },
-        )
+        async for batch in leaf_batches(clickhouse, fold):
+            on_batch(batch)
     progress.close()
     duplicate = near.duplicates() if near is not None else np.zeros(0, dtype=bool)
     counts.near_duplicates = int(duplicate.sum())

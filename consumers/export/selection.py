@@ -1,4 +1,4 @@
-"""Which exchanges a dataset is made of, as one ClickHouse query: the filter, then the folding.
+"""Which exchanges a dataset is made of: the filter, and the SQL of the fold's two passes.
 
 Pure: builds SQL text and its parameters. Chats resend their whole history with every turn, so
 the exchange of turn 3 holds turns 1 and 2 again. An exchange whose request plus answer is a
@@ -9,7 +9,10 @@ branch) are two conversations.
 
 The prefix hash is ``sipHash64(system_prompt, messages[1..i])`` over the parsed (role, text)
 pairs the loader stored; an exchange's own key adds its answer as an ``assistant`` message, which
-is what the next turn's request resends.
+is what the next turn's request resends. The engine computes the hashes; the set operations run
+in ``fold.py`` over narrow rows (pass A, ``fold_sql``), and the leaves' bodies and chunks are
+read afterwards by request id (pass B, ``leaves_sql``, ``chunks_sql``): no join and no sort over
+whole rows, so memory is bounded by a batch, not by the selection (``leaves.py``).
 """
 
 from __future__ import annotations
@@ -99,86 +102,57 @@ class Selection:
         return " AND ".join(clauses), params
 
 
-def _base(selection: Selection) -> tuple[str, dict[str, Any]]:
-    where, params = selection.where()
-    sql = f"""
-    base AS (
-        SELECT {", ".join(LEAF_COLUMNS)}, loaded_at, messages, system_prompt,
-            sipHash64(system_prompt,
-                arrayPushBack(CAST(messages, 'Array(Tuple(String, String))'),
-                              ('assistant', response_text))) AS own_key
-        FROM exchanges FINAL
-        WHERE {where}
-    ),
-    prefixes AS (
-        SELECT DISTINCT arrayJoin(arrayMap(
-            i -> sipHash64(system_prompt,
-                           arraySlice(CAST(messages, 'Array(Tuple(String, String))'), 1, i)),
-            range(1, length(messages) + 1))) AS h
-        FROM base
-    )"""  # noqa: S608 (the filter's values are query parameters)
-    return sql, params
+_MESSAGES = "CAST(messages, 'Array(Tuple(String, String))')"
+# The hash of the system prompt and the first ``i`` messages (the ``i``-th prefix).
+_PREFIX = f"sipHash64(system_prompt, arraySlice({_MESSAGES}, 1, {{i}}))"
 
 
-def count_sql(selection: Selection) -> tuple[str, dict[str, Any]]:
-    """Exchanges matching the filter, how many fold into a longer one, and what identifies the
-    snapshot they were read from (the newest row's request id and load time)."""
-    base, params = _base(selection)
-    sql = f"""WITH {base}
-    SELECT count(), countIf(own_key IN (SELECT h FROM prefixes)),
-           max(request_id), toString(max(loaded_at))
-    FROM base"""  # noqa: S608
-    return sql, params
+def fold_sql(selection: Selection, *, after: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Pass A of the fold: a page of matching exchanges (``{page:UInt64}`` of them, the first or
+    those after the request id ``after``), narrow, in request-id order (the table's sorting key:
+    the engine reads in order, sorts nothing and stops at the page's end).
 
-
-def leaves_sql(selection: Selection) -> tuple[str, dict[str, Any]]:
-    """One row per conversation (its leaf exchange), ordered by request id, with per-turn timing.
-
-    ``turn_timing`` holds, for each assistant message of the conversation (the leaf's answer
-    last), the TTFT and chunk offsets (ms) of the exchange that produced it, when it was
-    captured; ``chunk_offsets_ms`` are the leaf's own chunks.
+    Per exchange: its own key (request plus answer), the hash of each prefix of its request, its
+    user turns, the timing its answer lends to a longer conversation, and its load time (for the
+    snapshot's identity). ``fold.Fold`` decides the leaves from these with numpy. Pages, not one
+    query: the embedded engine keeps memory for a streamed result until it ends.
     """
-    base, params = _base(selection)
-    columns = ", ".join(f"l.{c} AS {c}" for c in LEAF_COLUMNS)
-    sql = f"""WITH {base},
-    leaves AS (
-        SELECT * FROM base
-        WHERE own_key NOT IN (SELECT h FROM prefixes)
-          AND length(arrayFilter(m -> m.1 = 'user', messages)) >= {{min_turns:UInt32}}
-    ),
-    offsets AS (
-        SELECT request_id, arraySort(x -> x.1, groupArray((seq, offset_ns / 1e6))) AS chunks
-        FROM chunks_raw FINAL
-        WHERE request_id IN (SELECT request_id FROM base)
-        GROUP BY request_id
-    ),
-    timed AS (
-        SELECT b.own_key AS h, any(b.ttft_ms) AS ttft, any(b.stream) AS streamed,
-               any(arrayMap(x -> x.2, o.chunks)) AS chunk_ms
-        FROM base AS b LEFT JOIN offsets AS o ON o.request_id = b.request_id
-        GROUP BY h
-    ),
-    earlier AS (
-        SELECT request_id, pos, sipHash64(system_prompt,
-            arraySlice(CAST(messages, 'Array(Tuple(String, String))'), 1, pos)) AS h
-        FROM leaves
-        ARRAY JOIN arrayFilter(i -> messages[i].1 = 'assistant',
-                               range(1, length(messages) + 1)) AS pos
-    ),
-    turns AS (
-        SELECT e.request_id AS request_id,
-               arraySort(x -> x.1, groupArray((e.pos, t.h != 0, t.streamed, t.ttft, t.chunk_ms)))
-                   AS turn_timing
-        FROM earlier AS e LEFT JOIN timed AS t ON t.h = e.h
-        GROUP BY e.request_id
-    )
-    SELECT {columns},
-           arrayMap(x -> x.2, o.chunks) AS chunk_offsets_ms,
-           t.turn_timing AS turn_timing
-    FROM leaves AS l
-    LEFT JOIN offsets AS o ON o.request_id = l.request_id
-    LEFT JOIN turns AS t ON t.request_id = l.request_id
-    ORDER BY l.request_id
-    SETTINGS join_use_nulls = 0"""  # noqa: S608
-    params["min_turns"] = selection.min_turns
+    where, params = selection.where()
+    if after is not None:
+        where += " AND request_id > {after:String}"
+        params["after"] = after
+    sql = f"""SELECT request_id,
+        sipHash64(system_prompt,
+                  arrayPushBack({_MESSAGES}, ('assistant', response_text))) AS own_key,
+        arrayMap(i -> {_PREFIX.format(i="i")}, range(1, length(messages) + 1)) AS prefixes,
+        toUInt32(length(arrayFilter(m -> m.1 = 'user', messages))) AS user_turns,
+        ttft_ms, stream, toUnixTimestamp64Milli(loaded_at) AS loaded_ms
+    FROM exchanges FINAL
+    WHERE {where}
+    ORDER BY request_id
+    LIMIT {{page:UInt64}}"""  # noqa: S608 (the filter's values are query parameters)
     return sql, params
+
+
+def leaves_sql() -> str:
+    """Pass B: the leaves of one batch (``{ids:Array(String)}``, a primary-key lookup), with the
+    position and prefix hash of each assistant message, which name the folded exchange that
+    produced it (its own key)."""
+    columns = ", ".join(LEAF_COLUMNS)
+    positions = "arrayFilter(i -> messages[i].1 = 'assistant', range(1, length(messages) + 1))"
+    return f"""SELECT {columns},
+        {positions} AS assistant_positions,
+        arrayMap(i -> {_PREFIX.format(i="i")}, assistant_positions) AS assistant_prefixes
+    FROM exchanges FINAL
+    WHERE request_id IN {{ids:Array(String)}}
+    ORDER BY request_id"""  # noqa: S608
+
+
+def chunks_sql() -> str:
+    """Pass B: the chunk offsets (ms, in sequence order) of the exchanges ``{ids:Array(String)}``:
+    a batch's leaves and the folded exchanges that produced their earlier answers."""
+    return """SELECT request_id,
+        arrayMap(x -> x.2, arraySort(x -> x.1, groupArray((seq, offset_ns / 1e6)))) AS chunks
+    FROM chunks_raw FINAL
+    WHERE request_id IN {ids:Array(String)}
+    GROUP BY request_id"""
