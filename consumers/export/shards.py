@@ -54,8 +54,10 @@ def write_shard(path: Path, table: pa.Table, fmt: str) -> None:
             temporary.open("wb") as raw,
             gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as out,
         ):
-            for record in table.to_pylist():
-                out.write(orjson.dumps(line(record)) + b"\n")
+            # A row group's records at a time: a shard's records as Python objects are large.
+            for batch in table.to_batches(max_chunksize=ROW_GROUP_ROWS):
+                for record in batch.to_pylist():
+                    out.write(orjson.dumps(line(record)) + b"\n")
     with temporary.open("rb") as f:
         os.fsync(f.fileno())
     temporary.replace(path)

@@ -65,4 +65,6 @@ class SpoolWriter:
 
 
 def read_spool(path: Path) -> pa.ipc.RecordBatchStreamReader:
-    return pa.ipc.open_stream(pa.memory_map(str(path)))
+    # Read, not memory-mapped: the pages of a mapped spool stay in the process's resident set
+    # once touched, so reading a large spool back would grow it to the spool's size.
+    return pa.ipc.open_stream(pa.OSFile(str(path), "rb"))
