@@ -4,7 +4,7 @@ Pure and deterministic: the same conversations in the same order give the same d
 process (no Python ``hash()``, whose seed changes per process). The first of a group is kept.
 
 - Exact: ``blake2b`` of the roles and texts, lower-cased with whitespace collapsed; decided as the
-  conversations stream past (8 bytes per conversation kept).
+  conversations stream past (8 bytes per conversation kept, in a sorted numpy array).
 - Near: a MinHash of the word 3-grams (each word hashed with xxh32, a 3-gram's hash mixed from
   its words' hashes, datasketch's ``affine32`` permutations with a fixed seed, ``num_perm`` of
   them), computed with numpy over batches of texts, cut into LSH bands whose count and width
@@ -37,6 +37,8 @@ _BATCH_WORDS = 16_384
 # Words whose hashes are remembered at most (about 5 MB); the cache starts over beyond.
 _MAX_CACHED_WORDS = 50_000
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+# Exact-duplicate hashes kept in a set before they are merged into the sorted array.
+_RECENT_HASHES = 65_536
 
 
 def normalised_hash(texts: Iterable[str]) -> bytes:
@@ -50,15 +52,29 @@ def normalised_hash(texts: Iterable[str]) -> bytes:
 
 
 class ExactDuplicates:
-    """Remembers every conversation hash seen; ``seen`` answers while streaming."""
+    """Remembers every conversation hash seen; ``seen`` answers while streaming.
+
+    8 bytes a hash in a sorted numpy array, the newest few in a set until they are merged into
+    it: a set of a million ``bytes`` would cost ~70 MB.
+    """
 
     def __init__(self) -> None:
-        self._hashes: set[bytes] = set()
+        self._sorted = np.zeros(0, dtype=np.uint64)
+        self._recent: set[int] = set()
 
     def seen(self, key: bytes) -> bool:
-        if key in self._hashes:
+        value = int.from_bytes(key)
+        if value in self._recent:
             return True
-        self._hashes.add(key)
+        if self._sorted.size:
+            at = int(self._sorted.searchsorted(np.uint64(value)))
+            if at < self._sorted.size and int(self._sorted[at]) == value:
+                return True
+        self._recent.add(value)
+        if len(self._recent) >= _RECENT_HASHES:
+            recent = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
+            self._sorted = np.sort(np.concatenate([self._sorted, recent]))
+            self._recent = set()
         return False
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from consumers.export import dedup
 from consumers.export.dedup import ExactDuplicates, NearDuplicates, normalised_hash
 
 BASE = (
@@ -20,6 +21,17 @@ def test_exact_duplicates_ignore_case_and_spacing_only() -> None:
     assert not exact.seen(normalised_hash(["hello world", "hi!"]))
     # Message boundaries count: the same words split differently are another conversation.
     assert not exact.seen(normalised_hash(["hello", "world hi"]))
+
+
+def test_exact_duplicates_are_found_after_merging_into_the_sorted_array(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dedup, "_RECENT_HASHES", 3)
+    exact = ExactDuplicates()
+    keys = [normalised_hash([f"text {i}"]) for i in range(10)] + [b"\xff" * 8, b"\x00" * 8]
+    assert [exact.seen(k) for k in keys] == [False] * len(keys)
+    assert [exact.seen(k) for k in reversed(keys)] == [True] * len(keys)
+    assert not exact.seen(normalised_hash(["text 10"]))
 
 
 def test_near_duplicates_keep_the_first_and_drop_close_copies() -> None:
