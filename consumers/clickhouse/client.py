@@ -127,6 +127,18 @@ class ClickHouse:
             )
         )
 
+    async def insert_arrow(self, table: str, data: Any, *, dedup_token: str) -> None:
+        """Insert a pyarrow Table (columns by name): large arrays stay Arrow buffers, never a
+        Python object per value; a retry with the same token is a no-op on the server."""
+        client = self._c
+        await self._run(
+            lambda: client.insert_arrow(
+                table,
+                data,
+                settings={"insert_deduplication_token": dedup_token, "insert_deduplicate": 1},
+            )
+        )
+
     async def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
         client = self._c
         await self._run(lambda: client.command(sql, parameters=parameters))

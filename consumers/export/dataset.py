@@ -430,14 +430,15 @@ def _write_shards(
     return files
 
 
-def _exported_request_ids(state: _State) -> list[str]:
+def _exported_request_ids(state: _State) -> pa.Array:
+    """The leaves' request ids of the records written, as one Arrow array (for the audit row)."""
     duplicate = np.load(state.near)
-    ids: list[str] = []
+    kept: list[pa.Array] = []
     offset = 0
     for batch in read_spool(state.spool):
-        column = batch.column("source_request_id").to_pylist()
-        ids += [
-            rid for i, rid in enumerate(column) if not (duplicate.size and duplicate[offset + i])
-        ]
-        offset += len(column)
-    return ids
+        column = batch.column("source_request_id")
+        if duplicate.size:
+            column = column.filter(pa.array(~duplicate[offset : offset + len(column)]))
+        kept.append(column)
+        offset += batch.num_rows
+    return pa.concat_arrays(kept) if kept else pa.array([], pa.string())
