@@ -436,9 +436,12 @@ def _exported_request_ids(state: _State) -> pa.Array:
     kept: list[pa.Array] = []
     offset = 0
     for batch in read_spool(state.spool):
-        column = batch.column("source_request_id")
-        if duplicate.size:
-            column = column.filter(pa.array(~duplicate[offset : offset + len(column)]))
-        kept.append(column)
+        keep = (
+            ~duplicate[offset : offset + batch.num_rows]
+            if duplicate.size
+            else np.ones(batch.num_rows, dtype=bool)
+        )
+        # Filtered even when all are kept: a copy, so the batch read (every record) is freed.
+        kept.append(batch.column("source_request_id").filter(pa.array(keep)))
         offset += batch.num_rows
     return pa.concat_arrays(kept) if kept else pa.array([], pa.string())
