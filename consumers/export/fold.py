@@ -191,7 +191,16 @@ def _members(values: np.ndarray, sorted_distinct: np.ndarray) -> np.ndarray:
 
 def _fixed_width(ids: pa.Array) -> np.ndarray:
     """Request ids as fixed-width bytes (``S36`` for the proxy's UUIDs): one array, no objects."""
-    return np.array(ids.cast(pa.binary()).to_pylist(), dtype=np.bytes_)
+    ids = ids.cast(pa.binary())
+    lengths = pc.binary_length(ids)
+    width = pc.max(lengths).as_py()
+    if ids.null_count == 0 and width and pc.min(lengths).as_py() == width:
+        # All the same length (the proxy's ids): the values buffer is already the array.
+        start = np.frombuffer(ids.buffers()[1], dtype=np.int32)[ids.offset]
+        return np.frombuffer(
+            ids.buffers()[2], dtype=f"S{width}", count=len(ids), offset=int(start)
+        ).copy()
+    return np.array(ids.to_pylist(), dtype=np.bytes_)
 
 
 def _concatenate(parts: list[np.ndarray], empty: np.dtype[Any]) -> np.ndarray:

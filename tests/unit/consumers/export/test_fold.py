@@ -90,3 +90,12 @@ def test_turn_timing_comes_from_the_first_exchange_with_the_key() -> None:
     assert (duplicate["streamed"], duplicate["ttft_ms"], duplicate["chunk_offsets_ms"]) == (
         True, None, [4.0],
     )  # fmt: skip
+
+
+def test_request_ids_of_any_length_come_back_whole() -> None:
+    fold = Fold(min_turns=1)
+    ids = ["r1", "r10", "a-much-longer-request-id"]
+    fold.add(_batch([(rid, 200 + i, [i], 1, None, False, 0) for i, rid in enumerate(ids)]))
+    sliced = [("s1", 300, [], 1, None, False, 0), ("s2", 301, [], 1, None, False, 0)]
+    fold.add(_batch(sliced).slice(1, 1))  # a batch that starts inside its buffers
+    assert [i.decode() for i in fold.finish().leaves] == [*ids, "s2"]
