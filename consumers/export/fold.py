@@ -12,8 +12,9 @@ hashes seen so far. ``finish`` decides:
 - a lookup from a folded exchange's own key to the exchange that lends its timing to the
   conversations it is a prefix of: the first in request-id order where several share the key.
 
-``turn_timing`` then builds, per batch of leaves, the per-answer timing column the records read
-(``lender_ids``: whose chunk offsets it needs).
+``batch_bounds`` cuts the leaves into batches for pass B; ``turn_timing`` then builds, per
+batch, the per-answer timing column the records read (``lender_ids``: whose chunk offsets it
+needs).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class FoldResult:
     newest_request_id: str
     newest_load: str  # as the engine prints a DateTime64(3): "2026-11-01 12:00:00.123"
     leaves: np.ndarray  # request ids (fixed-width bytes), in request-id order
+    leaf_bytes: np.ndarray  # the size of each leaf's request body and answer, bytes
     keys: np.ndarray  # sorted distinct own keys of the folded exchanges
     lender_ids: np.ndarray  # per key: the request id of the first exchange with it
     lender_ttft: np.ndarray  # its TTFT (0 where null: see ``lender_ttft_null``)
@@ -59,6 +61,7 @@ class Fold:
         self._ids: list[np.ndarray] = []
         self._keys: list[np.ndarray] = []
         self._enough_turns: list[np.ndarray] = []
+        self._body_bytes: list[np.ndarray] = []
         self._ttft: list[np.ndarray] = []
         self._ttft_null: list[np.ndarray] = []
         self._streamed: list[np.ndarray] = []
@@ -75,6 +78,7 @@ class Fold:
         self._keys.append(column("own_key").to_numpy().astype(np.uint64))
         turns = column("user_turns").to_numpy()
         self._enough_turns.append(turns >= self.min_turns)
+        self._body_bytes.append(column("body_bytes").to_numpy().astype(np.uint32))
         ttft = column("ttft_ms")
         self._ttft.append(ttft.fill_null(0.0).to_numpy().astype(np.float64))
         self._ttft_null.append(ttft.is_null().to_numpy(zero_copy_only=False))
@@ -97,10 +101,11 @@ class Fold:
         ids = _concatenate(self._ids, np.dtype("S1"))
         keys = _concatenate(self._keys, np.dtype(np.uint64))
         enough_turns = _concatenate(self._enough_turns, np.dtype(bool))
+        body_bytes = _concatenate(self._body_bytes, np.dtype(np.uint32))
         ttft = _concatenate(self._ttft, np.dtype(np.float64))
         ttft_null = _concatenate(self._ttft_null, np.dtype(bool))
         streamed = _concatenate(self._streamed, np.dtype(bool))
-        self._ids = self._keys = self._enough_turns = []
+        self._ids = self._keys = self._enough_turns = self._body_bytes = []
         self._ttft = self._ttft_null = self._streamed = []
         folded = _members(keys, self._prefixes)
         self._prefixes = np.zeros(0, dtype=np.uint64)
@@ -121,12 +126,26 @@ class Fold:
             newest_request_id=ids[-1].decode() if len(ids) else "",
             newest_load=newest_load,
             leaves=ids[~folded & enough_turns],
+            leaf_bytes=body_bytes[~folded & enough_turns],
             keys=distinct,
             lender_ids=ids[lenders],
             lender_ttft=ttft[lenders],
             lender_ttft_null=ttft_null[lenders],
             lender_streamed=streamed[lenders],
         )
+
+
+def batch_bounds(leaf_bytes: np.ndarray, *, max_rows: int, max_bytes: int) -> list[range]:
+    """Consecutive batches of leaves, each at most ``max_rows`` leaves and ``max_bytes`` of
+    request bodies and answers (at least one leaf): long conversations are read few at a time."""
+    bounds: list[range] = []
+    start = 0
+    while start < len(leaf_bytes):
+        sizes = np.cumsum(leaf_bytes[start : start + max_rows], dtype=np.uint64)
+        fits = int(np.searchsorted(sizes, np.uint64(max_bytes), side="right"))
+        bounds.append(range(start, start + max(fits, 1)))
+        start += max(fits, 1)
+    return bounds
 
 
 def lenders(prefixes: pa.ListArray, fold: FoldResult) -> np.ndarray:

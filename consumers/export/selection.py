@@ -113,9 +113,11 @@ def fold_sql(selection: Selection, *, after: str | None = None) -> tuple[str, di
     the engine reads in order, sorts nothing and stops at the page's end).
 
     Per exchange: its own key (request plus answer), the hash of each prefix of its request, its
-    user turns, the timing its answer lends to a longer conversation, and its load time (for the
-    snapshot's identity). ``fold.Fold`` decides the leaves from these with numpy. Pages, not one
-    query: the embedded engine keeps memory for a streamed result until it ends.
+    user turns, the size of its request body and answer (to size pass B's batches; the body's
+    length is read from its size subcolumn, not its bytes), the timing its answer lends to a
+    longer conversation, and its load time (for the snapshot's identity). ``fold.Fold`` decides
+    the leaves from these with numpy. Pages, not one query: the embedded engine keeps memory for a
+    streamed result until it ends.
     """
     where, params = selection.where()
     if after is not None:
@@ -126,6 +128,7 @@ def fold_sql(selection: Selection, *, after: str | None = None) -> tuple[str, di
                   arrayPushBack({_MESSAGES}, ('assistant', response_text))) AS own_key,
         arrayMap(i -> {_PREFIX.format(i="i")}, range(1, length(messages) + 1)) AS prefixes,
         toUInt32(length(arrayFilter(m -> m.1 = 'user', messages))) AS user_turns,
+        toUInt32(least(length(request_body) + length(response_text), 4294967295)) AS body_bytes,
         ttft_ms, stream, toUnixTimestamp64Milli(loaded_at) AS loaded_ms
     FROM exchanges FINAL
     WHERE {where}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from consumers.export import fold as fold_module
-from consumers.export.fold import Fold, FoldResult, lender_ids, turn_timing
+from consumers.export.fold import Fold, FoldResult, batch_bounds, lender_ids, turn_timing
 
 SYSTEM, A_ASK, A_ASK2, B_ASK2, D_ASK, D_ASK2 = 1, 2, 3, 4, 5, 6
 A1, A1_REGENERATED, A2, B2, D1, D2, E = 101, 102, 103, 104, 105, 106, 107
@@ -35,7 +36,9 @@ def _batch(rows: list[tuple[str, int, list[int], int, float | None, bool, int]])
     types = [pa.string(), pa.uint64(), pa.list_(pa.uint64()), pa.uint32(), pa.float64(),
              pa.bool_(), pa.int64()]  # fmt: skip
     columns = [pa.array([row[i] for row in rows], t) for i, t in enumerate(types)]
-    return pa.RecordBatch.from_arrays(columns, names=names)
+    # A body's size: 100 bytes per user turn.
+    sizes = pa.array([100 * row[3] for row in rows], pa.uint32())
+    return pa.RecordBatch.from_arrays([*columns, sizes], names=[*names, "body_bytes"])
 
 
 def _folded(min_turns: int) -> FoldResult:
@@ -50,6 +53,7 @@ def test_leaves_counts_and_snapshot(monkeypatch: pytest.MonkeyPatch, merge_every
     monkeypatch.setattr(fold_module, "_MERGE_EVERY", merge_every)
     result = _folded(min_turns=1)
     assert [i.decode() for i in result.leaves] == ["r02", "r04", "r07", "r08", "r09"]
+    assert result.leaf_bytes.tolist() == [200, 200, 200, 100, 100]
     assert (result.matched, result.folded) == (9, 4)
     assert result.newest_request_id == "r09"
     assert result.newest_load == "2025-12-01 12:00:00.123"
@@ -99,3 +103,11 @@ def test_request_ids_of_any_length_come_back_whole() -> None:
     sliced = [("s1", 300, [], 1, None, False, 0), ("s2", 301, [], 1, None, False, 0)]
     fold.add(_batch(sliced).slice(1, 1))  # a batch that starts inside its buffers
     assert [i.decode() for i in fold.finish().leaves] == [*ids, "s2"]
+
+
+def test_batches_are_bounded_by_rows_and_bytes() -> None:
+    sizes = np.array([10, 10, 10, 50, 5, 5, 5, 5, 5], dtype=np.uint32)
+    bounds = batch_bounds(sizes, max_rows=4, max_bytes=30)
+    # A leaf larger than the limit is a batch of its own; none is split or skipped.
+    assert [list(b) for b in bounds] == [[0, 1, 2], [3], [4, 5, 6, 7], [8]]
+    assert batch_bounds(np.zeros(0, dtype=np.uint32), max_rows=4, max_bytes=30) == []
