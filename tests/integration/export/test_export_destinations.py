@@ -64,14 +64,15 @@ def test_what_the_export_commands_write_is_private(clickhouse_url: str, tmp_path
     assert "exchanges" in {p.name for p in legal.iterdir()}
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ("export", "legal", "{dest}", "--case", "C-1", "--since", "2000-01-01"),
-        ("export", "dataset", "{dest}"),
-        ("archive", "{dest}"),
-    ],
-)
+# Every command that writes a destination; ``{dest}`` is replaced by the path under test.
+WRITING_COMMANDS = [
+    ("export", "legal", "{dest}", "--case", "C-1", "--since", "2000-01-01"),
+    ("export", "dataset", "{dest}"),
+    ("archive", "{dest}"),
+]
+
+
+@pytest.mark.parametrize("command", WRITING_COMMANDS)
 def test_a_destination_that_is_a_link_a_file_or_in_the_engine_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]
 ) -> None:
@@ -109,14 +110,7 @@ def test_a_restore_into_an_engine_inside_the_archive_is_refused(
     assert [p.name for p in archived.iterdir()] == ["manifest.json"]
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ("export", "legal", "{dest}", "--case", "C-1", "--since", "2000-01-01"),
-        ("export", "dataset", "{dest}"),
-        ("archive", "{dest}"),
-    ],
-)
+@pytest.mark.parametrize("command", WRITING_COMMANDS)
 def test_an_unreachable_server_is_one_line_without_its_password(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]
 ) -> None:
