@@ -254,8 +254,8 @@ def add_export_commands(commands: Any) -> None:
     export = commands.add_parser(
         "export",
         help="export captured data: datasets, legal requests; verify an export",
-        description="Ways out of ClickHouse, each a directory with a manifest.json of sha256 "
-        "sums and a row in the export_audit table (docs/DATASETS.md).",
+        description="Ways out of ClickHouse, each a directory or s3://BUCKET/PREFIX with a "
+        "manifest.json of sha256 sums and a row in the export_audit table (docs/DATASETS.md).",
     )
     kinds = export.add_subparsers(dest="export_kind", required=True, metavar="KIND")
 
@@ -321,7 +321,9 @@ def add_export_commands(commands: Any) -> None:
         "--timestamp-precision", choices=("day", "hour", "second", "microsecond"),
         help="default: day (open), second (licensed), microsecond (legal)",
     )  # fmt: skip
-    dataset.add_argument("--rows-per-shard", type=int, default=50_000)
+    dataset.add_argument(
+        "--rows-per-shard", type=int, default=50_000, help="records per shard file (default 50,000)"
+    )
     dataset.add_argument(
         "--record-key", metavar="HEX",
         help="the key conversation ids are keyed with (default: a new random one, recorded in "
@@ -359,7 +361,9 @@ def add_export_commands(commands: Any) -> None:
         "verify",
         help="recompute an export's checksums and row counts against its manifest",
         description="Exit status 0 when every file matches manifest.json, 1 when anything is "
-        "missing, changed or unlisted (each problem printed), 2 when there is no manifest.",
+        "missing, changed or unlisted (each problem printed, a manifest other than "
+        "--manifest-sha256 included), 2 when there is no manifest or it cannot be read "
+        "(malformed, too large, not a regular file).",
     )
     verify.add_argument("directory", metavar="DIR", help="export directory or s3://BUCKET/PREFIX")
     _store_arguments(verify)
@@ -373,9 +377,9 @@ def add_export_commands(commands: Any) -> None:
     archive = commands.add_parser(
         "archive",
         help="write the raw tables and exchanges as day-partitioned Parquet (incremental)",
-        description="Write requests_raw, chunks_raw, completions_raw and exchanges to "
-        "DEST/table=NAME/day=YYYY-MM-DD/part-00000.parquet with a manifest.json of per-day "
-        "checksums. Days already archived and unchanged are skipped. DEST may be "
+        description="Write requests_raw, chunks_raw, completions_raw, exchanges and "
+        "export_audit to DEST/table=NAME/day=YYYY-MM-DD/part-00000.parquet with a manifest.json "
+        "of per-day checksums. Days already archived and unchanged are skipped. DEST may be "
         "s3://BUCKET/PREFIX (docs/DATASETS.md).",
     )
     archive.add_argument(

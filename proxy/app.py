@@ -252,6 +252,8 @@ async def _statsz(request: web.Request) -> web.Response:
         "events_resent": stats.resent,
         "kafka_send_failures": stats.send_failures,
         "journal_spills": stats.spills,
+        # LOGORHYTHMS_PRODUCER=process: how often its producer process had to be started again.
+        "producer_restarts": stats.producer_restarts,
         "journal_bytes": publisher.journal.backlog_bytes,
         "journal_disk_bytes": publisher.journal.size_bytes,
         "journal_dropped_full": journal.dropped_full,
@@ -289,6 +291,7 @@ def _counters(app: web.Application) -> dict[str, int]:
         ),
         "logorhythms.proxy.journal.bytes": journal.backlog_bytes,
         "logorhythms.proxy.journal.degraded": int(publisher.degraded),
+        "logorhythms.proxy.producer.restarts": stats.producer_restarts,
     }
 
 

@@ -39,7 +39,6 @@ class ProcessPublisher(Publisher):
         self._rung = Position(0, 0)
         self._process: asyncio.subprocess.Process | None = None
         self._stopping = False
-        self.producer_restarts = 0
         self._up = asyncio.Event()  # the producer process reached Kafka
 
     async def producer_ready(self) -> int:
@@ -151,7 +150,7 @@ class ProcessPublisher(Publisher):
             self._connected = False
             if self._stopping:
                 return
-            self.producer_restarts += 1
+            self.stats.producer_restarts += 1
             log.warning("producer process exited; restarting it from the acknowledged position")
             await asyncio.sleep(_RESTART_DELAY_S)
 

@@ -85,6 +85,7 @@ class PublishStats:
     send_failures: int = 0  # sends that failed or timed out and were journaled or retried
     resent: int = 0  # journaled after a missed deadline, yet acknowledged later: sent twice
     spills: int = 0  # times the publisher switched from memory to the journal
+    producer_restarts: int = 0  # the producer process exited and was started again
 
     @property
     def enqueued(self) -> int:  # the name the first /statsz used

@@ -37,6 +37,7 @@ PROXY_METRICS = {
     "logorhythms.proxy.journal.depth_events": "gauge",
     "logorhythms.proxy.journal.bytes": "gauge",
     "logorhythms.proxy.journal.degraded": "gauge",
+    "logorhythms.proxy.producer.restarts": "count",
     "logorhythms.proxy.publish.latency_ms": "distribution",
     "logorhythms.proxy.loop.lag_max_ms": "gauge",
     "logorhythms.proxy.loop.lag_p99_ms": "gauge",

@@ -82,6 +82,8 @@ class DatasetOptions:
             raise ExportError("--test-fraction must be in [0, 1), e.g. 0.05")
         if self.rows_per_shard < 1:
             raise ExportError("--rows-per-shard must be at least 1")
+        if self.near_duplicate_threshold is not None and not 0 < self.near_duplicate_threshold < 1:
+            raise ExportError("--near-dup-threshold must be in (0, 1), e.g. 0.85 (the default)")
         if self.languages and not self.detect_language:
             raise ExportError("--language filters need language detection; drop --no-language")
 
@@ -184,7 +186,8 @@ class _State:
                 )
             if record_key is not None and record_key.hex() != self.data["record_key"]:
                 raise ExportError(
-                    f"{destination} holds an unfinished export with another --record-key"
+                    f"{destination} holds an unfinished export with another --record-key: "
+                    "rerun it with that key (or none) to resume, or choose a new directory"
                 )
         else:
             if destination.exists() and any(destination.iterdir()):

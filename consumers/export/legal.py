@@ -364,7 +364,10 @@ async def _export(
             ),
         )
     if not_exported:
-        print(f"not exported (no matching request event): {', '.join(not_exported)}")
+        print(
+            "not exported (no captured request event with that id, or another selector excluded "
+            f"it): {', '.join(not_exported)}"
+        )
     print(
         f"exported {len(ids)} exchange(s), {chunk_total} chunk(s) for case {case_reference} into "
         f"{store.location}; manifest sha256 {manifest_sha256} (recorded in export_audit)"

@@ -69,6 +69,10 @@ class Selection:
     outcomes: tuple[str, ...] = ("ok",)
     min_turns: int = 1
 
+    def __post_init__(self) -> None:
+        if self.min_turns < 1:
+            raise ValueError("--min-turns must be at least 1 (a conversation has a user message)")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "since": self.since.isoformat() if self.since else None,

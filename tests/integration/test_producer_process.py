@@ -72,7 +72,7 @@ async def test_the_producer_process_delivers_survives_a_kill_and_frees_the_journ
         for number in range(200, 400):
             publisher.publish(f"exchange-{number}".encode(), b"event")
             publisher.write_through()
-        await _wait_for(lambda: publisher.producer_restarts >= 1, "the producer's restart")
+        await _wait_for(lambda: publisher.stats.producer_restarts >= 1, "the producer's restart")
         async with asyncio.timeout(30):
             await publisher.flush()
         assert await publisher.producer_ready() != first

@@ -1,5 +1,6 @@
 """The export commands' arguments: S3 options wherever an s3:// location is taken; `--staging`
-only for a bucket; an endpoint URL holding credentials refused without being echoed."""
+only for a bucket; an endpoint URL holding credentials refused without being echoed; dataset
+options out of range refused before anything is made."""
 
 from __future__ import annotations
 
@@ -49,3 +50,31 @@ def test_a_dataset_endpoint_with_credentials_is_refused_unechoed(
     assert said.count("\n") == 1
     assert secret not in said
     assert not (tmp_path / "cache").exists()  # refused before any staging directory
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--near-dup-threshold", "1.5"], "--near-dup-threshold must be in (0, 1)"),
+        (["--near-dup-threshold", "0"], "--near-dup-threshold must be in (0, 1)"),
+        (["--min-turns", "0"], "--min-turns must be at least 1"),
+    ],
+)
+def test_out_of_range_dataset_options_are_refused_before_anything_is_made(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    said: str,
+) -> None:
+    # Checked with the other options: refused after the fold had run and DEST/.state was made,
+    # the rerun with a corrected value was refused as "another export's arguments".
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(
+        ["export", "dataset", "out", "--clickhouse", f"chdb://{tmp_path}/engine", *flags]
+    )
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert said in err
+    assert err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
