@@ -43,20 +43,29 @@ def test_follows_appends_and_new_segments_and_waits_for_a_half_written_record(
     journal.close()
 
 
-def test_a_torn_record_in_an_older_segment_is_skipped_not_waited_for(tmp_path: Path) -> None:
+def _after_a_run_that_left(
+    tmp_path: Path, keys: list[bytes], garbage: bytes, then: bytes
+) -> tuple[Journal, JournalTail]:
+    """A run that journaled ``keys`` and left ``garbage`` at the end of its segment, the next run
+    after it journaling ``then``, and a tail reading from the start."""
     journal = Journal(tmp_path)
     journal.open()
-    journal.append(b"a", b"1")
+    for number, key in enumerate(keys, start=1):
+        journal.append(key, str(number).encode())
     journal.flush()
     journal.close()
-    segment = sorted(tmp_path.glob("*.seg"))[-1]
-    with segment.open("ab") as file:  # a proxy killed mid-write
-        file.write(encode_record(b"torn", b"x" * 100, None)[:20])
+    with sorted(tmp_path.glob("*.seg"))[-1].open("ab") as file:
+        file.write(garbage)
     journal = Journal(tmp_path)
     journal.open()
-    journal.append(b"b", b"2")
+    journal.append(then, b"next")
     journal.flush()
-    tail = JournalTail(tmp_path, Position(0, 0))
+    return journal, JournalTail(tmp_path, Position(0, 0))
+
+
+def test_a_torn_record_in_an_older_segment_is_skipped_not_waited_for(tmp_path: Path) -> None:
+    torn = encode_record(b"torn", b"x" * 100, None)[:20]  # a proxy killed mid-write
+    journal, tail = _after_a_run_that_left(tmp_path, [b"a"], torn, then=b"b")
     assert _keys(tail) == [b"a", b"b"]
     assert tail.skipped_bytes == 20
     tail.close()
@@ -90,22 +99,9 @@ def test_reads_in_blocks_across_their_edges_and_records_larger_than_a_block(
 
 
 def test_records_before_damage_are_read_then_the_damage_is_skipped(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
-    journal.open()
-    journal.append(b"a", b"1")
-    journal.append(b"b", b"2")
-    journal.flush()
-    journal.close()
-    segment = sorted(tmp_path.glob("*.seg"))[-1]
     damaged = bytearray(encode_record(b"c", b"3" * 50, None))
     damaged[-1] ^= 0xFF  # its checksum no longer matches
-    with segment.open("ab") as file:
-        file.write(bytes(damaged))
-    journal = Journal(tmp_path)
-    journal.open()
-    journal.append(b"d", b"4")
-    journal.flush()
-    tail = JournalTail(tmp_path, Position(0, 0))
+    journal, tail = _after_a_run_that_left(tmp_path, [b"a", b"b"], bytes(damaged), then=b"d")
     assert _keys(tail) == [b"a", b"b", b"d"]
     assert tail.skipped_bytes == len(damaged)
     tail.close()
