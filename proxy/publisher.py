@@ -33,14 +33,19 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
-from proxy.batching import UNCOMPRESSED_ABOVE, build_batches, partition_for
+from proxy.batching import (
+    UNCOMPRESSED_ABOVE,
+    Batches,
+    PrecompressedBatch,
+    compress_all,
+    partition_for,
+)
 from proxy.droplog import DropLog
 from proxy.journal import Journal, Position
 from proxy.journal_record import Headers, JournalRecord
@@ -64,6 +69,10 @@ _LATENCY_SAMPLES_MAX = 1024
 # connects of the exchanges it served meanwhile (docs/decisions/0018-…).
 _REPLAY_READ_BYTES = 4 * 1024 * 1024
 _WRITE_THROUGH_NOTED_S = 100e-6  # the loop-lag monitor's first bucket bound
+# The hand-over builds batches a slice at a time, yielding the loop between slices: a linger's
+# events at 1,000 exchanges/s held it 0.4 to 0.8 ms at once
+# (docs/decisions/0030-compression-off-the-loop.md).
+_HAND_OVER_SLICE_S = 100e-6
 _PARTITION_CACHE_MAX = 4096  # exchanges' partitions remembered: more than are in flight at once
 
 
@@ -142,6 +151,11 @@ class Publisher:
         # Drains of the queue not yet wholly acknowledged, oldest first: the journal is
         # acknowledged up to the end of each, in order, once all its batches are.
         self._drains: collections.deque[_Drain] = collections.deque()
+        # The drain being handed over: events taken off the queue, not yet in a batch, and the
+        # batches not yet handed to aiokafka. A spill meanwhile accounts for both.
+        self._taking: collections.deque[_Queued] = collections.deque()
+        self._handing_over: Batches[_Queued] | None = None
+        self._handing_over_events = 0
         self._partition_count = 0
         self._partition_of: dict[bytes, int] = {}
         self._producer_broken = False
@@ -163,12 +177,17 @@ class Publisher:
 
     @property
     def in_memory(self) -> int:
-        return len(self._queue) + self._in_flight_events
+        return len(self._queue) + self._in_flight_events + self._handing_over_events
 
     @property
     def idle(self) -> bool:
         """Everything published so far is acknowledged by Kafka (or dropped)."""
-        return not self._spilling and not self._queue and not self._in_flight
+        return (
+            not self._spilling
+            and not self._queue
+            and not self._in_flight
+            and not self._handing_over_events
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -238,7 +257,7 @@ class Publisher:
         self._ack_drains()
         self._in_flight.clear()
         self._in_flight_events = 0
-        if self._queue or self._drains:
+        if self._queue or self._drains or self._handing_over_events:
             self._spill("shutting down before Kafka acknowledged everything")
         self.journal.close()
         self.drop_log.close()
@@ -270,7 +289,7 @@ class Publisher:
             self._append((key, value, headers))
             return
         journaled = self.journal.append(key, value, headers)
-        if len(self._queue) + self._in_flight_events < self._queue_max:
+        if self.in_memory < self._queue_max:
             if not self._queue:  # the pump waits for events only while the queue is empty
                 self._queued_since = time.monotonic()
                 self._wakeup.set()
@@ -331,6 +350,12 @@ class Publisher:
             log.warning("Kafka is not keeping up (%s): journaling events to disk", reason)
         held = [e for events, _, _ in self._in_flight.values() for e in events]
         held += self._queue
+        held += self._taking
+        if self._handing_over is not None:
+            held += self._handing_over.tags()
+        self._taking.clear()
+        self._handing_over = None
+        self._handing_over_events = 0
         self._in_flight.clear()
         self._in_flight_events = 0
         self._drains.clear()
@@ -455,36 +480,48 @@ class Publisher:
         gathering = self._queued_since + self._linger_s - time.monotonic()
         if gathering > 0:
             await asyncio.sleep(gathering)
-        handing_over = time.perf_counter()
         # Everything waiting goes out now, as one batch per partition: one aiokafka call and one
         # future per batch instead of per event (docs/decisions/0007-own-linger-and-partitioner.md).
         # Whatever Kafka gets is in the kernel first, so a dead run's journal is a superset of
         # what reached Kafka (proxy/recovery.py counts the chunks there).
         self.journal.flush()
-        drain = _Drain(self.journal.tail)
+        end = self.journal.tail
+        self._taking, self._queue = self._queue, collections.deque()
+        self._handing_over_events = len(self._taking)
+        batches = await self._build_batches()
+        if batches is None:
+            return True  # spilled meanwhile; the spill took every event over
+        drain = _Drain(end, len(batches.built), batches.events)
         self._drains.append(drain)
-        batches = self._build_batches()
-        drain.batches = len(batches)
-        drain.events = sum(len(events) for _, _, events in batches)
-        for position, (partition, batch, events) in enumerate(batches):
+        started = time.perf_counter()
+        while batches.built:
+            if time.perf_counter() - started > _HAND_OVER_SLICE_S:
+                self.loop_monitor.record("produce_hand_over", time.perf_counter() - started)
+                await asyncio.sleep(0)
+                if self._spilling:
+                    return True
+                started = time.perf_counter()
+            partition, batch, events = batches.built[0]
             try:
                 async with asyncio.timeout(self._kafka_timeout_s):
                     future: asyncio.Future[object] = await self._producer_or_raise().send_batch(
                         batch, self.topic, partition=partition
                     )
             except (KafkaError, TimeoutError) as exc:
-                # Not handed over: back to the front of the queue, in order, behind nothing.
-                unsent = [
-                    event for _, _, batch_events in batches[position:] for event in batch_events
-                ]
-                self._queue.extendleft(reversed(unsent))
+                # The spill takes the batches not handed over, this one included.
                 self._abandon_in_flight(f"send failed: {exc!r}")
                 return False
+            if self._spilling:
+                # Spilled while aiokafka waited for metadata: the replay sends the journal, and
+                # a copy aiokafka still delivers is absorbed by the raw tables' replacing keys.
+                return True
+            del batches.built[0]
+            self._handing_over_events -= len(events)
             self._in_flight[future] = (events, time.monotonic(), drain)
             self._in_flight_events += len(events)
             future.add_done_callback(self._on_delivery)
-        # One loop callback while aiokafka has room and metadata (send_batch does not suspend).
-        self.loop_monitor.record("produce_hand_over", time.perf_counter() - handing_over)
+        self._handing_over = None
+        self.loop_monitor.record("produce_hand_over", time.perf_counter() - started)
         return True
 
     def _producer_or_raise(self) -> AIOKafkaProducer:
@@ -492,19 +529,37 @@ class Publisher:
             raise KafkaError("the producer is not connected")
         return self._producer
 
-    def _build_batches(self) -> list[tuple[int, Any, list[_Queued]]]:
-        """Drain the queue into aiokafka batches, one open batch per partition, in order
-        (proxy/batching.py). Once an event is in an aiokafka batch, aiokafka's copy is the one
-        kept until Kafka acknowledges it; ours is dropped unless the journal refused it (a spill
-        re-appends those)."""
-
-        def drained() -> Iterator[tuple[bytes, bytes, Headers | None, _Queued]]:
-            while self._queue:
-                event = self._queue.popleft()
-                key, value, headers, journaled = event
-                yield key, value, headers, event if not journaled else (key, b"", None, True)
-
-        return build_batches(self._producer_or_raise(), drained(), self._partition)
+    async def _build_batches(self) -> Batches[_Queued] | None:
+        """The events taken off the queue as aiokafka batches, one open batch per partition, in
+        order (proxy/batching.py), built a slice at a time so no step holds the loop long, then
+        compressed in a worker thread (``PrecompressedBatch``). None if the publisher spilled
+        meanwhile. Once an event is in a batch, the batch's copy is the one kept until Kafka
+        acknowledges it; ours is dropped unless the journal refused it (a spill re-appends
+        those)."""
+        producer = self._producer_or_raise()
+        codec = self._compression
+        new_batch = producer.create_batch if codec is None else lambda: PrecompressedBatch(codec)
+        batches: Batches[_Queued] = Batches(new_batch, self._partition)
+        self._handing_over = batches
+        taking = self._taking
+        started = time.perf_counter()
+        while taking:
+            event = taking.popleft()
+            key, value, headers, journaled = event
+            batches.add(key, value, headers, event if not journaled else (key, b"", None, True))
+            if taking and time.perf_counter() - started > _HAND_OVER_SLICE_S:
+                self.loop_monitor.record("produce_hand_over", time.perf_counter() - started)
+                await asyncio.sleep(0)
+                if self._spilling:
+                    return None
+                started = time.perf_counter()
+        batches.finish()
+        self.loop_monitor.record("produce_hand_over", time.perf_counter() - started)
+        if codec is not None:
+            await asyncio.to_thread(compress_all, batches.built)
+            if self._spilling:
+                return None
+        return batches
 
     def _partition(self, key: bytes) -> int:
         partition = self._partition_of.get(key)
