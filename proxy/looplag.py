@@ -202,20 +202,29 @@ def first_step_timed(
     the socket write), so that it can be named without changing it."""
 
     async def timed(*args: Any, **kwargs: Any) -> _T:  # a coroutine, as create_task wants
-        return await _FirstStepTimed(function(*args, **kwargs), monitor, section)
+        return await FirstStep(function(*args, **kwargs), monitor, section)
 
     return timed
 
 
-class _FirstStepTimed(Awaitable[_T]):
-    __slots__ = ("_coroutine", "_monitor", "_section")
+class FirstStep(Awaitable[_T]):
+    """Awaits ``coroutine``, noting when its first step ended by suspending (``suspended_at``,
+    ``time.perf_counter()``; None if it finished without suspending) and, with a ``monitor``,
+    recording that first step as a run of ``section``. Lets a caller time how long it held the
+    loop across an await that may or may not suspend."""
+
+    __slots__ = ("_coroutine", "_monitor", "_section", "suspended_at")
 
     def __init__(
-        self, coroutine: Coroutine[Any, Any, _T], monitor: LoopLagMonitor, section: str
+        self,
+        coroutine: Coroutine[Any, Any, _T],
+        monitor: LoopLagMonitor | None = None,
+        section: str = "",
     ) -> None:
         self._coroutine = coroutine
         self._monitor = monitor
         self._section = section
+        self.suspended_at: float | None = None
 
     def __await__(self) -> Generator[Any, Any, _T]:
         steps = self._coroutine.__await__()
@@ -223,9 +232,12 @@ class _FirstStepTimed(Awaitable[_T]):
         try:
             suspended_on = next(steps)
         except StopIteration as finished:
-            self._monitor.record(self._section, time.perf_counter() - started)
+            if self._monitor is not None:
+                self._monitor.record(self._section, time.perf_counter() - started)
             return finished.value  # type: ignore[no-any-return]
-        self._monitor.record(self._section, time.perf_counter() - started)
+        self.suspended_at = time.perf_counter()
+        if self._monitor is not None:
+            self._monitor.record(self._section, self.suspended_at - started)
         # From here on, a plain delegation: every later step and exception passes through.
         while True:
             try:

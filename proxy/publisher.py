@@ -49,7 +49,7 @@ from proxy.batching import (
 from proxy.droplog import DropLog
 from proxy.journal import Journal, Position
 from proxy.journal_record import Headers, JournalRecord
-from proxy.looplag import LoopLagMonitor, first_step_timed
+from proxy.looplag import FirstStep, LoopLagMonitor, first_step_timed
 from schemas.limits import KAFKA_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -504,16 +504,22 @@ class Publisher:
             partition, batch, events = batches.built[0]
             try:
                 async with asyncio.timeout(self._kafka_timeout_s):
-                    future: asyncio.Future[object] = await self._producer_or_raise().send_batch(
-                        batch, self.topic, partition=partition
+                    # aiokafka waits here while an earlier batch of the partition is unsent:
+                    # that wait is not the loop held, so the slice ends where it suspends.
+                    sending = FirstStep(
+                        self._producer_or_raise().send_batch(batch, self.topic, partition=partition)
                     )
+                    future: asyncio.Future[object] = await sending
             except (KafkaError, TimeoutError) as exc:
                 # The spill takes the batches not handed over, this one included.
                 self._abandon_in_flight(f"send failed: {exc!r}")
                 return False
+            if sending.suspended_at is not None:
+                self.loop_monitor.record("produce_hand_over", sending.suspended_at - started)
+                started = time.perf_counter()
             if self._spilling:
-                # Spilled while aiokafka waited for metadata: the replay sends the journal, and
-                # a copy aiokafka still delivers is absorbed by the raw tables' replacing keys.
+                # Spilled while aiokafka waited (metadata, the partition): the replay sends the
+                # journal; a copy aiokafka still delivers is absorbed by the replacing keys.
                 return True
             del batches.built[0]
             self._handing_over_events -= len(events)

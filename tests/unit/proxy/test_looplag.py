@@ -10,6 +10,7 @@ import pytest
 
 from proxy.looplag import (
     BUCKET_BOUNDS_US,
+    FirstStep,
     Histogram,
     LoopLagMonitor,
     bucket_names,
@@ -109,3 +110,21 @@ async def test_the_first_step_of_library_coroutines_is_timed_and_nothing_else_ch
     with pytest.raises(asyncio.CancelledError):
         await cancelled
     assert recorded.count == 2
+
+
+async def test_first_step_notes_whether_and_when_the_coroutine_suspended() -> None:
+    async def finishes() -> str:
+        return "at once"
+
+    async def waits() -> str:
+        await asyncio.sleep(0)
+        return "later"
+
+    straight = FirstStep(finishes())
+    assert await straight == "at once"
+    assert straight.suspended_at is None  # the loop was never released
+    before = time.perf_counter()
+    suspending = FirstStep(waits())
+    assert await suspending == "later"
+    assert suspending.suspended_at is not None
+    assert before <= suspending.suspended_at <= time.perf_counter()
