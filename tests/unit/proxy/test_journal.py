@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import proxy.journal as journal_module
 from proxy.journal import Journal, JournalError, segment_paths
 from proxy.journal_record import decode_payload, encode_record
 from proxy.settings import Provider, ProxySettings
@@ -72,6 +73,7 @@ def test_acknowledged_segments_are_deleted_and_not_replayed_after_restart(tmp_pa
         journal.append(b"k", f"{i:03d}".encode() * 30)
     read = journal.read(60)
     journal.ack(read[-1][0], len(read))
+    journal.finish_deletions()  # their files are unlinked by a worker thread
     assert len(segment_paths(tmp_path)) < 5  # the fully acknowledged ones are gone
     journal.close()
 
@@ -100,6 +102,7 @@ def test_fully_drained_journal_leaves_no_segment(tmp_path: Path) -> None:
     journal.ack(read[-1][0], len(read))
     assert not journal.has_unacked
     assert journal.backlog_bytes == 0
+    journal.finish_deletions()
     assert segment_paths(tmp_path) == []
     journal.append(b"k", b"later")  # and it keeps working afterwards
     assert _values(journal) == [b"later"]
@@ -349,8 +352,36 @@ def test_steady_traffic_acknowledged_one_drain_behind_keeps_the_disk_small(tmp_p
             journal.ack(previous, 10)  # the drain before this one
             previous = journal.tail
             largest = max(largest, journal.size_bytes)
+            journal.finish_deletions()
             assert len(segment_paths(tmp_path)) <= 2
     assert largest < 160 * 1024
     journal.ack(journal.tail, 10)
     journal.close()
     assert segment_paths(tmp_path) == []
+
+
+def test_a_drained_segment_leaves_at_once_and_is_unlinked_off_the_callers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unlinking a drained segment frees its blocks and pages (up to 1.4 ms for 4 MiB held the
+    event loop): the journal forgets it at the acknowledgement, a worker thread unlinks it."""
+    unlinked_on: list[str] = []
+    unlink = journal_module._unlink
+
+    def noting_thread(path: Path) -> None:
+        unlinked_on.append(threading.current_thread().name)
+        unlink(path)
+
+    monkeypatch.setattr(journal_module, "_unlink", noting_thread)
+    journal = _journal(tmp_path)
+    for n in range(100):
+        journal.append(b"k", b"%04d" % n * 50)
+    records = journal.read(10_000)
+    assert len(segment_paths(tmp_path)) > 2
+    journal.ack(records[-1][0], len(records))
+    assert journal.size_bytes < 4096  # forgotten the moment Kafka has them
+    journal.close()
+    assert unlinked_on
+    assert all(name.startswith("journal-unlink") for name in unlinked_on)
+    assert threading.current_thread().name not in unlinked_on
+    assert segment_paths(tmp_path) == []  # close waits for the thread
