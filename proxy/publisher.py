@@ -73,6 +73,9 @@ _WRITE_THROUGH_NOTED_S = 100e-6  # the loop-lag monitor's first bucket bound
 # events at 1,000 exchanges/s held it 0.4 to 0.8 ms at once
 # (docs/decisions/0030-compression-off-the-loop.md).
 _HAND_OVER_SLICE_S = 100e-6
+# Up to this many bytes of records a linger's batches are compressed on the loop (zstd: ~1 µs per
+# KiB here, so ≤ ~30 µs); above, in a worker thread.
+_COMPRESS_ON_LOOP_BYTES = 32 * 1024
 _PARTITION_CACHE_MAX = 4096  # exchanges' partitions remembered: more than are in flight at once
 
 
@@ -562,9 +565,14 @@ class Publisher:
         batches.finish()
         self.loop_monitor.record("produce_hand_over", time.perf_counter() - started)
         if codec is not None:
-            await asyncio.to_thread(compress_all, batches.built)
-            if self._spilling:
-                return None
+            if sum(batch.size() for _, batch, _ in batches.built) <= _COMPRESS_ON_LOOP_BYTES:
+                # A low-load linger's few events: compressing them takes less than the worker
+                # thread's round trip, which wakes the loop once more.
+                compress_all(batches.built)
+            else:
+                await asyncio.to_thread(compress_all, batches.built)
+                if self._spilling:
+                    return None
         return batches
 
     def _partition(self, key: bytes) -> int:
