@@ -17,12 +17,15 @@ import json
 import os
 import platform
 import random
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +280,29 @@ def loop_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Set by --hold-loader: the loader is stopped while a target is measured.
+HOLD_LOADER = False
+
+
+@contextmanager
+def loader_held(stack: Stack) -> Iterator[None]:
+    """With ``HOLD_LOADER``, the loader caught up and then stopped (SIGSTOP) for the run.
+
+    On two cores the loader shares core 1 with the load generator and the upstream: with
+    capture on it inserts what the run produces, and the client's latency grows with its CPU,
+    not the proxy's. In production it runs elsewhere. Kafka still takes and acknowledges every
+    event; the loader loads them once it continues."""
+    if not (HOLD_LOADER and stack.loader_pid):
+        yield
+        return
+    settled(stack.loader_pid)
+    os.kill(stack.loader_pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(stack.loader_pid, signal.SIGCONT)
+
+
 def measured(stack: Stack, name: str, run: Any, **extra: Any) -> dict[str, Any]:
     """Run ``run()`` (a wrk run or a stream test) against one target, adding its CPU and load,
     and for one process of ours what its loop-lag monitor saw during the run."""
@@ -285,7 +311,8 @@ def measured(stack: Stack, name: str, run: Any, **extra: Any) -> dict[str, Any]:
     waited = settled(pid)
     loop_before = loop_report(service.url) if name in LOOP_TARGETS else None
     cpu0, worker0 = cpu_seconds(pid), process_cpu_seconds(pid)
-    result: dict[str, Any] = run()
+    with loader_held(stack):
+        result: dict[str, Any] = run()
     cpu_s = cpu_seconds(pid) - cpu0
     # The worker alone: with the producer process, the tree's CPU also holds what it spends.
     worker_cpu_s = process_cpu_seconds(pid) - worker0
@@ -391,9 +418,17 @@ def main() -> None:
         choices=("inline", "process"),
         help="one more capture-on target, on-MODE, whose Kafka producer runs as MODE",
     )
+    parser.add_argument(
+        "--hold-loader",
+        action="store_true",
+        help="stop the loader while each target is measured (it shares the load generator's "
+        "core); it loads what Kafka holds between runs and for the capture-lag run",
+    )
     parser.add_argument("--out", default="bench-results.json")
     parser.add_argument("--workdir", help="keep logs and data here (default: a new temp dir)")
     args = parser.parse_args()
+    global HOLD_LOADER
+    HOLD_LOADER = args.hold_loader
     results: dict[str, Any] = {
         "machine": {
             "nproc": os.cpu_count(),
