@@ -586,7 +586,7 @@ def _unlink(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
-    except OSError as exc:  # the next open tries again
+    except OSError as exc:  # left behind: the next run replays it from its cursor at worst
         log.warning("could not delete the drained journal segment %s: %s", path, exc)
 
 

@@ -499,9 +499,7 @@ class Publisher:
         started = time.perf_counter()
         while batches.built:
             if time.perf_counter() - started > _HAND_OVER_SLICE_S:
-                self.loop_monitor.record("produce_hand_over", time.perf_counter() - started)
-                await asyncio.sleep(0)
-                if self._spilling:
+                if not await self._end_slice(started):
                     return True
                 started = time.perf_counter()
             partition, batch, events = batches.built[0]
@@ -557,9 +555,7 @@ class Publisher:
             key, value, headers, journaled = event
             batches.add(key, value, headers, event if not journaled else (key, b"", None, True))
             if taking and time.perf_counter() - started > _HAND_OVER_SLICE_S:
-                self.loop_monitor.record("produce_hand_over", time.perf_counter() - started)
-                await asyncio.sleep(0)
-                if self._spilling:
+                if not await self._end_slice(started):
                     return None
                 started = time.perf_counter()
         batches.finish()
@@ -574,6 +570,13 @@ class Publisher:
                 if self._spilling:
                     return None
         return batches
+
+    async def _end_slice(self, started: float) -> bool:
+        """End a slice of the hand-over begun at ``started``: record it, let the loop run what
+        waits. False if the publisher spilled meanwhile (the spill took the hand-over's events)."""
+        self.loop_monitor.record("produce_hand_over", time.perf_counter() - started)
+        await asyncio.sleep(0)
+        return not self._spilling
 
     def _partition(self, key: bytes) -> int:
         partition = self._partition_of.get(key)

@@ -280,19 +280,15 @@ def loop_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# Set by --hold-loader: the loader is stopped while a target is measured.
-HOLD_LOADER = False
-
-
 @contextmanager
 def loader_held(stack: Stack) -> Iterator[None]:
-    """With ``HOLD_LOADER``, the loader caught up and then stopped (SIGSTOP) for the run.
+    """With ``stack.hold_loader``, the loader caught up and then stopped (SIGSTOP) for the run.
 
     On two cores the loader shares core 1 with the load generator and the upstream: with
     capture on it inserts what the run produces, and the client's latency grows with its CPU,
     not the proxy's. In production it runs elsewhere. Kafka still takes and acknowledges every
     event; the loader loads them once it continues."""
-    if not (HOLD_LOADER and stack.loader_pid):
+    if not (stack.hold_loader and stack.loader_pid):
         yield
         return
     settled(stack.loader_pid)
@@ -427,8 +423,6 @@ def main() -> None:
     parser.add_argument("--out", default="bench-results.json")
     parser.add_argument("--workdir", help="keep logs and data here (default: a new temp dir)")
     args = parser.parse_args()
-    global HOLD_LOADER
-    HOLD_LOADER = args.hold_loader
     results: dict[str, Any] = {
         "machine": {
             "nproc": os.cpu_count(),
@@ -463,6 +457,7 @@ def main() -> None:
             if mode
         },
     ) as stack:
+        stack.hold_loader = args.hold_loader
         targets = list(stack.services)
         print(f"services up: {targets}; load {load_average()}", flush=True)
         # First, while every process is fresh: peak RSS must be the streams' own, not the

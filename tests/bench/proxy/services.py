@@ -157,6 +157,7 @@ class Stack:
         self.services: dict[str, Service] = {}
         self.sql_url = ""
         self.loader_pid = 0
+        self.hold_loader = False  # bench_proxy --hold-loader: stop it while a target is measured
         self.broker: KafkaBroker | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
         self._logs: list[object] = []
