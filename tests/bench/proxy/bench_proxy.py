@@ -35,6 +35,7 @@ from tests.bench.proxy.bench_capture_cost import PROSE
 from tests.bench.proxy.services import (
     CLIENT_KEY,
     LOAD_CPU,
+    ROOT,
     Stack,
     Variant,
     cpu_seconds,
@@ -236,7 +237,7 @@ def settled(pid: int, *, idle_share: float = 0.05, timeout_s: float = 60.0) -> f
 
 
 # Targets that are one process of ours: /statsz answers for the process that served the run.
-LOOP_TARGETS = ("on", "off", "on-inline", "on-process")
+LOOP_TARGETS = ("on", "off", "on-inline", "on-process", "on-before")
 
 
 def loop_report(url: str) -> dict[str, Any] | None:
@@ -415,6 +416,12 @@ def main() -> None:
         help="one more capture-on target, on-MODE, whose Kafka producer runs as MODE",
     )
     parser.add_argument(
+        "--compare-tree",
+        metavar="REV",
+        help="one more capture-on target, on-before, run from git revision REV's source tree: "
+        "a before/after comparison within the same rounds",
+    )
+    parser.add_argument(
         "--hold-loader",
         action="store_true",
         help="stop the loader while each target is measured (it shares the load generator's "
@@ -431,6 +438,8 @@ def main() -> None:
             "kernel": platform.release(),
         },
         "command": " ".join(["python -m tests.bench.proxy.bench_proxy", *sys.argv[1:]]),
+        # The proxies read their settings from it: a run's LOGORHYTHMS_* are part of its command.
+        "environment": {k: v for k, v in os.environ.items() if k.startswith("LOGORHYTHMS_")},
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "load_before": load_average(),
         "http": [],
@@ -444,6 +453,14 @@ def main() -> None:
     for label in args.sizes.split(","):
         bodies[label] = workdir / f"body-{label}.json"
         bodies[label].write_bytes(request_body(SIZES[label]))
+    variants = {
+        f"on-{mode}": Variant(env={"LOGORHYTHMS_PRODUCER": mode})
+        for mode in [args.compare_producer]
+        if mode
+    }
+    if args.compare_tree:
+        variants["on-before"] = Variant(root=source_tree(args.compare_tree, workdir / "before"))
+        results["before"] = args.compare_tree
     with Stack(
         workdir,
         chunks=args.chunks,
@@ -451,11 +468,7 @@ def main() -> None:
         litellm=not args.no_litellm,
         workers=args.workers,
         pin=not args.no_pin,
-        variants={
-            f"on-{mode}": Variant(env={"LOGORHYTHMS_PRODUCER": mode})
-            for mode in [args.compare_producer]
-            if mode
-        },
+        variants=variants,
     ) as stack:
         stack.hold_loader = args.hold_loader
         targets = list(stack.services)
@@ -476,6 +489,21 @@ def main() -> None:
     results["load_after"] = load_average()
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"wrote {args.out}")
+
+
+def source_tree(rev: str, into: Path) -> Path:
+    """Git revision ``rev`` of this repository, exported into ``into`` (its Python modules run
+    with this virtualenv, from that directory)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", rev],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        raise SystemExit(f"--compare-tree {rev}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
 
 
 def _cpu_model() -> str:
