@@ -46,7 +46,7 @@ from consumers.export.manifest import Manifest, describe_file, write_manifest
 from consumers.export.progress import Progress
 from consumers.export.records import Profile, build_batch
 from consumers.export.selection import Selection, chunks_sql, fold_sql, leaves_sql
-from consumers.export.shards import FORMATS, shard_name, write_shard
+from consumers.export.shards import FORMATS, ShardWriter, shard_name
 from consumers.export.source import ExportError, open_clickhouse, schema_version, tool_version
 from consumers.export.spool import SPOOL_SCHEMA, SpoolWriter, read_spool
 from consumers.export.upload import Upload
@@ -391,46 +391,86 @@ def _write_shards(
     files: list[str] = []
     progress = Progress("writing shards", total=sum(kept.values()))
     for split in sorted(kept):
-        shard_count = math.ceil(kept[split] / options.rows_per_shard)
-        buffered: list[pa.Table] = []
-        buffered_rows = 0
-        index = 0
+        shards = _SplitShards(destination, options, state, split, kept[split])
         offset = 0
-
-        def finish(tables: list[pa.Table], index: int, shard_count: int, split: str) -> str:
-            name = shard_name(split, index, shard_count, options.fmt)
-            table = pa.concat_tables(tables).drop_columns(["source_request_id"])
-            if state.data["shards"].get(name) != "done" or not (destination / name).exists():
-                write_shard(destination / name, table, options.fmt)
-                state.data["shards"][name] = "done"
-                state.save()
-            progress.advance(table.num_rows, table.nbytes)
-            return name
-
-        for batch in read_spool(state.spool):
-            size = batch.num_rows
-            mask = np.array(batch.column("split").to_pylist()) == split
-            if duplicate.size:
-                mask &= ~duplicate[offset : offset + size]
-            offset += size
-            if not mask.any():
-                continue
-            table = pa.Table.from_batches([batch]).filter(pa.array(mask))
-            while table.num_rows:
-                take = min(options.rows_per_shard - buffered_rows, table.num_rows)
-                buffered.append(table.slice(0, take))
-                buffered_rows += take
-                table = table.slice(take)
-                if buffered_rows == options.rows_per_shard:
-                    files.append(finish(buffered, index, shard_count, split))
-                    buffered, buffered_rows, index = [], 0, index + 1
-        if buffered_rows:
-            files.append(finish(buffered, index, shard_count, split))
+        try:
+            for batch in read_spool(state.spool):
+                size = batch.num_rows
+                mask = np.array(batch.column("split").to_pylist()) == split
+                if duplicate.size:
+                    mask &= ~duplicate[offset : offset + size]
+                offset += size
+                if not mask.any():
+                    continue
+                table = pa.Table.from_batches([batch]).filter(pa.array(mask))
+                table = table.drop_columns(["source_request_id"])
+                progress.advance(table.num_rows, table.nbytes)
+                shards.write(table)
+            shards.finish()
+        finally:
+            shards.abort()
+        files.extend(shards.names)
     progress.close()
     counts.models = Counter(dict(counts.models.most_common()))
     state.data["counts"] = counts.to_json()
     state.save()
     return files
+
+
+class _SplitShards:
+    """One split's records into ``rows_per_shard``-row shards, each written as its records come
+    (``ShardWriter``); a shard a resumed export finished before is not written again."""
+
+    def __init__(
+        self,
+        destination: Path,
+        options: DatasetOptions,
+        state: _State,
+        split: str,
+        rows: int,
+    ) -> None:
+        self._destination, self._options, self._state = destination, options, state
+        self._split = split
+        self._count = math.ceil(rows / options.rows_per_shard)
+        self._writer: ShardWriter | None = None
+        self._rows = 0  # in the current shard
+        self.names: list[str] = []
+
+    def write(self, table: pa.Table) -> None:
+        while table.num_rows:
+            if self._rows == 0:
+                self._open(table.schema)
+            take = min(self._options.rows_per_shard - self._rows, table.num_rows)
+            if self._writer is not None:
+                self._writer.write(table.slice(0, take))
+            self._rows += take
+            table = table.slice(take)
+            if self._rows == self._options.rows_per_shard:
+                self.finish()
+
+    def _open(self, schema: pa.Schema) -> None:
+        name = shard_name(self._split, len(self.names), self._count, self._options.fmt)
+        done = self._state.data["shards"].get(name) == "done"
+        if not (done and (self._destination / name).exists()):
+            self._writer = ShardWriter(self._destination / name, self._options.fmt, schema)
+        self.names.append(name)
+
+    def finish(self) -> None:
+        """Complete the current shard, if one is open."""
+        if self._rows == 0:
+            return
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            self._state.data["shards"][self.names[-1]] = "done"
+            self._state.save()
+        self._rows = 0
+
+    def abort(self) -> None:
+        """Drop a shard left incomplete (an error): its temporary file goes, nothing is done."""
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
 
 
 def _exported_request_ids(state: _State) -> pa.Array:

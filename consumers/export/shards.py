@@ -10,8 +10,10 @@ Three formats, one writer each, all reproducible byte for byte (same records in,
 - ``sharegpt``: ``{"id", "conversations": [{"from": "system|human|gpt|tool", "value"}]}`` a line,
   gzip likewise.
 
-A shard is written to a temporary name and renamed when complete, so a crash never leaves a
-file that looks finished.
+A shard is written as its records arrive, a row group at a time (``ShardWriter``), so memory
+holds one row group, not a shard (a shard of long conversations is gigabytes); the bytes are
+those of writing the whole shard at once. It goes to a temporary name and is renamed when
+complete, so a crash never leaves a file that looks finished.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from __future__ import annotations
 import gzip
 import os
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import IO, Any
 
 import orjson
 import pyarrow as pa
@@ -35,32 +38,99 @@ def shard_name(split: str, index: int, count: int, fmt: str) -> str:
     return f"data/{split}-{index:05d}-of-{count:05d}.{EXTENSIONS[fmt]}"
 
 
+class ShardWriter:
+    """One shard, written a row group at a time as tables are added; ``close()`` (or leaving the
+    ``with`` block) completes it: fsync, then the rename to its name. An exception in the block
+    removes the temporary file instead."""
+
+    def __init__(self, path: Path, fmt: str, schema: pa.Schema) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._temporary = path.with_name(f".{path.name}.tmp")
+        self._fmt = fmt
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._parquet: pq.ParquetWriter | None = None
+        self._raw: IO[bytes] | None = None
+        self._gzip: gzip.GzipFile | None = None
+        if fmt == "parquet":
+            self._parquet = pq.ParquetWriter(
+                self._temporary,
+                schema,
+                compression="zstd",
+                write_statistics=True,
+                store_schema=True,
+            )
+        else:
+            self._raw = self._temporary.open("wb")
+            self._gzip = gzip.GzipFile(
+                filename="", mode="wb", fileobj=self._raw, mtime=0, compresslevel=6
+            )
+        self._line = _openai_line if fmt == "jsonl" else _sharegpt_line
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, table: pa.Table) -> None:
+        """Add records; every full row group goes to the file."""
+        while table.num_rows:
+            take = min(ROW_GROUP_ROWS - self._pending_rows, table.num_rows)
+            self._pending.append(table.slice(0, take))
+            self._pending_rows += take
+            table = table.slice(take)
+            if self._pending_rows == ROW_GROUP_ROWS:
+                self._write_group()
+
+    def _write_group(self) -> None:
+        group = pa.concat_tables(self._pending)
+        self._pending, self._pending_rows = [], 0
+        if self._parquet is not None:
+            self._parquet.write_table(group, row_group_size=ROW_GROUP_ROWS)
+            return
+        assert self._gzip is not None
+        for record in group.to_pylist():
+            self._gzip.write(orjson.dumps(self._line(record)) + b"\n")
+
+    def close(self) -> None:
+        if self._pending_rows:
+            self._write_group()
+        self._close_files()
+        with self._temporary.open("rb") as f:
+            os.fsync(f.fileno())
+        self._temporary.replace(self.path)
+
+    def abort(self) -> None:
+        self._pending, self._pending_rows = [], 0
+        self._close_files()
+        self._temporary.unlink(missing_ok=True)
+
+    def _close_files(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+            self._parquet = None
+        if self._gzip is not None:
+            self._gzip.close()
+            self._gzip = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
+
+
 def write_shard(path: Path, table: pa.Table, fmt: str) -> None:
-    """Write one complete shard at ``path`` (atomically: temporary file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    if fmt == "parquet":
-        pq.write_table(
-            table,
-            temporary,
-            compression="zstd",
-            row_group_size=ROW_GROUP_ROWS,
-            write_statistics=True,
-            store_schema=True,
-        )
-    else:
-        line = _openai_line if fmt == "jsonl" else _sharegpt_line
-        with (
-            temporary.open("wb") as raw,
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as out,
-        ):
-            # A row group's records at a time: a shard's records as Python objects are large.
-            for batch in table.to_batches(max_chunksize=ROW_GROUP_ROWS):
-                for record in batch.to_pylist():
-                    out.write(orjson.dumps(line(record)) + b"\n")
-    with temporary.open("rb") as f:
-        os.fsync(f.fileno())
-    temporary.replace(path)
+    """Write one complete shard at ``path`` from a table (atomically, as ``ShardWriter``)."""
+    with ShardWriter(path, fmt, table.schema) as shard:
+        shard.write(table)
 
 
 def _openai_message(message: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from consumers.export.dataset import DatasetOptions, export_dataset
 from consumers.export.manifest import verify
 from consumers.export.records import Profile
 from consumers.export.selection import Selection
+from consumers.export.shards import ShardWriter
 from tests.integration.conftest import Pipeline
 
 pytestmark = pytest.mark.slow  # ~15 s: real traffic through Kafka, four exports
@@ -259,18 +260,20 @@ async def test_formats_profiles_resume_and_refusals(
     small = DatasetOptions(profile=Profile.named("open"), selection=selection, rows_per_shard=2)
     written: list[Path] = []
 
-    def crash_after_one(path: Path, table: Any, fmt: str) -> None:
-        if written:
-            raise OSError("disk went away")
-        real_write_shard(path, table, fmt)
-        written.append(path)
+    class CrashAfterOne(ShardWriter):
+        def close(self) -> None:
+            if written:
+                raise OSError("disk went away")
+            super().close()
+            written.append(self.path)
 
-    real_write_shard = dataset.write_shard
-    monkeypatch.setattr(dataset, "write_shard", crash_after_one)
+    monkeypatch.setattr(dataset, "ShardWriter", CrashAfterOne)
     with pytest.raises(OSError, match="disk went away"):
         await export_dataset(clickhouse_url, tmp_path / "r", small, record_key=RECORD_KEY)
     first_shard = written[0].stat().st_mtime_ns
-    monkeypatch.setattr(dataset, "write_shard", real_write_shard)
+    # The shard that failed left no file behind, finished or temporary.
+    assert sorted(p.name for p in (tmp_path / "r" / "data").iterdir()) == [written[0].name]
+    monkeypatch.setattr(dataset, "ShardWriter", ShardWriter)
     await export_dataset(clickhouse_url, tmp_path / "r", small, record_key=RECORD_KEY)
     await export_dataset(clickhouse_url, tmp_path / "s", small, record_key=RECORD_KEY)
     assert written[0].stat().st_mtime_ns == first_shard
