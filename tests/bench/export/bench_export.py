@@ -97,6 +97,19 @@ async def _generate(directory: Path, exchanges: int) -> float:
     return time.perf_counter() - started
 
 
+def _resident_mb(pid: int) -> dict[str, int]:
+    """A process's resident memory by kind (/proc/PID/status), in MB; empty once it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {
+        name: int(value.split()[0]) // 1024
+        for name, _, value in (line.partition(":") for line in lines)
+        if name in ("RssAnon", "RssFile")
+    }
+
+
 def _run_one(directory: Path, name: str, out: Path) -> dict[str, object]:
     command = [
         sys.executable, "-m", "deploy.cli", "export", "dataset", str(out),
@@ -104,7 +117,14 @@ def _run_one(directory: Path, name: str, out: Path) -> dict[str, object]:
     ]  # fmt: skip
     started = time.perf_counter()
     child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
+    peaks = {"RssAnon": 0, "RssFile": 0}
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            break
+        for kind, mb in _resident_mb(child.pid).items():
+            peaks[kind] = max(peaks[kind], mb)
+        time.sleep(0.05)
     elapsed = time.perf_counter() - started
     stdout = child.stdout.read().decode() if child.stdout else ""
     stderr = child.stderr.read().decode() if child.stderr else ""
@@ -125,6 +145,10 @@ def _run_one(directory: Path, name: str, out: Path) -> dict[str, object]:
         "conversations_per_s": round(conversations / elapsed),
         "conversations_per_cpu_s": round(conversations / cpu),
         "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        # Sampled every 50 ms: the process's own memory, and the library files' pages it has
+        # mapped and touched (shared with other processes, and reclaimable).
+        "peak_rss_anon_mb": peaks["RssAnon"],
+        "peak_rss_file_mb": peaks["RssFile"],
         "stdout": stdout.strip(),
     }
 
