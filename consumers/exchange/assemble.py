@@ -126,12 +126,12 @@ def _assemble_body(
         return out
     if not isinstance(doc, dict):
         return out
-    out.first_token_offset_ns = chunks[0].offset_ns
     out.model = _str(doc.get("model"))
     out.response_id = _str(doc.get("id"))
     out.provider_error = error_of(doc)
     if out.provider_error is not None:
-        return out
+        return out  # an error body generated no token: no time to first token, as in a stream
+    out.first_token_offset_ns = chunks[0].offset_ns
     if dialect == "anthropic":
         _anthropic_message(doc, out)
     elif endpoint.endswith("/responses"):

@@ -108,9 +108,12 @@ def check_apart(clickhouse_url: str, directory: Path, what: str) -> None:
 
 def check_destination(clickhouse_url: str, directory: Path, what: str) -> None:
     """Refuse a directory to write an export into that is a link or a file, or that overlaps
-    the embedded engine's directory."""
+    the embedded engine's directory; and an engine another process holds, here, before the
+    export makes anything in the directory (a dataset's ``.state`` left by a refused run would
+    make the next command into it, with other flags, look like a resume of another export)."""
     check_directory_destination(directory)
     check_apart(clickhouse_url, directory, what)
+    check_available(clickhouse_url)
 
 
 def tool_version() -> str:

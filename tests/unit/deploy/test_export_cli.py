@@ -4,6 +4,7 @@ options out of range refused before anything is made."""
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,23 @@ def test_out_of_range_dataset_options_are_refused_before_anything_is_made(
     assert said in err
     assert err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dataset_refused_for_a_held_engine_leaves_its_destination_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine, destination = tmp_path / "engine", tmp_path / "out"
+    engine.mkdir()
+    argv = ["export", "dataset", str(destination), "--clickhouse", f"chdb://{engine}"]
+    # The loader's lock on the engine: another open file description conflicts even in this
+    # process, and the PID written is not this one.
+    with (engine / "status").open("w") as held:
+        held.write("PID: 1\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        args = build_parser().parse_args(argv)
+        assert args.func(args) == 2
+    assert "the loader holds" in capsys.readouterr().err
+    # Nothing made: the same DEST takes a new export with other flags afterwards, never refused
+    # as "an unfinished export with other arguments".
+    assert not destination.exists()

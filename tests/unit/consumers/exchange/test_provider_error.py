@@ -126,3 +126,20 @@ def test_an_http_error_without_a_json_body_keeps_the_reason_phrase() -> None:
     assert final_outcome("upstream_http_error", "http_502", "Bad Gateway", out) == (
         "upstream_http_error", "http_502", "Bad Gateway"
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("doc", "endpoint", "dialect"),
+    [(OPENAI_404, "/v1/chat/completions", "openai"), (ANTHROPIC_529, "/v1/messages", "anthropic")],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_error_body_has_no_first_token(
+    doc: dict[str, Any], endpoint: str, dialect: str, stream: bool
+) -> None:
+    # ttft_ms is the time to the first generated token; a 429's body is not one, and counting
+    # it would pull the TTFT percentiles down by every fast refusal.
+    out = assemble(body(doc), endpoint=endpoint, dialect=dialect, stream=stream)
+    assert out.first_token_offset_ns is None
+    answer = {"id": "c", "choices": [{"index": 0, "message": {"content": "hi"}}]}
+    out = assemble(body(answer), endpoint="/v1/chat/completions", dialect="openai", stream=False)
+    assert out.first_token_offset_ns == 1000
