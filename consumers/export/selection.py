@@ -57,6 +57,9 @@ LEAF_COLUMNS = (
 )
 
 
+COUNT_TOKENS_SUFFIX = "/count_tokens"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Selection:
     """The filter of a dataset. Empty tuples mean "any"; times are UTC, ``until`` exclusive."""
@@ -86,7 +89,14 @@ class Selection:
 
     def where(self) -> tuple[str, dict[str, Any]]:
         """The WHERE clause over ``exchanges`` and its parameters."""
-        clauses = ["request_json_valid", "NOT request_body_truncated", "length(messages) > 0"]
+        # A token count (Anthropic's /v1/messages/count_tokens) carries a conversation's
+        # messages but generates nothing: it is a question about a conversation, not one.
+        clauses = [
+            "request_json_valid",
+            "NOT request_body_truncated",
+            "length(messages) > 0",
+            f"NOT endsWith(endpoint, '{COUNT_TOKENS_SUFFIX}')",
+        ]
         params: dict[str, Any] = {}
         if self.since is not None:
             clauses.append("received_at >= {since:DateTime64(6, 'UTC')}")

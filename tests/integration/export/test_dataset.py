@@ -137,6 +137,15 @@ async def test_dataset_export_folds_scrubs_dedups_and_reads_back_everywhere(
     since = datetime.now(UTC) - timedelta(seconds=1)
     captured = await _capture(pipeline)
     selection = Selection(since=since)
+    # A token count of a question: its messages, nothing generated. Not a conversation.
+    await pipeline.clickhouse.command(
+        "INSERT INTO exchanges (request_id, received_at, completed_at, endpoint, dialect,"
+        " provider, model_requested, request_json_valid, messages, outcome, status)"
+        " VALUES ({id:String}, now64(6), now64(6), '/v1/messages/count_tokens', 'anthropic',"
+        " 'anthropic', 'claude-test-model', 1, [('user', 'How many tokens is this question?')],"
+        " 'ok', 200)",
+        {"id": "00000000-0000-7000-8000-c0a7700c0a70"},
+    )
 
     def options(**overrides: Any) -> DatasetOptions:
         values: dict[str, Any] = {
