@@ -78,6 +78,13 @@ class Router:
                     return _unknown(model)
             elif default is not None and default.serves(model):
                 provider = default
+        if provider is None and default is None:
+            # No provider speaks this endpoint's API at all: say so, not that the model is unknown
+            # (a Claude model through /v1/messages on a proxy set up for OpenAI only).
+            return NoRoute(
+                f"No upstream provider speaking the {endpoint.dialect} API is set up here, so "
+                f"{model!r} cannot be served. GET /v1/models lists the models you can use."
+            )
         if provider is None:
             return _unknown(model)
         if provider.dialect != endpoint.dialect:

@@ -86,6 +86,11 @@ def test_unknown_models_have_no_route() -> None:
     )))  # fmt: skip
     assert isinstance(strict.route(CHAT, CHAT.path, "gpt-5"), NoRoute)
     assert isinstance(strict.route(MESSAGES, MESSAGES.path, None), NoRoute)
+    # No provider of the endpoint's API: that is what the client is told, not an unknown model.
+    claude = strict.route(MESSAGES, MESSAGES.path, "claude-haiku-4-5")
+    assert isinstance(claude, NoRoute)
+    assert "No upstream provider speaking the anthropic API" in claude.message
+    assert "'claude-haiku-4-5'" in claude.message
 
 
 def test_body_rewrite_only_changes_the_model() -> None:
