@@ -41,7 +41,7 @@ from consumers.export import card, language
 from consumers.export.audit import AuditEntry, current_operator, record_export
 from consumers.export.dedup import ExactDuplicates, NearDuplicates, normalised_hash
 from consumers.export.fold import FoldResult
-from consumers.export.leaves import fold_exchanges, leaf_batches
+from consumers.export.leaves import fold_exchanges, leaf_batches, release_memory
 from consumers.export.manifest import Manifest, describe_file, write_manifest
 from consumers.export.progress import Progress
 from consumers.export.records import Profile, build_batch
@@ -232,6 +232,7 @@ async def export_dataset(
             identity = f"{fold.matched}|{fold.newest_request_id}|{fold.newest_load}"
             counts = Counts(exchanges=fold.matched, folded=fold.folded)
             await _spool(clickhouse, options, state, key, counts, fold)
+            del fold  # its arrays (~40 B an exchange) are not needed past pass 1
             state.data["counts"] = counts.to_json()
             state.data["snapshot_id"] = hashlib.sha256(identity.encode()).hexdigest()
             state.save()
@@ -266,6 +267,7 @@ async def export_dataset(
         finish = write_manifest if upload is None else upload.finish
         manifest_sha256 = finish(destination, manifest)
         location = upload.location if upload else str(destination.resolve())  # noqa: ASYNC240
+        await release_memory(clickhouse)  # the audit row's insert is the export's last peak
         await record_export(
             clickhouse,
             AuditEntry(

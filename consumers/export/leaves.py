@@ -56,6 +56,7 @@ async def fold_exchanges(clickhouse: ClickHouse, selection: Selection) -> FoldRe
         await clickhouse.arrow_batches(
             sql, add, parameters={**params, "page": FOLD_PAGE_ROWS}, settings=_READ_SETTINGS
         )
+        await release_memory(clickhouse)
         if rows < FOLD_PAGE_ROWS:
             return fold.finish()
         after = last
@@ -100,5 +101,14 @@ async def leaf_batches(clickhouse: ClickHouse, fold: FoldResult) -> AsyncIterato
     for batch_range in bounds:
         ids = [i.decode() for i in fold.leaves[batch_range.start : batch_range.stop]]
         batch = await _leaves(clickhouse, ids, fold)
+        await release_memory(clickhouse)
         if batch is not None:
             yield batch
+
+
+async def release_memory(clickhouse: ClickHouse) -> None:
+    """Return what the last query freed to the system, the engine's and Arrow's: both allocators
+    keep freed memory for reuse, and between the export's queries that was most of its resident
+    memory above what it holds (at 1 M exchanges, ~150 MB of the engine's)."""
+    await clickhouse.release_memory()
+    pa.default_memory_pool().release_unused()
