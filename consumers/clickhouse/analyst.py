@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +34,9 @@ from consumers.settings import SqlLimits
 
 log = logging.getLogger(__name__)
 _connect: Callable[[str], Any] = chdb.connect  # chdb ships no type hints
+# The engine ends a syntax error with the statement that failed, here the parse check wrapped
+# around the analyst's text: the analyst is told about their query, not about ours.
+_WRAPPED = re.compile(r": In scope SELECT formatQuery\('.*'\)\.(?= \([A-Z_]+\)$)", re.DOTALL)
 T = TypeVar("T")
 
 # Formats whose per-block outputs concatenate into one valid stream (no global header or
@@ -261,7 +265,7 @@ class AnalystEngine:
                 f"EXPLAIN AST {canonical}", "TSVRaw", params=params
             ).bytes()
         except Exception as exc:
-            raise EngineError(str(exc)) from None
+            raise EngineError(_WRAPPED.sub(".", str(exc))) from None
         return canonical, dump.decode()
 
     async def prepare(self, request: sqlhttp.QueryRequest) -> Prepared:

@@ -67,6 +67,21 @@ def _block_sizes(body: bytes) -> list[int]:
     return sizes
 
 
+async def test_a_syntax_error_names_the_analysts_query_not_the_parse_check(
+    endpoint: Endpoint,
+) -> None:
+    async with endpoint() as url:
+        status, headers, body = await _post(url, "SELEC 1")
+        second_status, _, second = await _post(url, "SELECT 'it''s' FROM")
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (400, "62")
+    text = body.decode()
+    assert "Syntax error" in text
+    assert text.rstrip().endswith("(SYNTAX_ERROR) (version 26.9.2.1)")
+    assert second_status == 400
+    assert "formatQuery" not in text
+    assert "formatQuery" not in second.decode()
+
+
 async def test_compress_1_answers_in_checksummed_lz4_blocks(endpoint: Endpoint) -> None:
     expected = "".join(f"{n}\n" for n in range(400_000)).encode()  # ~2.6 MB: three blocks
     async with endpoint() as url:
