@@ -239,8 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
         "fake-upstream",
         help="run a fake OpenAI- and Anthropic-compatible upstream for trying things offline",
     )
-    fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=8090)
+    fake.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    fake.add_argument(
+        "--port", type=int, default=8090, help="port to listen on (default %(default)s)"
+    )
     fake.set_defaults(func=_fake_upstream)
     return parser
 
