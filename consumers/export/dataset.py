@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import math
 import secrets
 import shutil
 from collections import Counter
@@ -46,7 +45,7 @@ from consumers.export.manifest import Manifest, describe_file, write_manifest
 from consumers.export.progress import Progress
 from consumers.export.records import Profile, build_batch
 from consumers.export.selection import Selection, chunks_sql, fold_sql, leaves_sql
-from consumers.export.shards import FORMATS, ShardWriter, shard_name
+from consumers.export.shards import FORMATS, SplitShards
 from consumers.export.source import ExportError, open_clickhouse, schema_version, tool_version
 from consumers.export.spool import SPOOL_SCHEMA, SpoolWriter, read_spool
 from consumers.export.upload import Upload
@@ -392,8 +391,21 @@ def _write_shards(
     counts.written = dict(kept)
     files: list[str] = []
     progress = Progress("writing shards", total=sum(kept.values()))
+
+    def done(name: str) -> None:
+        state.data["shards"][name] = "done"
+        state.save()
+
     for split in sorted(kept):
-        shards = _SplitShards(destination, options, state, split, kept[split])
+        shards = SplitShards(
+            destination,
+            split,
+            kept[split],
+            rows_per_shard=options.rows_per_shard,
+            fmt=options.fmt,
+            finished=lambda name: state.data["shards"].get(name) == "done",
+            done=done,
+        )
         offset = 0
         try:
             for batch in read_spool(state.spool):
@@ -417,62 +429,6 @@ def _write_shards(
     state.data["counts"] = counts.to_json()
     state.save()
     return files
-
-
-class _SplitShards:
-    """One split's records into ``rows_per_shard``-row shards, each written as its records come
-    (``ShardWriter``); a shard a resumed export finished before is not written again."""
-
-    def __init__(
-        self,
-        destination: Path,
-        options: DatasetOptions,
-        state: _State,
-        split: str,
-        rows: int,
-    ) -> None:
-        self._destination, self._options, self._state = destination, options, state
-        self._split = split
-        self._count = math.ceil(rows / options.rows_per_shard)
-        self._writer: ShardWriter | None = None
-        self._rows = 0  # in the current shard
-        self.names: list[str] = []
-
-    def write(self, table: pa.Table) -> None:
-        while table.num_rows:
-            if self._rows == 0:
-                self._open(table.schema)
-            take = min(self._options.rows_per_shard - self._rows, table.num_rows)
-            if self._writer is not None:
-                self._writer.write(table.slice(0, take))
-            self._rows += take
-            table = table.slice(take)
-            if self._rows == self._options.rows_per_shard:
-                self.finish()
-
-    def _open(self, schema: pa.Schema) -> None:
-        name = shard_name(self._split, len(self.names), self._count, self._options.fmt)
-        done = self._state.data["shards"].get(name) == "done"
-        if not (done and (self._destination / name).exists()):
-            self._writer = ShardWriter(self._destination / name, self._options.fmt, schema)
-        self.names.append(name)
-
-    def finish(self) -> None:
-        """Complete the current shard, if one is open."""
-        if self._rows == 0:
-            return
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-            self._state.data["shards"][self.names[-1]] = "done"
-            self._state.save()
-        self._rows = 0
-
-    def abort(self) -> None:
-        """Drop a shard left incomplete (an error): its temporary file goes, nothing is done."""
-        if self._writer is not None:
-            self._writer.abort()
-            self._writer = None
 
 
 def _exported_request_ids(state: _State) -> pa.Array:

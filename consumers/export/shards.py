@@ -19,7 +19,9 @@ complete, so a crash never leaves a file that looks finished.
 from __future__ import annotations
 
 import gzip
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -125,6 +127,65 @@ class ShardWriter:
         if self._raw is not None:
             self._raw.close()
             self._raw = None
+
+
+class SplitShards:
+    """One split's records into shards of ``rows_per_shard`` records, each written as its records
+    come (``ShardWriter``). A shard an earlier run completed (``finished(name)``, and its file is
+    there) is not written again; ``done(name)`` is told of each shard completed here."""
+
+    def __init__(
+        self,
+        destination: Path,
+        split: str,
+        rows: int,
+        *,
+        rows_per_shard: int,
+        fmt: str,
+        finished: Callable[[str], bool],
+        done: Callable[[str], None],
+    ) -> None:
+        self._destination, self._split, self._fmt = destination, split, fmt
+        self._rows_per_shard = rows_per_shard
+        self._count = math.ceil(rows / rows_per_shard)
+        self._finished, self._done = finished, done
+        self._writer: ShardWriter | None = None
+        self._rows = 0  # in the current shard
+        self.names: list[str] = []
+
+    def write(self, table: pa.Table) -> None:
+        while table.num_rows:
+            if self._rows == 0:
+                self._open(table.schema)
+            take = min(self._rows_per_shard - self._rows, table.num_rows)
+            if self._writer is not None:
+                self._writer.write(table.slice(0, take))
+            self._rows += take
+            table = table.slice(take)
+            if self._rows == self._rows_per_shard:
+                self.finish()
+
+    def _open(self, schema: pa.Schema) -> None:
+        name = shard_name(self._split, len(self.names), self._count, self._fmt)
+        if not (self._finished(name) and (self._destination / name).exists()):
+            self._writer = ShardWriter(self._destination / name, self._fmt, schema)
+        self.names.append(name)
+
+    def finish(self) -> None:
+        """Complete the current shard, if one is open."""
+        if self._rows == 0:
+            return
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            self._done(self.names[-1])
+        self._rows = 0
+
+    def abort(self) -> None:
+        """Drop a shard left incomplete (an error): its temporary file goes, nothing is done."""
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
 
 
 def write_shard(path: Path, table: pa.Table, fmt: str) -> None:

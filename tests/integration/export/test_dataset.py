@@ -23,7 +23,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from consumers.export import dataset
+from consumers.export import shards as shard_files
 from consumers.export.dataset import DatasetOptions, export_dataset
 from consumers.export.manifest import verify
 from consumers.export.records import Profile
@@ -276,13 +276,13 @@ async def test_formats_profiles_resume_and_refusals(
             super().close()
             written.append(self.path)
 
-    monkeypatch.setattr(dataset, "ShardWriter", CrashAfterOne)
+    monkeypatch.setattr(shard_files, "ShardWriter", CrashAfterOne)
     with pytest.raises(OSError, match="disk went away"):
         await export_dataset(clickhouse_url, tmp_path / "r", small, record_key=RECORD_KEY)
     first_shard = written[0].stat().st_mtime_ns
     # The shard that failed left no file behind, finished or temporary.
     assert sorted(p.name for p in (tmp_path / "r" / "data").iterdir()) == [written[0].name]
-    monkeypatch.setattr(dataset, "ShardWriter", ShardWriter)
+    monkeypatch.setattr(shard_files, "ShardWriter", ShardWriter)
     await export_dataset(clickhouse_url, tmp_path / "r", small, record_key=RECORD_KEY)
     await export_dataset(clickhouse_url, tmp_path / "s", small, record_key=RECORD_KEY)
     assert written[0].stat().st_mtime_ns == first_shard
