@@ -49,7 +49,6 @@ class ShardWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._temporary = path.with_name(f".{path.name}.tmp")
-        self._fmt = fmt
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._parquet: pq.ParquetWriter | None = None
