@@ -203,7 +203,21 @@ async def _models(request: web.Request) -> web.StreamResponse:
 async def _passthrough(request: web.Request) -> web.StreamResponse:
     # The path is checked by the ExchangeHandler (proxy.routing.upstream_path), so a refused one is
     # still captured, as a rejected exchange.
-    return await _admitted(request, PASSTHROUGH[_dialect(request)])
+    dialect = _dialect(request)
+    if request.path.startswith("/v1/v1/"):
+        # No provider serves /v1/v1/: a base URL ending in /v1 given to an SDK that adds /v1 itself
+        # (Anthropic's). The provider's bare 404 would not say so; this answer does.
+        message = (
+            f"The path {request.path} repeats /v1: the base URL ends in /v1 and the SDK adds /v1 "
+            "again. Anthropic's SDKs take the proxy's address without /v1 (http://host:port); "
+            "OpenAI's take it with /v1 once (see docs/CLIENTS.md)."
+        )
+        error_type = "not_found_error" if dialect == "anthropic" else "invalid_request_error"
+        refusal = Rejection(
+            status=404, error_type=error_type, reason="unknown_path", message=message
+        )
+        return await _admitted(request, PASSTHROUGH[dialect], refusal)
+    return await _admitted(request, PASSTHROUGH[dialect])
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -5,9 +5,10 @@ one from any other client keeps the OpenAI-shaped 404."""
 from __future__ import annotations
 
 import aiohttp
+import anthropic
 import pytest
 
-from tests.integration.api.conftest import REQUEST_ID
+from tests.integration.api.conftest import CLIENT_KEY, REQUEST_ID
 from tests.integration.conftest import Pipeline
 
 BODY = {
@@ -57,3 +58,26 @@ async def test_other_clients_outside_v1_keep_the_openai_404(api: Pipeline) -> No
         body = await response.json()
         assert REQUEST_ID not in response.headers  # not an exchange: nothing captured
     assert body["error"]["code"] == "unknown_url"
+
+
+async def test_a_base_url_ending_in_v1_given_to_anthropics_sdk_is_told_so(api: Pipeline) -> None:
+    """Anthropic's SDK adds /v1 itself: given ".../v1" it posts to /v1/v1/messages, which no
+    provider serves. The answer says what to change, in Anthropic's shape, and is captured."""
+    before = len(api.upstream.received)
+    async with anthropic.AsyncAnthropic(
+        base_url=f"{api.proxy_url}/v1", api_key=CLIENT_KEY, max_retries=0
+    ) as claude:
+        with pytest.raises(anthropic.NotFoundError) as caught:
+            await claude.messages.create(**BODY)  # type: ignore[call-overload]
+    assert caught.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    assert "repeats /v1" in caught.value.message
+    assert "without /v1" in caught.value.message
+    assert len(api.upstream.received) == before
+    request_id = caught.value.response.headers[REQUEST_ID]
+    row = await api.exchange(request_id, "status, outcome, error_type, path")
+    assert row == {
+        "status": 404,
+        "outcome": "rejected",
+        "error_type": "unknown_path",
+        "path": "/v1/v1/messages",
+    }
