@@ -61,6 +61,9 @@ STATUS_EVERY_S = 2.0
 # budget is LOGORHYTHMS_SHUTDOWN_TIMEOUT_S + the publish flush), the consumers stop within 10 s.
 PROXY_STOP_S = 45.0
 CONSUMER_STOP_S = 15.0
+# A first start formats each node's log dir and boots its JVM: ~15 s for three nodes on a quiet
+# two-core host, several times that while the host is busy. Slow is reported, not fatal.
+KAFKA_START_S = 240.0
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
@@ -123,7 +126,7 @@ class _Stack:
                 env=process_env(env),
             )
             say(f"starting Kafka on 127.0.0.1:{kafka_port} (log: {broker.log_file})")
-            broker.start()
+            broker.start(timeout_s=KAFKA_START_S, progress=say)
             bootstrap = broker.bootstrap_servers
             self._watch(broker, "kafka")
         else:
@@ -139,7 +142,7 @@ class _Stack:
                 f"starting a {brokers}-node Kafka cluster on {cluster.bootstrap_servers} "
                 f"(logs: {self.logs}/kafka-<node>.log)"
             )
-            cluster.start()
+            cluster.start(timeout_s=KAFKA_START_S, progress=say)
             say(f"Kafka cluster ready in {cluster.last_start_seconds or 0:.1f}s")
             bootstrap = cluster.bootstrap_servers
             for node in cluster.nodes:

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -37,6 +37,7 @@ from deploy.local.kafka.properties import (
 __all__ = ["KafkaBroker"]
 
 _LIVE_BROKERS: set[KafkaBroker] = set()
+PROGRESS_EVERY_S = 15.0  # how often a slow start says what it is waiting for
 
 
 @atexit.register
@@ -188,11 +189,12 @@ class KafkaBroker:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self, timeout_s: float = 60) -> None:
+    def start(self, timeout_s: float = 60, progress: Callable[[str], None] | None = None) -> None:
         """Format the log dir on first use, launch the JVM, wait until it serves requests.
 
         No-op if already running. Raises :class:`KafkaSetupError` (with the tail of the
-        broker log) if the JVM exits early or is not ready within ``timeout_s``.
+        broker log) if the JVM exits early or is not ready within ``timeout_s``; ``progress``
+        hears, every :data:`PROGRESS_EVERY_S`, that it is still being waited for and why.
         """
         with self._lock:
             if self.is_running:
@@ -200,7 +202,9 @@ class KafkaBroker:
             began = time.monotonic()
             self.launch(timeout_s)
             try:
-                self.wait_until_ready(timeout_s - (time.monotonic() - began))
+                self.wait_until_ready(
+                    timeout_s - (time.monotonic() - began), progress=progress, began=began
+                )
             except KafkaSetupError:
                 self.kill()  # no half-started JVM left behind; no-op if it already exited
                 raise
@@ -328,14 +332,25 @@ class KafkaBroker:
             self._cds_dump = pending
         return [*flags, *self._extra_jvm_args]
 
-    def wait_until_ready(self, timeout_s: float = 30) -> None:
+    def wait_until_ready(
+        self,
+        timeout_s: float = 30,
+        *,
+        progress: Callable[[str], None] | None = None,
+        began: float | None = None,
+    ) -> None:
         """Block until the broker answers Metadata with this node listed as a live broker.
 
         Used by :meth:`start`; call it directly after :meth:`resume` (a paused node may
         briefly fence itself once continued) or from fault tests. Raises
         :class:`KafkaSetupError` with the broker log tail if the JVM exits or time runs out.
+        A slow start (several JVMs on a busy host) is reported to ``progress`` every
+        :data:`PROGRESS_EVERY_S`, counted from ``began`` (default: now), with the last answer.
         """
-        deadline = time.monotonic() + max(timeout_s, 0.0)
+        now = time.monotonic()
+        deadline = now + max(timeout_s, 0.0)
+        began = now if began is None else began
+        next_report = began + PROGRESS_EVERY_S
         last_error: Exception | None = None
         while True:
             proc = self._proc
@@ -362,6 +377,14 @@ class KafkaBroker:
                 last_error = ValueError(f"Metadata does not list node {self.node_id} yet")
             except (OSError, ValueError) as exc:
                 last_error = exc
+            now = time.monotonic()
+            if progress is not None and now >= next_report:
+                next_report = now + PROGRESS_EVERY_S
+                progress(
+                    f"Kafka node {self.node_id} on {self.bootstrap_servers} not ready after "
+                    f"{now - began:.0f}s (last answer: {last_error}); waiting up to "
+                    f"{deadline - now:.0f}s more (log: {self.log_file})"
+                )
             time.sleep(0.1)
 
     def stop(self, timeout_s: float = 20) -> None:

@@ -154,12 +154,12 @@ class KafkaCluster:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self, timeout_s: float = 90) -> None:
+    def start(self, timeout_s: float = 90, progress: Callable[[str], None] | None = None) -> None:
         """Launch every node that is not running, then wait until each serves requests.
 
         All JVMs start before any is waited for: no node is ready until the controller quorum
         has a majority. On failure every node is killed (data kept) and the error carries each
-        node's log tail.
+        node's log tail. ``progress`` hears which node a slow start is still waiting for.
         """
         began = time.monotonic()
         taken = [
@@ -179,7 +179,11 @@ class KafkaCluster:
         try:
             self._each(lambda node: node.launch(timeout_s))
             for node in self.nodes:
-                node.wait_until_ready(max(timeout_s - (time.monotonic() - began), 1.0))
+                node.wait_until_ready(
+                    max(timeout_s - (time.monotonic() - began), 1.0),
+                    progress=progress,
+                    began=began,
+                )
         except KafkaSetupError as exc:
             self.kill()
             raise KafkaSetupError(f"{exc}\n{self.log_tails()}") from exc

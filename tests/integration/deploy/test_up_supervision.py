@@ -50,7 +50,7 @@ class Stack:
         deadline = time.monotonic() + timeout_s
         while True:
             if self.process.poll() is not None:
-                raise AssertionError(f"up exited: {self.output.read_text()[-3000:]}")
+                raise AssertionError(f"up exited: {self.told()}")
             try:
                 if ready(self.status()):
                     return
@@ -59,6 +59,13 @@ class Stack:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what} not within {timeout_s}s: {self.output.read_text()}")
             time.sleep(0.1)
+
+    def told(self) -> str:
+        """What `up` said itself (why it stopped is there, ahead of any log tail it quoted),
+        then the end of everything it printed."""
+        text = self.output.read_text(errors="replace")
+        own = [line for line in text.splitlines() if line.startswith("[logorhythms up]")]
+        return "\n".join(own[-15:]) + "\n--- end of its output ---\n" + text[-3000:]
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in self.env.items() if not k.startswith("LOGORHYTHMS_")}

@@ -85,7 +85,7 @@ def test_up_with_three_brokers_captures_on_a_replicated_cluster(
         stack.wait_status(
             lambda s: all(s[name]["state"] == "up" for name in SERVICES),
             what="three Kafka nodes and every part up",
-            timeout_s=240.0,
+            timeout_s=330.0,  # up gives Kafka 240 s on a busy host, then starts the rest
         )
         pids = [s["pid"] for s in stack.status().values() if s["pid"]]
         served = asyncio.run(_burst(stack.proxy_url, 12))
