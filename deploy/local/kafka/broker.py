@@ -21,9 +21,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from deploy.local.kafka.brokerlog import failure_hint, log_tail
 from deploy.local.kafka.class_data import ArchiveDump, class_data_args
 from deploy.local.kafka.errors import KafkaSetupError
-from deploy.local.kafka.jars import KAFKA_VERSION, ensure_kafka_jars
+from deploy.local.kafka.jars import ensure_kafka_jars
 from deploy.local.kafka.java import find_java, java_command
 from deploy.local.kafka.ports import HOST, free_ports, port_in_use
 from deploy.local.kafka.probe import probe_metadata
@@ -47,27 +48,6 @@ def _stop_leftover_brokers() -> None:
     # (A SIGKILLed Python process still leaks its broker; its pid is in <data_dir>/broker.pid.)
     for broker in list(_LIVE_BROKERS):
         broker.stop(timeout_s=10)
-
-
-def _tail(path: Path, start: int = 0, lines: int = 40) -> str:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(start)
-            data = handle.read()
-    except OSError:
-        return "(no broker log)"
-    text = data.decode("utf-8", errors="replace").rstrip()
-    return "\n".join(text.splitlines()[-lines:]) or "(broker log is empty)"
-
-
-def _hint(log_text: str) -> str:
-    if "UnsupportedClassVersionError" in log_text:
-        return f" Kafka {KAFKA_VERSION} needs Java 17 or newer (see `java -version`)."
-    if "Address already in use" in log_text:
-        return " A port is taken: another broker running? Pass a different port."
-    if "Failed to acquire lock" in log_text or "may be in use by another" in log_text:
-        return " The data dir is locked by another broker process (see broker.pid)."
-    return ""
 
 
 def _wait_for_process_state(pid: int, state: str, timeout_s: float) -> None:
@@ -185,7 +165,7 @@ class KafkaBroker:
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines the broker wrote since its latest start."""
-        return _tail(self.log_file, self._log_offset, lines)
+        return log_tail(self.log_file, self._log_offset, lines)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -288,7 +268,7 @@ class KafkaBroker:
             tail = self.log_tail()
             raise KafkaSetupError(
                 f"`kafka-storage format` of {self.log_dir} failed (exit {result.returncode})."
-                f"{_hint(tail)}\n{tail}"
+                f"{failure_hint(tail)}\n{tail}"
             )
 
     def _launch(self, java: str, libs: Path) -> None:
@@ -344,8 +324,7 @@ class KafkaBroker:
         Used by :meth:`start`; call it directly after :meth:`resume` (a paused node may
         briefly fence itself once continued) or from fault tests. Raises
         :class:`KafkaSetupError` with the broker log tail if the JVM exits or time runs out.
-        A slow start (several JVMs on a busy host) is reported to ``progress`` every
-        :data:`PROGRESS_EVERY_S`, counted from ``began`` (default: now), with the last answer.
+        ``progress`` hears of a slow start (timed from ``began``) with the probe's last answer.
         """
         now = time.monotonic()
         deadline = now + max(timeout_s, 0.0)
@@ -361,7 +340,7 @@ class KafkaBroker:
                 tail = self.log_tail()
                 raise KafkaSetupError(
                     f"Kafka broker on {self.bootstrap_servers} exited with code {code}."
-                    f"{_hint(tail)}\nLast lines of {self.log_file}:\n{tail}"
+                    f"{failure_hint(tail)}\nLast lines of {self.log_file}:\n{tail}"
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
