@@ -335,6 +335,10 @@ def http_status(code: int) -> int:
 
 
 _CODE_PREFIX = re.compile(r"^Code: (\d+)\. ")
+# The embedded engine re-raises an error through each layer it crossed, and each puts its own
+# "Code: N. DB::Exception: " in front and " (version V). (NAME)" behind: one of each is kept.
+_REWRAPPED_HEAD = re.compile(r"^(Code: (\d+)\. DB::Exception: )(?:Code: \2\. DB::Exception: )+")
+_REWRAPPED_TAIL = re.compile(r" \(([A-Z_0-9]+)\)(?: \(version [^)]*\)\. \(\1\))+$")
 _NAME_SUFFIX = re.compile(r"\(([A-Z_0-9]+)\)(?: \(version [^)]*\))?\s*$")
 
 
@@ -350,6 +354,7 @@ def engine_exception(text: str) -> tuple[int, str, str]:
     start = text.find("Code: ")
     if start > 0:
         text = text[start:]
+    text = _REWRAPPED_TAIL.sub(r" (\1)", _REWRAPPED_HEAD.sub(r"\1", text))
     code_match = _CODE_PREFIX.match(text)
     code = int(code_match.group(1)) if code_match else 1002
     name_match = _NAME_SUFFIX.search(text)

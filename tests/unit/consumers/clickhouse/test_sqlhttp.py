@@ -272,6 +272,13 @@ def test_exception_text_has_the_form_clients_parse() -> None:
             "TIMEOUT_EXCEEDED",
         ),
         ("something went wrong without a code", 1002, "UNKNOWN_EXCEPTION"),
+        (  # the embedded engine's own re-wrapping (an unknown output format)
+            "Code: 73. DB::Exception: Code: 73. DB::Exception: Code: 73. DB::Exception: Unknown "
+            "format Nope. Maybe you meant: ['One','Npy']. (UNKNOWN_FORMAT) (version 26.9.2.1). "
+            "(UNKNOWN_FORMAT) (version 26.9.2.1). (UNKNOWN_FORMAT)",
+            73,
+            "UNKNOWN_FORMAT",
+        ),
     ],
 )
 def test_engine_errors_are_reshaped_with_code_name_and_version(
@@ -282,6 +289,8 @@ def test_engine_errors_are_reshaped_with_code_name_and_version(
     assert text.startswith(f"Code: {code}. DB::Exception: ")
     assert text.endswith(f"({name}) (version {ENGINE_VERSION})\n")
     assert text.count("(version ") == 1
+    assert text.count("DB::Exception") == 1, text
+    assert text.count(f"({name})") == 1, text
 
 
 @pytest.mark.parametrize(
