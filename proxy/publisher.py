@@ -95,7 +95,8 @@ class PublishStats:
     dropped_exchanges: int = 0  # distinct exchanges named in the drop log
     recovered: int = 0  # exchanges an earlier run left open, ended as proxy_died
     send_failures: int = 0  # sends that failed or timed out and were journaled or retried
-    resent: int = 0  # journaled after a missed deadline, yet acknowledged later: sent twice
+    resent: int = 0  # sent twice: journaled after a missed deadline yet acknowledged later, or
+    # acknowledged as part of a drain Kafka did not take whole, so replayed with the rest
     spills: int = 0  # times the publisher switched from memory to the journal
     producer_restarts: int = 0  # the producer process exited and was started again
 
@@ -151,6 +152,10 @@ class Publisher:
         # events, in order, when it was sent, and the drain it belongs to.
         self._in_flight: dict[asyncio.Future[object], tuple[list[_Queued], float, _Drain]] = {}
         self._in_flight_events = 0
+        # Batches in flight when the publisher spilled, and their event counts: one Kafka takes
+        # after all is sent twice (counted in ``resent``). Forgotten at the next spill, so a
+        # future the dropped producer never settles is not kept for ever.
+        self._abandoned: dict[asyncio.Future[object], int] = {}
         # Drains of the queue not yet wholly acknowledged, oldest first: the journal is
         # acknowledged up to the end of each, in order, once all its batches are.
         self._drains: collections.deque[_Drain] = collections.deque()
@@ -256,6 +261,7 @@ class Publisher:
         for future, (events, _, drain) in self._in_flight.items():
             if _succeeded(future):
                 self.stats.delivered += len(events)
+                drain.delivered += len(events)
                 drain.batches -= 1
         self._ack_drains()
         self._in_flight.clear()
@@ -351,6 +357,14 @@ class Publisher:
             self._idle.clear()
             self.stats.spills += 1
             log.warning("Kafka is not keeping up (%s): journaling events to disk", reason)
+        # Batches Kafka took of a drain it did not take whole: the journal is acknowledged a whole
+        # drain at a time, so the replay sends them again. Counted as journaled (and resent), not
+        # as delivered from memory, so that journaled == replayed once the journal is empty.
+        again = sum(drain.delivered for drain in self._drains)
+        self.stats.delivered -= again
+        self.stats.journaled += again
+        self.stats.resent += again
+        self._abandoned = {future: len(batch[0]) for future, batch in self._in_flight.items()}
         held = [e for events, _, _ in self._in_flight.values() for e in events]
         held += self._queue
         held += self._taking
@@ -596,10 +610,11 @@ class Publisher:
 
     def _acknowledged(self, future: asyncio.Future[object]) -> None:
         if future not in self._in_flight:
+            abandoned = self._abandoned.pop(future, 0)
             if _succeeded(future):
                 # Journaled when its deadline passed, yet Kafka took it after all: the replay
                 # will send it again (the raw tables' replacing keys absorb the copy).
-                self.stats.resent += 1
+                self.stats.resent += abandoned
             return
         if not _succeeded(future):
             self._abandon_in_flight(f"delivery failed: {_failure(future)!r}")
@@ -609,6 +624,7 @@ class Publisher:
         if len(self._latency_samples_ms) < _LATENCY_SAMPLES_MAX:
             self._latency_samples_ms.append((time.monotonic() - sent_at) * 1000)
         self.stats.delivered += len(events)
+        drain.delivered += len(events)
         drain.batches -= 1
         if drain is self._drains[0]:
             self._ack_drains()
@@ -750,6 +766,7 @@ class _Drain:
     end: Position
     batches: int = 0
     events: int = 0
+    delivered: int = 0  # events of its batches Kafka acknowledged so far
 
 
 async def _stop_producer(producer: AIOKafkaProducer, *, flush_s: float) -> None:

@@ -20,14 +20,17 @@ QUEUE_MAX = 4000
 VALUE = b'{"choices":[{"delta":{"content":"a chunk of an answer"}}]}' * 16  # ~1 KB
 
 
-async def keys_in_topic(bootstrap: str, topic: str, at_least: int) -> collections.Counter[bytes]:
+async def keys_in_topic(
+    bootstrap: str, topic: str, at_least: int, *, distinct: bool = False
+) -> collections.Counter[bytes]:
+    """Every record's key, read until ``at_least`` records (or, ``distinct``, keys) arrived."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     try:
         seen: collections.Counter[bytes] = collections.Counter()
         deadline = time.monotonic() + 60
-        while sum(seen.values()) < at_least:
-            assert time.monotonic() < deadline, f"only {sum(seen.values())} of {at_least} events"
+        while (len(seen) if distinct else sum(seen.values())) < at_least:
+            assert time.monotonic() < deadline, f"only {seen.total()} records, {len(seen)} keys"
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 seen.update(record.key for record in records if record.key is not None)
         return seen

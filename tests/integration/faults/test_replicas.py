@@ -28,10 +28,13 @@ from consumers.runner import Runner
 from consumers.settings import ConsumerSettings
 from deploy.local.kafka import KafkaCluster, create_topic, describe_partitions
 from proxy.app import PUBLISHER
+from proxy.journal import Journal
+from proxy.publisher import Publisher
 from tests.integration.conftest import ProxyFactory
 from tests.integration.datadog.conftest import ApmTestAgent, Forwarder, free_port
 from tests.integration.faults.oracle import wait_reconciled
 from tests.integration.faults.traffic import Served, SteadyTraffic, burst, eventually, get_json
+from tests.integration.test_publisher_hand_over import keys_in_topic
 
 pytestmark = pytest.mark.slow
 
@@ -149,6 +152,57 @@ async def test_two_of_three_down_fails_closed_then_replays_when_one_returns(
     stats = publisher.stats
     assert stats.replayed > 0
     assert stats.dropped == 0
+
+
+async def test_a_spill_while_kafka_took_part_of_a_drain_counts_each_event_once(
+    cluster: KafkaCluster, tmp_path: Path
+) -> None:
+    """One partition's leader goes silent while the others answer: Kafka takes part of a
+    linger's batches, the rest miss their deadline and the publisher spills. The journal is
+    acknowledged a drain at a time, so the batches Kafka took are replayed too: they count as
+    journaled and resent, not as delivered from memory, and journaled == replayed at the end."""
+    topic = f"partial-drain-{os.getpid()}-{time.monotonic_ns()}"
+    bootstrap = cluster.bootstrap_servers
+    await create_topic(bootstrap, topic, partitions=3, replication_factor=1)
+    leaders = {
+        s.partition: s.leader for s in (await describe_partitions(bootstrap, topic)).values()
+    }
+    silent = leaders[0]
+    assert set(leaders.values()) != {silent}, f"one node leads every partition: {leaders}"
+    publisher = Publisher(
+        bootstrap_servers=bootstrap,
+        topic=topic,
+        journal=Journal(tmp_path / "journal"),
+        kafka_timeout_s=KAFKA_TIMEOUT_S,
+        linger_ms=200,
+    )
+    await publisher.start()
+    keys = [f"exchange-{n}".encode() for n in range(600)]
+    try:
+        await asyncio.wait_for(publisher.flush(), 30)
+        await asyncio.to_thread(cluster.node(silent).pause)
+        try:
+            for key in keys:  # one drain, batches for every partition
+                publisher.publish(key, b"an event " * 20)
+            await eventually(lambda: publisher.stats.spills == 1, what="the publisher spilled")
+            taken = publisher.stats.resent
+        finally:
+            await asyncio.to_thread(cluster.node(silent).resume)
+        await asyncio.wait_for(publisher.flush(), 120)
+        stats = publisher.stats
+        assert taken > 0, f"Kafka took no batch of the drain before the spill: {stats}"
+        assert stats.published == (
+            stats.delivered - stats.replayed + stats.journaled + stats.dropped + publisher.in_memory
+        ), stats
+        assert stats.journaled == stats.replayed == len(keys), stats  # the whole drain, once
+        assert stats.delivered == len(keys), stats
+        # The silent node's batch, abandoned at its deadline, may still be written once it wakes:
+        # counted by its events too, never more than the drain held.
+        assert taken <= stats.resent <= len(keys), stats
+    finally:
+        await publisher.stop()
+    seen = await keys_in_topic(bootstrap, topic, len(keys), distinct=True)  # copies included
+    assert set(seen) == set(keys)
 
 
 async def test_node_with_its_log_dir_wiped_rejoins_and_catches_up(
